@@ -1,0 +1,32 @@
+# perfbook — `make demo` runs every runbook section on the built-in demo stack;
+# `make test` runs the tests. Both set up what they need first (see tools/bootstrap.sh).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.perfbook-installed
+
+.PHONY: setup system demo test unit lab clean-outputs
+
+setup: system $(STAMP)
+
+system:
+	@tools/bootstrap.sh system
+
+$(STAMP): pyproject.toml
+	@tools/bootstrap.sh venv $(VENV)
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/perfbook demo $(DEMO_ARGS)
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "not integration" $(PYTEST_ARGS)
+
+lab: setup
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+
+clean-outputs:
+	@echo "Reports are never deleted by make; remove outputs/<date>/ folders by hand if you must."

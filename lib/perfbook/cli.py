@@ -1,0 +1,255 @@
+"""perfbook command line.
+
+    perfbook list                              sections and their parameters
+    perfbook check-params FILE                 validate a params file (exit 2 on error)
+    perfbook run SECTION -p FILE [...]         one section → a dated report folder
+    perfbook batch -p FILE [--sections a,b]    every section in parallel → a dated report folder
+    perfbook demo [--scenario NAME] [--keep]   the built-in demo stack, diagnosed end to end
+    perfbook demo stop                         stop a stack left up with --keep
+    perfbook alerts export -p FILE             the params' alert rules as a Prometheus rules file
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .params import ParamsError, load, parse_override
+from .runner import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, Batch, BadInput, NotebookResult,
+                     available_sections, notebooks_dir, validate_sections)
+
+EXIT_CODES_HELP = """exit status:
+  0    every notebook ran, no critical finding
+  1    critical findings, or checks that could not run (source.unreachable)
+  2    bad input (params file, option, section): nothing ran
+  3    a notebook failed or timed out (its HTML report is still written)
+  130  interrupted; the run folder's manifest.json says which sections finished
+"""
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"perfbook: {msg}\n")
+
+
+class Printer:
+    """Progress lines a tired engineer can follow (colour only on a terminal)."""
+
+    COLOURS = {"ok": "32", "failed": "31", "timeout": "31", "interrupted": "33", "critical": "31",
+               "warning": "33", "error": "35"}
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.done, self.stream = total, 0, stream
+        self.tty = stream.isatty()
+
+    def c(self, text: str, key: str) -> str:
+        return f"\x1b[{self.COLOURS.get(key, '0')}m{text}\x1b[0m" if self.tty else text
+
+    def __call__(self, event: str, r: NotebookResult) -> None:
+        if event == "start":
+            self.stream.write(f"  … {r.section} started\n")
+        else:
+            self.done += 1
+            counts: dict[str, int] = {}
+            for f in r.findings:
+                counts[f.severity] = counts.get(f.severity, 0) + 1
+            summary = ", ".join(self.c(f"{counts[s]} {s}", s) for s in ("critical", "error", "warning")
+                                if counts.get(s)) or "nothing above normal"
+            status = self.c(r.status, r.status)
+            extra = f" — {r.error[:160]}" if r.error and r.status != "ok" else ""
+            self.stream.write(f"[{self.done}/{self.total}] {r.section}: {status} in {r.duration_s:.1f}s — "
+                              f"{summary}{extra}\n")
+        self.stream.flush()
+
+
+def _load_params(path: str, overrides: list[str]) -> tuple[Any, dict[str, Any]]:
+    ov = dict(parse_override(o) for o in overrides or [])
+    return load(path, ov), ov
+
+
+def _sigterm_as_interrupt() -> None:
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_batch(params_file: str, sections: list[str] | None, *, incident=None, since=None, until=None,
+              overrides: list[str] | None = None, jobs=None, timeout=600.0, outputs="outputs",
+              quiet=False) -> int:
+    params, ov = _load_params(params_file, overrides or [])
+    chosen = validate_sections(sections)
+    if not chosen:
+        raise BadInput(f"no notebooks found in {notebooks_dir()}")
+    printer = Printer(len(chosen))
+    batch = Batch(params_file, params, chosen, incident=incident, since=since, until=until, overrides=ov,
+                  jobs=jobs, timeout=timeout, outputs=outputs, progress=None if quiet else printer)
+    if not quiet:
+        sys.stderr.write(f"perfbook {__version__}: {len(chosen)} section(s), {batch.jobs} at a time, "
+                         f"timeout {timeout:.0f}s each → {batch.run_dir}\n")
+    _sigterm_as_interrupt()
+    result = batch.run()
+    findings = result.findings
+    crit = sum(f.severity == "critical" for f in findings)
+    errs = sum(f.severity == "error" for f in findings)
+    warn = sum(f.severity == "warning" for f in findings)
+    failed = [r.section for r in result.results if r.status != "ok"]
+    sys.stderr.write(f"\n{crit} critical, {errs} could not run, {warn} warnings"
+                     + (f"; notebooks not ok: {', '.join(failed)}" if failed else "") + "\n")
+    print(f"Report: {result.index.resolve()}")
+    return result.exit_code
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    import papermill as pm
+
+    for s in available_sections():
+        nb = notebooks_dir() / f"{s}.ipynb"
+        try:
+            ps = pm.inspect_notebook(str(nb))
+            knobs = ", ".join(f"{k}={v['default']}" for k, v in ps.items()
+                              if k not in ("params_file", "since", "until", "incident", "overrides"))
+        except Exception as exc:  # noqa: BLE001
+            knobs = f"(cannot inspect: {exc})"
+        title = _title(nb)
+        print(f"{s:<18} {title}" + (f"  [{knobs}]" if knobs and a.verbose else ""))
+    return 0
+
+
+def _title(nb: Path) -> str:
+    import json
+    try:
+        cells = json.loads(nb.read_text())["cells"]
+        for c in cells:
+            if c["cell_type"] == "markdown":
+                for line in "".join(c["source"]).splitlines():
+                    if line.startswith("#"):
+                        return line.lstrip("# ").strip()
+    except Exception:  # noqa: BLE001
+        pass
+    return ""
+
+
+def cmd_check_params(a: argparse.Namespace) -> int:
+    params, _ = _load_params(a.file, a.set)
+    print(f"{a.file}: ok — service {params.service!r} ({params.environment}), "
+          f"{len(params.endpoints)} endpoints, secrets named: {', '.join(params.env_names()) or 'none'}")
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    return run_batch(a.params, [a.section], incident=a.incident, since=a.since, until=a.until,
+                     overrides=a.set, jobs=1, timeout=a.timeout, outputs=a.outputs)
+
+
+def cmd_batch(a: argparse.Namespace) -> int:
+    sections = [s.strip() for s in a.sections.split(",") if s.strip()] if a.sections else None
+    return run_batch(a.params, sections, incident=a.incident, since=a.since, until=a.until,
+                     overrides=a.set, jobs=a.jobs, timeout=a.timeout, outputs=a.outputs)
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .demo_cli import demo_main
+    return demo_main(a)
+
+
+def cmd_alerts(a: argparse.Namespace) -> int:
+    from .checks.alerts import rules_yaml
+    params, _ = _load_params(a.params, a.set)
+    text = rules_yaml(params)
+    if a.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        Path(a.output).write_text(text, encoding="utf-8")
+        print(f"wrote {a.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="perfbook", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The Performance Degradation Runbook, executable: parameterized notebooks run "
+                    "headless with papermill into dated, self-contained HTML incident reports.",
+        epilog="Start with `make demo` (or `perfbook demo`) to see a full report on the built-in demo "
+               "stack.\n\n" + EXIT_CODES_HELP)
+    ap.add_argument("--version", action="version", version=f"perfbook {__version__}")
+    sub = ap.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list the runbook sections (notebooks)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also show each notebook's own parameters")
+    p.set_defaults(fn=cmd_list)
+
+    p = sub.add_parser("check-params", help="validate a params file without running anything")
+    p.add_argument("file")
+    p.add_argument("-P", "--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(fn=cmd_check_params)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-p", "--params", required=True, help="params YAML (see params/production.example.yaml)")
+        p.add_argument("--incident", help="incident ID; names the report folder")
+        p.add_argument("--since", help="window start: -30m, now, or ISO-8601 (overrides the params file)")
+        p.add_argument("--until", help="window end: now or ISO-8601 (overrides the params file)")
+        p.add_argument("-P", "--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a params field, e.g. -P settings.probes.count=50")
+        p.add_argument("--timeout", type=float, default=float(os.environ.get("PERFBOOK_TIMEOUT", 600)),
+                       help="per-notebook timeout in seconds (default 600)")
+        p.add_argument("--outputs", default=os.environ.get("PERFBOOK_OUTPUTS", "outputs"),
+                       help="report root (default ./outputs)")
+
+    p = sub.add_parser("run", help="run one section", epilog=EXIT_CODES_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("section")
+    common(p)
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("batch", help="run every section (or --sections a,b) in parallel", epilog=EXIT_CODES_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    common(p)
+    p.add_argument("--sections", help="comma-separated subset, e.g. quick-diagnostics,database")
+    p.add_argument("--jobs", type=int, default=None, help="notebooks at a time (default: CPU count)")
+    p.set_defaults(fn=cmd_batch)
+
+    p = sub.add_parser("demo", help="run every section on the built-in demo stack",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Start PostgreSQL, Prometheus, two demo-service instances and an external-API "
+                                   "stand-in on 127.0.0.1, drive traffic, run the batch, print the report path, "
+                                   "stop everything.")
+    p.add_argument("action", nargs="?", default="run", choices=["run", "stop", "scenarios"])
+    p.add_argument("--scenario", default="incident", help="incident (all faults, default), healthy, or one fault")
+    p.add_argument("--keep", action="store_true", help="leave the stack up (then `make lab`, `perfbook demo stop`)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of traffic before the batch (default 60)")
+    p.add_argument("--sections", help="comma-separated subset of sections")
+    p.add_argument("--jobs", type=int, default=None)
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--outputs", default=os.environ.get("PERFBOOK_OUTPUTS", "outputs"))
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("alerts", help="alert rules: export the params' thresholds as Prometheus rules")
+    p.add_argument("action", choices=["export"])
+    p.add_argument("-p", "--params", required=True)
+    p.add_argument("-o", "--output", default="-")
+    p.add_argument("-P", "--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(fn=cmd_alerts)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    if not getattr(a, "fn", None):
+        ap.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return a.fn(a)
+    except (ParamsError, BadInput) as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Execute ONE notebook with papermill and export its HTML — in its own process.
+
+The runner starts one ``python -m perfbook.execute`` per notebook: papermill's
+in-process parallel runs clash (ZMQ ports, cwd), and a separate process can be killed
+cleanly on timeout. Output goes to a private work folder; the runner redacts it and links
+it into the run folder.
+
+Prints one JSON line on stdout: ``{"status": "ok"|"failed", "error": "...", "timings": {...}}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def run(notebook: Path, output: Path, html_out: Path, parameters: dict, cwd: Path,
+        cell_timeout: int | None) -> dict:
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    from .report import error_html, notebook_html
+
+    result: dict = {"status": "ok", "error": "", "timings": {}}
+    t0 = time.monotonic()
+    try:
+        pm.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(cwd),
+                            kernel_name="python3", progress_bar=False, log_output=False,
+                            request_save_on_cell_execute=False, execution_timeout=cell_timeout)
+    except PapermillExecutionError as exc:
+        result.update(status="failed", error=f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"[:2000])
+    except Exception as exc:  # noqa: BLE001 - kernel died, bad notebook, ...
+        result.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+    result["timings"]["execute_s"] = round(time.monotonic() - t0, 3)
+
+    t1 = time.monotonic()
+    try:
+        page = notebook_html(output) if output.exists() else error_html(
+            f"{notebook.stem}: did not run", result["error"] or "no output notebook")
+    except Exception as exc:  # noqa: BLE001
+        page = error_html(f"{notebook.stem}: HTML export failed", f"{type(exc).__name__}: {exc}\n\n{result['error']}")
+    html_out.write_text(page, encoding="utf-8")
+    result["timings"]["export_s"] = round(time.monotonic() - t1, 3)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m perfbook.execute")
+    ap.add_argument("--notebook", type=Path, required=True)
+    ap.add_argument("--output", type=Path, required=True)
+    ap.add_argument("--html", type=Path, required=True)
+    ap.add_argument("--parameters", default="{}")
+    ap.add_argument("--cwd", type=Path, required=True)
+    ap.add_argument("--cell-timeout", type=int, default=None)
+    a = ap.parse_args(argv)
+    res = run(a.notebook, a.output, a.html, json.loads(a.parameters), a.cwd, a.cell_timeout)
+    sys.stdout.write(json.dumps(res) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

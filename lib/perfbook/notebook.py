@@ -1,0 +1,255 @@
+"""What a section notebook calls: set-up, guarded checks, findings shown and recorded.
+
+A notebook does::
+
+    from perfbook import notebook as pb
+    ctx = pb.start("quick-diagnostics", params_file, since=since, until=until, incident=incident)
+
+    with pb.check(ctx, "latency from probes"):
+        ...                       # fetch through perfbook.sources, analyse through perfbook.checks
+        pb.emit(ctx, findings)    # shows callouts and records them for the runner
+
+A check that raises does not fail the notebook (papermill fails a run on any error
+output): :func:`check` turns a dead source into a ``source.unreachable`` finding and any
+other exception into a ``check.failed`` finding, shows them, and the notebook goes on.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from . import __version__
+from .findings import MIME_TYPE, Finding, severity_rank
+from .params import Params, env_value, load, resolve_time
+
+COLOURS = {  # background, border, label
+    "ok": ("#eef8ee", "#2e7d32", "OK"),
+    "info": ("#eef4fb", "#1565c0", "INFO"),
+    "warning": ("#fff6e0", "#e08a00", "WARNING"),
+    "critical": ("#fdecea", "#c62828", "CRITICAL"),
+    "error": ("#f3e8fd", "#6a1b9a", "CHECK DID NOT RUN"),
+}
+
+
+@dataclass
+class Context:
+    section: str
+    params: Params
+    params_file: str
+    start: datetime
+    end: datetime
+    incident: str | None
+    findings: list[Finding] = field(default_factory=list)
+    _current_check: str = ""
+
+    def secret(self, env_name: str | None) -> str | None:
+        """A secret's value, read from the environment inside the kernel (never a parameter)."""
+        return env_value(env_name)
+
+    def probe_options(self) -> dict[str, Any]:
+        s = self.params.settings.probes
+        return {"count": s.count, "timeout": s.timeout, "retries": s.retries}
+
+    @property
+    def window_seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+
+def _display(bundle: dict[str, Any]) -> None:
+    try:
+        from IPython.display import display
+    except ImportError:  # plain Python (tests): print the text form
+        print(bundle.get("text/plain", ""))
+        return
+    display(bundle, raw=True)
+
+
+def _git_revision() -> str:
+    from .report import git_revision
+    return git_revision()
+
+
+def start(section: str, params_file: str, since: str | None = None, until: str | None = None,
+          incident: str | None = None, overrides: str | dict | None = None,
+          show_header: bool = True) -> Context:
+    """Load the params, resolve the window, configure display, show the report header."""
+    ov = json.loads(overrides) if isinstance(overrides, str) and overrides else (overrides or {})
+    params = load(params_file, ov)
+    now = datetime.now(timezone.utc)
+    p_since, p_until = params.window.resolve(now)
+    start_t = resolve_time(since, now) if since else p_since
+    end_t = resolve_time(until, now) if until else p_until
+    if start_t >= end_t:
+        raise ValueError(f"window is empty: since {start_t.isoformat()} is not before until {end_t.isoformat()}")
+    ctx = Context(section, params, str(params_file), start_t, end_t, incident or None)
+    _configure_display()
+    if show_header:
+        _display({"text/html": header_html(ctx), "text/plain": header_text(ctx)})
+    return ctx
+
+
+def _configure_display() -> None:
+    try:
+        import matplotlib
+        matplotlib.rcParams.update({"figure.figsize": (9, 3.4), "figure.dpi": 90,
+                                    "axes.grid": True, "grid.alpha": 0.3,
+                                    "axes.spines.top": False, "axes.spines.right": False})
+        import pandas as pd
+        pd.set_option("display.max_rows", 60)
+        pd.set_option("display.max_colwidth", 120)
+    except ImportError:
+        pass
+
+
+def header_text(ctx: Context) -> str:
+    p = ctx.params
+    return (f"perfbook {ctx.section} — {p.service} ({p.environment}) — window "
+            f"{ctx.start:%Y-%m-%d %H:%M:%S} → {ctx.end:%Y-%m-%d %H:%M:%S} UTC"
+            + (f" — incident {ctx.incident}" if ctx.incident else ""))
+
+
+def header_html(ctx: Context) -> str:
+    p, e = ctx.params, html.escape
+    rows = [("service", p.service), ("environment", p.environment),
+            ("window (UTC)", f"{ctx.start:%Y-%m-%d %H:%M:%S} → {ctx.end:%Y-%m-%d %H:%M:%S} "
+                             f"({ctx.window_seconds / 60:.1f} min)"),
+            ("incident", ctx.incident or "—"),
+            ("run at (UTC)", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")),
+            ("perfbook", f"{__version__} ({_git_revision()})"),
+            ("params", os.path.basename(ctx.params_file))]
+    cells = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{e(k)}</th><td>{e(str(v))}</td></tr>"
+                    for k, v in rows)
+    return (f"<div class='perfbook-header' style='border-left:4px solid #455a64;padding:4px 12px;"
+            f"background:#f5f7f8'><b>perfbook · {e(ctx.section)}</b><table>{cells}</table></div>")
+
+
+# --------------------------------------------------------------------------- findings
+
+
+def callout_html(f: Finding) -> str:
+    bg, border, label = COLOURS[f.severity]
+    e = html.escape
+    ev = "".join(f"<li><code>{e(str(k))}</code>: {e(_fmt(v))}</li>" for k, v in f.evidence.items())
+    rec = (f"<div><b>What to do:</b><pre style='white-space:pre-wrap;margin:2px 0'>{e(f.recommendation)}</pre></div>"
+           if f.recommendation else "")
+    subject = f" — <code>{e(f.subject)}</code>" if f.subject else ""
+    return (f"<div class='perfbook-finding sev-{f.severity}' data-code='{e(f.code)}' "
+            f"style='background:{bg};border-left:6px solid {border};padding:6px 12px;margin:6px 0'>"
+            f"<div><span style='color:{border};font-weight:bold'>{label}</span> "
+            f"<code>{e(f.code)}</code>{subject}</div>"
+            f"<div style='font-size:1.05em;margin:2px 0'><b>{e(f.title)}</b></div>"
+            + (f"<ul style='margin:2px 0'>{ev}</ul>" if ev else "")
+            + rec
+            + f"<div style='color:#555;font-size:0.85em'>runbook: {e(f.runbook_ref)}</div></div>")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, default=str)[:500]
+    return str(v)
+
+
+def emit(ctx: Context, *findings: Finding | Iterable[Finding]) -> list[Finding]:
+    """Show each finding as a callout and record it (machine-readable) in the notebook."""
+    flat: list[Finding] = []
+    for item in findings:
+        flat.extend([item] if isinstance(item, Finding) else list(item))
+    flat.sort(key=lambda f: -severity_rank(f.severity))
+    for f in flat:
+        f.section = f.section or ctx.section
+        f.check = f.check or ctx._current_check
+        ctx.findings.append(f)
+        _display({"text/html": callout_html(f),
+                  "text/plain": f"[{f.severity.upper()}] {f.code} {f.subject or ''}: {f.title}",
+                  MIME_TYPE: f.to_dict()})
+    return flat
+
+
+@contextmanager
+def check(ctx: Context, name: str) -> Iterator[None]:
+    """Run a check; a dead source or an exception becomes an error finding, never a crash."""
+    from .sources import SourceError, SourceUnreachable
+
+    previous, ctx._current_check = ctx._current_check, name
+    try:
+        yield
+    except (SourceUnreachable, SourceError) as exc:
+        unreachable = isinstance(exc, SourceUnreachable)
+        emit(ctx, Finding(
+            "source.unreachable", "error",
+            f"{exc.source} {'unreachable' if unreachable else 'answered with an error'}: "
+            f"'{name}' could not be checked",
+            subject=exc.source,
+            evidence={"target": exc.target, "reason": exc.reason, "check": name},
+            recommendation=f"Check that {exc.source} at {exc.target} is up and reachable from here, "
+                           f"and the params file points at it; then re-run this section.",
+            check=name))
+    except Exception as exc:  # noqa: BLE001 - a check must never take the report down
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3)
+        emit(ctx, Finding(
+            "check.failed", "error", f"'{name}' failed: {type(exc).__name__}: {str(exc)[:300]}",
+            evidence={"exception": type(exc).__name__, "message": str(exc)[:1000], "check": name},
+            recommendation="This is a perfbook bug or an unexpected input; the traceback is in the "
+                           "executed notebook. The rest of the report is unaffected.",
+            check=name))
+        _display({"text/html": f"<details><summary>traceback</summary><pre>{html.escape(''.join(tb))}</pre></details>",
+                  "text/plain": "".join(tb)})
+    finally:
+        ctx._current_check = previous
+
+
+# --------------------------------------------------------------------------- display helpers
+
+
+def table(df: Any, caption: str = "", max_rows: int = 200) -> None:
+    """Show a DataFrame as an escaped HTML table, truncated with a note on what was left out."""
+    import pandas as pd
+
+    if df is None or (isinstance(df, pd.DataFrame) and df.empty):
+        _display({"text/html": f"<p><i>{html.escape(caption)}: no rows.</i></p>" if caption else "<p><i>no rows.</i></p>",
+                  "text/plain": f"{caption}: no rows"})
+        return
+    left = max(0, len(df) - max_rows)
+    shown = df.head(max_rows)
+    body = shown.to_html(escape=True, index=False, float_format=lambda x: f"{x:.4g}", border=0,
+                         classes="perfbook-table")
+    note = f"<p><i>{left} more rows not shown (of {len(df)}).</i></p>" if left else ""
+    cap = f"<p><b>{html.escape(caption)}</b></p>" if caption else ""
+    _display({"text/html": cap + body + note, "text/plain": (caption + "\n" if caption else "") + shown.to_string()})
+
+
+def details(summary: str, text: str, language: str = "") -> None:
+    """Collapsed block, e.g. the SQL or PromQL a table came from."""
+    _display({"text/html": f"<details><summary>{html.escape(summary)}</summary>"
+                           f"<pre class='{html.escape(language)}'>{html.escape(text)}</pre></details>",
+              "text/plain": f"{summary}:\n{text}"})
+
+
+def note(text: str) -> None:
+    """A short paragraph of escaped text (a conclusion with its numbers)."""
+    _display({"text/html": f"<p>{html.escape(text)}</p>", "text/plain": text})
+
+
+def summary(ctx: Context) -> None:
+    """The section's conclusion: counts by severity and the worst findings first."""
+    counts: dict[str, int] = {}
+    for f in ctx.findings:
+        counts[f.severity] = counts.get(f.severity, 0) + 1
+    bad = [f for f in ctx.findings if f.severity in ("warning", "critical", "error")]
+    bad.sort(key=lambda f: -severity_rank(f.severity))
+    parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: -severity_rank(kv[0])))
+    items = "".join(f"<li><b>{html.escape(f.severity.upper())}</b> <code>{html.escape(f.code)}</code> "
+                    f"{html.escape(f.title)}</li>" for f in bad)
+    verdict = "Nothing above normal in this section." if not bad else f"{len(bad)} finding(s) need attention:"
+    _display({"text/html": f"<div class='perfbook-summary'><p><b>Summary:</b> {html.escape(parts or 'no findings')}. "
+                           f"{html.escape(verdict)}</p><ul>{items}</ul></div>",
+              "text/plain": f"Summary: {parts}. {verdict}"})

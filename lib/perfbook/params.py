@@ -1,0 +1,612 @@
+"""The params file: where to look, the window, the targets, the thresholds.
+
+A params file is YAML validated by :class:`Params` *before any kernel starts*. An error is
+one line, ``FILE: field.path: what is wrong`` (:class:`ParamsError`), and nothing runs.
+
+Secrets never live in a params file: the database, Redis and bearer token are given by the
+*name of the environment variable* that holds them (``database_env: DATABASE_URL``). A value
+that looks like a secret written inline (a DSN, a URL with a password, a token) is refused.
+
+Defaults come from the runbook's "Performance Baselines" tables, so a params file only
+says what differs for a service.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# --------------------------------------------------------------------------- errors
+
+
+class ParamsError(Exception):
+    """A params file that cannot be used. ``str()`` is the one-line message."""
+
+    def __init__(self, file: str | Path, field: str, problem: str):
+        self.file, self.field, self.problem = str(file), field, problem
+        super().__init__(f"{self.file}: {field}: {problem}")
+
+
+# --------------------------------------------------------------------------- small types
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """``"200ms"``, ``"1s"``, ``"5m"``, ``2`` (seconds) → seconds as float."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 200ms, 1s, 5m or a number of seconds")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration like 200ms, 1s, 5m or a number of seconds, got {value!r}")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _env_name(value: str) -> str:
+    if "://" in value or "@" in value or "=" in value:
+        raise ValueError(
+            "looks like a secret value written inline; put it in an environment variable "
+            "and write the variable's name here (e.g. DATABASE_URL)"
+        )
+    if not _ENV_NAME.match(value):
+        raise ValueError(f"must be the name of an environment variable (letters, digits, _), got {value!r}")
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
+    if parts.password:
+        raise ValueError("contains a password; secrets are named by environment variable, never written inline")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"has an invalid port: {value!r}") from None
+    return value.rstrip("/") if parts.path in ("", "/") else value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+_RELATIVE = re.compile(r"^-\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+
+
+def resolve_time(value: str | datetime, now: datetime | None = None) -> datetime:
+    """``now``, ``-30m`` (relative to now) or ISO-8601 → aware UTC datetime."""
+    now = now or datetime.now(timezone.utc)
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        text = str(value).strip()
+        if text == "now":
+            return now
+        if m := _RELATIVE.match(text):
+            return now - timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
+        try:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"expected 'now', a relative time like -30m, or ISO-8601, got {text!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+def _time_spec(value: Any) -> str:
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    if not isinstance(value, str):
+        raise ValueError(f"expected 'now', a relative time like -30m, or ISO-8601, got {value!r}")
+    resolve_time(value)  # validates
+    return value
+
+
+TimeSpec = Annotated[str, BeforeValidator(_time_spec)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- sections of the file
+
+
+class Window(Strict):
+    since: TimeSpec = "-30m"
+    until: TimeSpec = "now"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Window":
+        now = datetime.now(timezone.utc)
+        if resolve_time(self.since, now) >= resolve_time(self.until, now):
+            raise ValueError(f"window is inverted or empty: since {self.since!r} is not before until {self.until!r}")
+        return self
+
+    def resolve(self, now: datetime | None = None) -> tuple[datetime, datetime]:
+        now = now or datetime.now(timezone.utc)
+        return resolve_time(self.since, now), resolve_time(self.until, now)
+
+
+class Prometheus(Strict):
+    url: HttpUrl
+    selector: str = ""
+    bearer_token_env: EnvName | None = Field(
+        None, description="name of the env var holding the bearer token (Fly.io: FLY_API_TOKEN)")
+    flavor: Literal["prometheus", "victoriametrics"] = "prometheus"
+    timeout: Duration = 10.0
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, v: str) -> str:
+        v = v.strip()
+        if v and not (v.startswith("{") and v.endswith("}")):
+            raise ValueError("must be a PromQL label selector like '{app=\"my-api\"}'")
+        return v
+
+
+class Targets(Strict):
+    base_url: HttpUrl | None = None
+    metrics_urls: list[HttpUrl] = Field(default_factory=list)
+    prometheus: Prometheus | None = None
+    database_env: EnvName | None = None
+    redis_env: EnvName | None = None
+    postgres_logs: list[str] = Field(default_factory=list)
+    app_logs: list[str] = Field(default_factory=list)
+    external_health_urls: dict[str, HttpUrl] = Field(default_factory=dict)
+    fly_toml: str | None = None
+    memory_limit: str | int | None = Field(
+        None, description="the instance's memory limit (e.g. 512MB), for memory % from RSS")
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
+        description="hosts that load tests and bursts may target; loopback by default")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _metrics_url_alias(cls, data: Any) -> Any:
+        # `metrics_url: one` is accepted as shorthand for `metrics_urls: [one]`.
+        if isinstance(data, dict) and "metrics_url" in data:
+            data = dict(data)
+            one = data.pop("metrics_url")
+            if "metrics_urls" in data:
+                raise ValueError("give metrics_url or metrics_urls, not both")
+            data["metrics_urls"] = [one] if isinstance(one, str) else one
+        return data
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory(cls, v: Any) -> Any:
+        if v is not None:
+            parse_bytes(v)
+        return v
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        for h in v:
+            if not h or "/" in h or " " in h:
+                raise ValueError(f"not a host name or address: {h!r}")
+        return v
+
+    def memory_limit_bytes(self) -> int | None:
+        return None if self.memory_limit is None else parse_bytes(self.memory_limit)
+
+
+_BYTES = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.I)
+
+
+def parse_bytes(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a size like 512MB")
+    if isinstance(value, int):
+        return value
+    m = _BYTES.match(str(value))
+    if not m:
+        raise ValueError(f"expected a size like 512MB or 1GiB, got {value!r}")
+    unit = (m.group(2) or "B").upper().rstrip("B").rstrip("I")
+    power = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}[unit]
+    return int(float(m.group(1)) * 1024 ** power)
+
+
+class LatencyTargets(Strict):
+    p50: Duration
+    p95: Duration
+    p99: Duration
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LatencyTargets":
+        if not (self.p50 <= self.p95 <= self.p99):
+            raise ValueError("targets must satisfy p50 <= p95 <= p99")
+        return self
+
+
+class Endpoint(Strict):
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
+    route: str = Field(description="the route as the metrics label it, e.g. /api/products/:id")
+    probe_path: str | None = Field(None, description="concrete path to probe; None = not probed")
+    targets: LatencyTargets
+    expensive: bool = False
+    cached: bool = False
+
+    @field_validator("route", "probe_path")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError(f"must start with '/', got {v!r}")
+        return v
+
+    @property
+    def name(self) -> str:
+        return f"{self.method} {self.route}"
+
+
+def _ms(v: float) -> float:
+    return v / 1000.0
+
+
+# The runbook's "Response Time Targets" table.
+DEFAULT_ENDPOINTS = [
+    {"method": "GET", "route": "/health", "probe_path": "/health",
+     "targets": {"p50": "100ms", "p95": "200ms", "p99": "500ms"}},
+    {"method": "GET", "route": "/api/products", "probe_path": "/api/products?limit=20",
+     "targets": {"p50": "500ms", "p95": "1s", "p99": "2s"}, "cached": True},
+    {"method": "GET", "route": "/api/products/:id", "probe_path": "/api/products/1",
+     "targets": {"p50": "500ms", "p95": "1s", "p99": "2s"}, "cached": True},
+    {"method": "POST", "route": "/api/content/generate", "probe_path": None,
+     "targets": {"p50": "30s", "p95": "60s", "p99": "120s"}, "expensive": True},
+    {"method": "GET", "route": "/api/analytics/summary", "probe_path": "/api/analytics/summary",
+     "targets": {"p50": "1s", "p95": "2s", "p99": "3s"}},
+]
+
+
+class Level(Strict):
+    """A Warning/Critical pair from the runbook's Resource Utilization table."""
+    normal: float | None = None
+    warning: float
+    critical: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Level":
+        if self.warning > self.critical:
+            raise ValueError("warning must not be above critical")
+        return self
+
+
+class Thresholds(Strict):
+    # Runbook "Resource Utilization Targets": CPU 30-50 % normal, 70 warning, 85 critical.
+    cpu_percent: Level = Level(normal=50, warning=70, critical=85)
+    # Memory 40-60 % normal, 80 warning, 90 critical.
+    memory_percent: Level = Level(normal=60, warning=80, critical=90)
+    # Event loop lag < 10 ms normal, 50 ms warning, 100 ms critical (seconds here).
+    eventloop_lag_seconds: Level = Level(normal=0.010, warning=0.050, critical=0.100)
+    # Database connections 10-20 normal, 50 warning, 80 critical.
+    db_connections: Level = Level(normal=20, warning=50, critical=80)
+    # 5xx share of requests. Not in the runbook's table; 1 % / 5 % are the usual SLO bars.
+    error_rate: Level = Level(normal=0.001, warning=0.01, critical=0.05)
+    # Issue 5: "Target: > 60% hit rate".
+    cache_hit_rate: float = Field(0.60, ge=0, le=1)
+
+
+class Metrics(Strict):
+    """Metric names. prom-client's defaults; override for other exporters."""
+    http_duration: str = "http_request_duration_seconds"
+    http_requests: str = "http_requests_total"
+    cpu_seconds: str = "process_cpu_seconds_total"
+    resident_memory: str = "process_resident_memory_bytes"
+    eventloop_lag: str = "nodejs_eventloop_lag_seconds"
+    eventloop_lag_p99: str = "nodejs_eventloop_lag_p99_seconds"
+    heap_used: str = "nodejs_heap_size_used_bytes"
+    heap_total: str = "nodejs_heap_size_total_bytes"
+    heap_limit: str = "nodejs_heap_size_limit_bytes"
+    cache_hits: str = "cache_hits_total"
+    cache_misses: str = "cache_misses_total"
+    rate_limit_hits: str = "rate_limit_hits_total"
+    external_duration: str = "external_api_duration_seconds"
+    external_requests: str = "external_api_requests_total"
+    circuit_breaker_state: str = "circuit_breaker_state"
+    db_pool_open: str = "prisma_pool_connections_open"
+    db_pool_busy: str = "prisma_pool_connections_busy"
+    db_pool_idle: str = "prisma_pool_connections_idle"
+    db_pool_wait: str = "prisma_client_queries_wait"
+    db_query_duration: str = "pg_query_duration_seconds"
+    http_connections: str = "http_connections_active"
+    # label names
+    route_label: str = "route"
+    method_label: str = "method"
+    status_label: str = "status_code"
+    instance_label: str = "instance"
+
+    @field_validator("*")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.match(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", v):
+            raise ValueError(f"not a valid Prometheus metric or label name: {v!r}")
+        return v
+
+
+class Probes(Strict):
+    count: int = Field(20, ge=1, le=1000, description="requests per probed endpoint")
+    timeout: Duration = 10.0
+    retries: int = Field(2, ge=0, le=5)
+    concurrency: int = Field(1, ge=1, le=16)
+
+
+class Database(Strict):
+    statement_timeout: Duration = 5.0
+    lock_timeout: Duration = 1.0
+    explain_analyze: bool = False
+    # pghero: slow = mean >= 20 ms and calls >= 100.
+    slow_query_mean: Duration = 0.020
+    slow_query_calls: int = Field(100, ge=1)
+    large_result_rows: int = Field(1000, ge=1)
+    bloat_dead_share: float = Field(0.20, gt=0, lt=1)
+    long_running: Duration = 60.0
+    top_n: int = Field(10, ge=1, le=100)
+
+
+class LoadStage(Strict):
+    users: int = Field(ge=1, le=2000)
+    duration: Duration
+
+
+class LoadTest(Strict):
+    mode: Literal["load", "stress", "off"] = "stress"
+    users: int = Field(10, ge=1, le=2000)
+    duration: Duration = 30.0
+    stages: list[LoadStage] = Field(default_factory=lambda: [
+        LoadStage(users=u, duration=60) for u in (10, 50, 100, 200, 500)])
+    spawn_rate: float = Field(50, gt=0)
+    mix: dict[str, int] = Field(default_factory=lambda: {
+        "GET /api/products?limit=20": 6, "GET /api/products/1": 3, "GET /health": 1})
+    thresholds: list[str] = Field(default_factory=lambda: ["p(95)<1000", "failed<0.01"])
+    max_users: int = Field(500, ge=1, le=5000)
+    max_duration: Duration = 1800.0
+    allow_hosts: list[str] = Field(
+        default_factory=list, description="hosts outside targets.allowed_hosts this file opts in to")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if not re.match(r"^\s*(p\((\d+(\.\d+)?)\)|avg|min|max|med|failed|rate)\s*(<=|<|>=|>)\s*\d+(\.\d+)?\s*$", t):
+                raise ValueError(f"not a k6-style threshold like 'p(95)<1000' or 'failed<0.01': {t!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _caps(self) -> "LoadTest":
+        if self.users > self.max_users or any(s.users > self.max_users for s in self.stages):
+            raise ValueError(f"users above max_users ({self.max_users})")
+        total = self.duration if self.mode == "load" else sum(s.duration for s in self.stages)
+        if total > self.max_duration:
+            raise ValueError(f"total duration {total:.0f}s above max_duration ({self.max_duration:.0f}s)")
+        return self
+
+
+class AlertRule(Strict):
+    name: str
+    expr: str
+    threshold: float
+    for_: Duration = Field(alias="for")
+    severity: Literal["warning", "critical"] = "warning"
+    summary: str = ""
+
+
+DEFAULT_ALERTS = [
+    {"name": "HighResponseTime", "for": "5m", "threshold": 3, "severity": "warning",
+     "expr": "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{SEL}[1m])))",
+     "summary": "p95 response time > 3s"},
+    {"name": "HighCPU", "for": "10m", "threshold": 80, "severity": "warning",
+     "expr": "100 * max(rate(process_cpu_seconds_total{SEL}[1m]))",
+     "summary": "CPU > 80%"},
+    {"name": "HighMemory", "for": "10m", "threshold": 0.90, "severity": "critical",
+     "expr": "max(nodejs_heap_size_used_bytes{SEL} / nodejs_heap_size_limit_bytes{SEL})",
+     "summary": "heap used / limit > 90%"},
+    {"name": "EventLoopLag", "for": "5m", "threshold": 0.1, "severity": "warning",
+     "expr": "max(nodejs_eventloop_lag_seconds{SEL})",
+     "summary": "event loop lag > 100ms"},
+]
+
+
+class Monitoring(Strict):
+    evaluation_interval: Duration = 15.0
+    alerts: list[AlertRule] = Field(default_factory=lambda: [AlertRule(**a) for a in DEFAULT_ALERTS])
+
+
+class RateLimiting(Strict):
+    burst_requests: int = Field(20, ge=0, le=200)
+    burst_opt_in_hosts: list[str] = Field(default_factory=list)
+
+
+class Sections(Strict):
+    probes: Probes = Probes()
+    database: Database = Database()
+    load_test: LoadTest = LoadTest()
+    monitoring: Monitoring = Monitoring()
+    rate_limiting: RateLimiting = RateLimiting()
+
+
+class Params(Strict):
+    service: str = Field(min_length=1, max_length=200)
+    environment: str = Field("production", min_length=1, max_length=100)
+    window: Window = Window()
+    targets: Targets = Targets()
+    endpoints: list[Endpoint] = Field(default_factory=lambda: [Endpoint(**e) for e in DEFAULT_ENDPOINTS])
+    thresholds: Thresholds = Thresholds()
+    metrics: Metrics = Metrics()
+    settings: Sections = Sections()
+    baselines_documented: bool = Field(
+        True, description="the runbook's baseline tables are this file's endpoints/thresholds")
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _default_endpoints(cls, v: Any) -> Any:
+        return DEFAULT_ENDPOINTS if v in ("default", None) else v
+
+    @field_validator("endpoints")
+    @classmethod
+    def _unique(cls, v: list[Endpoint]) -> list[Endpoint]:
+        seen = set()
+        for e in v:
+            if e.name in seen:
+                raise ValueError(f"endpoint {e.name!r} listed twice")
+            seen.add(e.name)
+        return v
+
+    # ---- helpers used by notebooks and the runner
+
+    def env_names(self) -> list[str]:
+        """Every environment variable this file names (their values are secrets)."""
+        t = self.targets
+        names = [t.database_env, t.redis_env, t.prometheus.bearer_token_env if t.prometheus else None]
+        return [n for n in names if n]
+
+    def endpoint(self, method: str, route: str) -> Endpoint | None:
+        for e in self.endpoints:
+            if e.method == method and e.route == route:
+                return e
+        return None
+
+
+# --------------------------------------------------------------------------- loading
+
+_SECRET_KEYS = re.compile(r"(password|passwd|secret|token|api_key|apikey|dsn)$", re.I)
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _message(err: dict) -> str:
+    kind, msg = err.get("type", ""), err.get("msg", "")
+    if kind == "extra_forbidden":
+        return "unknown key (check spelling; see params/production.example.yaml)"
+    if kind == "missing":
+        return "required field is missing"
+    msg = re.sub(r"^(Value error|Assertion failed), ", "", msg)
+    got = err.get("input")
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        return f"{msg} (got {type(got).__name__}: {str(got)[:60]!r})"
+    return msg
+
+
+def _inline_secret(data: Any, path: str = "") -> tuple[str, str] | None:
+    """Find a key that holds a secret value inline (password:, token:, dsn:, ...)."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            p = f"{path}.{k}" if path else str(k)
+            if isinstance(k, str) and _SECRET_KEYS.search(k) and isinstance(v, str) and v:
+                return p, "a secret value written inline; name the environment variable that holds it instead (e.g. bearer_token_env: FLY_API_TOKEN)"
+            if (hit := _inline_secret(v, p)):
+                return hit
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            if (hit := _inline_secret(v, f"{path}[{i}]")):
+                return hit
+    return None
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Params:
+    """Read and validate a params file. Raises :class:`ParamsError` (one line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ParamsError(path, "(file)", "no such file") from None
+    except IsADirectoryError:
+        raise ParamsError(path, "(file)", "is a directory, not a params file") from None
+    except UnicodeDecodeError as e:
+        raise ParamsError(path, "(file)", f"not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ParamsError(path, "(file)", e.strerror or str(e)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ParamsError(path, where, f"YAML syntax error: {problem}") from None
+    if data is None:
+        raise ParamsError(path, "(top level)", "the file is empty")
+    if not isinstance(data, dict):
+        raise ParamsError(path, "(top level)", f"expected a mapping of keys, got {type(data).__name__}")
+    for key in overrides or {}:
+        _set_dotted(data, key, overrides[key])
+    if (hit := _inline_secret(data)):
+        raise ParamsError(path, *hit)
+    try:
+        return Params.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ParamsError(path, _field_path(err["loc"]), _message(err)) from None
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    node = data
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ParamsError("-P", dotted, f"{p} is not a mapping")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``-P key.path=value`` with the value parsed as YAML (numbers, lists, ...)."""
+    if "=" not in text:
+        raise ParamsError("-P", text, "expected key.path=value")
+    key, _, raw = text.partition("=")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def env_value(name: str | None) -> str | None:
+    """The value of an environment variable the params name (None if unset/empty)."""
+    if not name:
+        return None
+    return os.environ.get(name) or None
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Set-up for a fresh machine. `system`: the servers the demo and tests run (PostgreSQL with
+# pg_stat_statements, Prometheus/promtool); installed with apt on Debian as root when missing,
+# otherwise we say exactly what to install. `venv DIR`: the Python virtual environment.
+set -euo pipefail
+
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1; }
+
+pg_bindir() {
+  if have pg_config && [ -x "$(pg_config --bindir)/initdb" ]; then pg_config --bindir; return; fi
+  if have initdb; then dirname "$(command -v initdb)"; return; fi
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+check_system() {
+  need_pkgs=()
+  local bindir; bindir=$(pg_bindir || true)
+  if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ] || [ ! -x "$bindir/postgres" ]; then
+    need_pkgs+=(postgresql)
+  fi
+  local sharedir=""
+  if [ -n "$bindir" ] && [ -x "$bindir/pg_config" ]; then sharedir=$("$bindir/pg_config" --sharedir); fi
+  if [ -z "$sharedir" ] && have pg_config; then sharedir=$(pg_config --sharedir); fi
+  if ! ls "${sharedir:-/nonexistent}"/extension/pg_stat_statements.control >/dev/null 2>&1 \
+     && ! ls /usr/share/postgresql/*/extension/pg_stat_statements.control >/dev/null 2>&1; then
+    need_pkgs+=(postgresql-contrib)
+  fi
+  have prometheus || need_pkgs+=(prometheus)
+  have promtool || { [[ " ${need_pkgs[*]} " == *" prometheus "* ]] || need_pkgs+=(prometheus); }
+}
+
+system() {
+  check_system
+  [ ${#need_pkgs[@]} -eq 0 ] && return 0
+  if [ -r /etc/debian_version ] && [ "$(id -u)" = 0 ] && have apt-get; then
+    echo "perfbook: installing system packages: ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    check_system
+    if [ ${#need_pkgs[@]} -gt 0 ]; then
+      echo "perfbook: still missing after apt: ${need_pkgs[*]}" >&2; exit 1
+    fi
+  else
+    echo "perfbook: missing system packages: ${need_pkgs[*]}" >&2
+    echo "  Debian/Ubuntu (as root): apt-get install ${need_pkgs[*]}" >&2
+    echo "  macOS (Homebrew):        brew install postgresql@16 prometheus" >&2
+    echo "  conda:                   conda env create -f environment.yml (brings postgresql; add prometheus yourself)" >&2
+    exit 1
+  fi
+}
+
+venv() {
+  local dir=$1 py=${PYTHON:-python3}
+  if ! "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    if [ -r /etc/debian_version ] && [ "$(id -u)" = 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    else
+      echo "perfbook: Python's venv module is missing: apt-get install python3-venv" >&2; exit 1
+    fi
+  fi
+  [ -x "$dir/bin/python" ] || "$py" -m venv "$dir"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check -U pip >/dev/null
+  echo "perfbook: installing Python dependencies into $dir (first run takes a minute)"
+  "$dir/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]'
+}
+
+case "${1:-}" in
+  system) system ;;
+  venv) venv "${2:-.venv}" ;;
+  *) echo "usage: tools/bootstrap.sh system | venv DIR" >&2; exit 2 ;;
+esac
