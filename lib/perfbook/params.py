@@ -440,9 +440,44 @@ class Monitoring(Strict):
     alerts: list[AlertRule] = Field(default_factory=lambda: [AlertRule(**a) for a in DEFAULT_ALERTS])
 
 
+class Caching(Strict):
+    """Issue 5: caching section."""
+    cache_label: str = Field("cache", description="label of cache_hits_total/cache_misses_total naming the cache")
+    min_lookups: int = Field(20, ge=1, description="fewer lookups in the window than this: hit rate not judged")
+    scan_sample: int = Field(1000, ge=0, le=100_000, description="Redis keys sampled with SCAN (0 = no sample)")
+    key_separator: str = Field(":", min_length=1, max_length=3, description="a key's prefix ends at this")
+
+
 class RateLimiting(Strict):
+    """Issue 6: rate-limiting section, including the bounded burst against expensive routes."""
     burst_requests: int = Field(20, ge=0, le=200)
     burst_opt_in_hosts: list[str] = Field(default_factory=list)
+    burst_timeout: Duration = Field(10.0, gt=0, le=120, description="per burst request")
+    burst_budget: Duration = Field(30.0, gt=0, le=300, description="the whole burst, all routes")
+    burst_concurrency: int = Field(4, ge=1, le=16)
+    burst_body: dict[str, Any] = Field(default_factory=dict, description="JSON body of POST/PUT/PATCH bursts")
+    headroom: float = Field(2.0, ge=1, le=100, description="recommended max = observed per-client peak x this")
+    rejection_share: Level = Level(warning=0.01, critical=0.10)
+    client_labels: list[str] = Field(default_factory=lambda: ["client", "ip", "client_ip", "key", "user"])
+
+
+class External(Strict):
+    """Issue 7: external dependencies."""
+    service_label: str = "service"
+    outcome_label: str = "outcome"
+    breaker_label: str = "name"
+    # The runbook's axios / opossum timeout: 10 s; per dependency where it differs.
+    default_timeout: Duration = 10.0
+    timeouts: dict[str, Duration] = Field(default_factory=dict)
+    slow_fraction: float = Field(0.5, gt=0, le=1, description="p95 at this share of the timeout is slow")
+    error_rate: Level = Level(warning=0.05, critical=0.20)
+    min_calls: int = Field(10, ge=1, description="fewer calls than this: rates not judged")
+    probe_timeout: Duration = Field(5.0, gt=0, le=60)
+    probe_retries: int = Field(3, ge=0, le=5, description="retries after 1 s, 2 s, 4 s (runbook)")
+    probe_budget: Duration = Field(30.0, gt=0, le=300, description="all probes of one dependency")
+
+    def timeout_for(self, service: str) -> float:
+        return self.timeouts.get(service, self.default_timeout)
 
 
 class Sections(Strict):
@@ -450,7 +485,9 @@ class Sections(Strict):
     database: Database = Database()
     load_test: LoadTest = LoadTest()
     monitoring: Monitoring = Monitoring()
+    caching: Caching = Caching()
     rate_limiting: RateLimiting = RateLimiting()
+    external: External = External()
 
 
 class Params(Strict):

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .findings import CODES, Finding, severity_rank, sort_key, worst
 
@@ -40,22 +40,26 @@ class Redactor:
     """
 
     MASK = "[REDACTED]"
-    _DSN_PASSWORD = re.compile(r"(?P<pre>\b[a-z][a-z0-9+.-]*://[^:/@\s\"'<>]+:)(?P<pw>[^@\s\"'<>]+)(?=@)", re.I)
+    _DSN_PASSWORD = re.compile(r"(?P<pre>\b[a-z][a-z0-9+.-]*://[^:/@\s\"'<>]*:)(?P<pw>[^@\s\"'<>]+)(?=@)", re.I)
     _BEARER = re.compile(r"(?P<pre>\bBearer\s+)(?P<pw>[A-Za-z0-9._~+/=-]{8,})", re.I)
     _KEYVAL = re.compile(r"(?P<pre>\b(?:password|passwd|pwd)\s*=\s*)(?P<pw>[^\s'\";]+)", re.I)
 
     def __init__(self, secrets: Iterable[str] = ()):
         values: set[str] = set()
         for s in secrets:
-            if s and len(s) >= 4:
+            if not s or len(s) < 4:
+                continue
+            # A DSN's secret is its password: redact that wherever it appears and keep
+            # host and database readable. Any other value is secret as a whole.
+            try:
+                pw = urlsplit(s).password if "://" in s else None
+            except ValueError:
+                pw = None
+            if pw and len(pw) >= 4:
+                values.add(pw)
+                values.add(unquote(pw))
+            else:
                 values.add(s)
-                # a DSN's password also appears on its own (and URL-decoded)
-                try:
-                    pw = urlsplit(s).password
-                except ValueError:
-                    pw = None
-                if pw and len(pw) >= 4:
-                    values.add(pw)
         self.values = sorted(values, key=len, reverse=True)
 
     @classmethod
@@ -91,11 +95,11 @@ class Redactor:
 
 # --------------------------------------------------------------------------- folders and writes
 
-_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
+_SLUG = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def slug(text: str, limit: int = 60) -> str:
-    s = _SLUG.sub("-", text).strip("-.")[:limit]
+    s = _SLUG.sub("-", text).strip("-")[:limit]
     return s or "run"
 
 

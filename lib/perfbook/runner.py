@@ -127,9 +127,13 @@ class Batch:
     # ---------------------------------------------------------------- manifest
 
     def header(self) -> dict[str, str]:
+        from .params import resolve_time
         w0, w1 = self.params.window.resolve(self.started)
+        w0 = resolve_time(self.since, self.started) if self.since else w0
+        w1 = resolve_time(self.until, self.started) if self.until else w1
         return {"service": self.params.service, "environment": self.params.environment,
-                "window (UTC)": f"{(self.since or w0.isoformat())} → {(self.until or w1.isoformat())}",
+                "window (UTC)": f"{w0:%Y-%m-%d %H:%M:%S} → {w1:%Y-%m-%d %H:%M:%S} "
+                                f"({(w1 - w0).total_seconds() / 60:.1f} min)",
                 "incident": self.incident or "—",
                 "run at": self.started.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),
                 "perfbook": f"{__version__} ({git_revision()})",

@@ -12,6 +12,11 @@ PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 CRITICAL_FACTOR = 2.0
 
 
+def _ms(seconds: float) -> str:
+    ms = seconds * 1000
+    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
+
+
 def percentiles_from_probes(probes: pd.DataFrame) -> pd.DataFrame:
     """Per endpoint: answered requests, errors, p50/p95/p99 seconds (linear interpolation)."""
     rows = []
@@ -57,7 +62,7 @@ def slo_breaches(observed: pd.DataFrame, endpoints, source: str = "probes") -> t
                 breached.append(label)
                 findings.append(Finding(
                     "latency.slo_breach", verdict,
-                    f"{name} {label} is {value * 1000:.0f} ms, target {target * 1000:.0f} ms "
+                    f"{name} {label} is {_ms(value)}, target {_ms(target)} "
                     f"({value / target:.1f}x)",
                     subject=name,
                     evidence={"percentile": label, "observed_ms": round(value * 1000, 1),
@@ -69,7 +74,7 @@ def slo_breaches(observed: pd.DataFrame, endpoints, source: str = "probes") -> t
         if not breached and not all(pd.isna(rec.get(lbl)) for lbl, _ in PERCENTILES):
             findings.append(Finding(
                 "latency.slo_breach", "ok",
-                f"{name} within target (p95 {rec['p95'] * 1000:.0f} ms ≤ {t.p95 * 1000:.0f} ms)",
+                f"{name} within target (p95 {_ms(rec['p95'])} ≤ {_ms(t.p95)})",
                 subject=name, evidence={"p50_ms": round(rec["p50"] * 1000, 1), "p95_ms": round(rec["p95"] * 1000, 1),
                                         "p99_ms": round(rec["p99"] * 1000, 1), "source": source}))
     return pd.DataFrame(rows), findings
