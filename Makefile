@@ -25,8 +25,12 @@ test: setup
 unit: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not integration" $(PYTEST_ARGS)
 
+# JupyterLab on notebooks/. With a stack left up by `perfbook demo --keep`, its database URL is
+# exported for the kernels and PERFBOOK_DEMO_PARAMS names its params file.
 lab: setup
-	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+	@eval "$$($(VENV)/bin/perfbook demo env 2>/dev/null)"; \
+	  if [ -n "$$PERFBOOK_DEMO_PARAMS" ]; then echo "demo stack params: $$PERFBOOK_DEMO_PARAMS (set params_file to it)"; fi; \
+	  $(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
 
 clean-outputs:
 	@echo "Reports are never deleted by make; remove outputs/<date>/ folders by hand if you must."

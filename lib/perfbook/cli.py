@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Start PostgreSQL, Prometheus, two demo-service instances and an external-API "
                                    "stand-in on 127.0.0.1, drive traffic, run the batch, print the report path, "
                                    "stop everything.")
-    p.add_argument("action", nargs="?", default="run", choices=["run", "stop", "scenarios"])
+    p.add_argument("action", nargs="?", default="run", choices=["run", "stop", "scenarios", "env"])
     p.add_argument("--scenario", default="incident", help="incident (all faults, default), healthy, or one fault")
     p.add_argument("--keep", action="store_true", help="leave the stack up (then `make lab`, `perfbook demo stop`)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of traffic before the batch (default 60)")

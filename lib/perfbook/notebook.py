@@ -29,6 +29,8 @@ from . import __version__
 from .findings import MIME_TYPE, Finding, severity_rank
 from .params import Params, env_value, load, resolve_time
 
+DEFAULT_PARAMS = "../params/demo.yaml"
+
 COLOURS = {  # background, border, label
     "ok": ("#eef8ee", "#2e7d32", "OK"),
     "info": ("#eef4fb", "#1565c0", "INFO"),
@@ -81,6 +83,10 @@ def start(section: str, params_file: str, since: str | None = None, until: str |
           show_header: bool = True) -> Context:
     """Load the params, resolve the window, configure display, show the report header."""
     ov = json.loads(overrides) if isinstance(overrides, str) and overrides else (overrides or {})
+    demo = os.environ.get("PERFBOOK_DEMO_PARAMS")
+    if demo and params_file == DEFAULT_PARAMS and os.path.exists(demo):
+        # `make lab` against a stack left up by `perfbook demo --keep`: use its ports.
+        params_file = demo
     params = load(params_file, ov)
     now = datetime.now(timezone.utc)
     p_since, p_until = params.window.resolve(now)

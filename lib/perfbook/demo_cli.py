@@ -1,0 +1,133 @@
+"""`perfbook demo`: bring up the demo stack, drive traffic, run the batch, print the report.
+
+Everything the demo starts is stopped again — on success, on failure and on Ctrl-C —
+unless ``--keep`` asks to leave it up for JupyterLab (`make lab`, then `perfbook demo stop`).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Settings that make the runbook's checks meaningful on a one-minute demo window: the
+#: alert rules' `for` shrinks from minutes to seconds, the stress test runs short stages.
+DEMO_SETTINGS: dict[str, Any] = {
+    "probes": {"count": 10, "timeout": "5s", "retries": 1},
+}
+
+
+def demo_params(stack) -> dict[str, Any]:
+    data = stack.params_dict()
+    settings = data.setdefault("settings", {})
+    for key, value in DEMO_SETTINGS.items():
+        settings.setdefault(key, value)
+    data.setdefault("targets", {}).setdefault("memory_limit", "512MB")
+    return data
+
+
+def write_demo_params(stack, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (f"# perfbook params for the demo stack (scenario {stack.scenario.name}); "
+              f"secrets come from the environment: {', '.join(stack.env())}\n")
+    path.write_text(header + yaml.safe_dump(demo_params(stack), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _say(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+_last_line = [-1]
+
+
+def _bar(done: float, total: float, extra: str = "") -> None:
+    if not sys.stderr.isatty():  # logs and CI: a plain line every 10 s
+        step = int(done // 10)
+        if step != _last_line[0] or done >= total:
+            _last_line[0] = step
+            sys.stderr.write(f"  traffic {done:4.0f}/{total:.0f} s {extra}\n")
+        return
+    width = 30
+    frac = 0 if total <= 0 else min(1.0, done / total)
+    fill = int(frac * width)
+    line = f"\r  traffic [{'#' * fill}{'.' * (width - fill)}] {done:4.0f}/{total:.0f} s {extra}"
+    sys.stderr.write(line)
+    sys.stderr.flush()
+
+
+def _stats(stats) -> str:
+    n = getattr(stats, "requests", None)
+    return f"· {n} requests" if n is not None else ""
+
+
+def demo_main(a) -> int:
+    from .demo import scenarios
+    from .demo.stack import Stack
+    from .runner import EXIT_BAD_INPUT
+
+    if a.action == "scenarios":
+        for name in scenarios.SCENARIOS:
+            s = scenarios.get(name)
+            print(f"{name:<28} {', '.join(sorted(s.faults)) or 'no faults'}")
+        return 0
+    if a.action == "stop":
+        try:
+            stack = Stack.load_state()
+        except FileNotFoundError:
+            _say("perfbook demo stop: no demo stack is recorded as running")
+            return 0
+        stack.stop(remove=True)
+        _say(f"stopped the demo stack ({stack.scenario.name}) and removed {stack.state_dir}")
+        return 0
+    if a.action == "env":
+        try:
+            stack = Stack.load_state()
+        except FileNotFoundError:
+            return 1
+        for k, v in stack.env().items():
+            print(f"export {k}={shlex.quote(v)}")
+        print(f"export PERFBOOK_DEMO_PARAMS={shlex.quote(str(stack.state_dir / 'params.yaml'))}")
+        return 0
+
+    try:
+        scenarios.get(a.scenario)
+    except KeyError:
+        _say(f"perfbook: --scenario: unknown scenario {a.scenario!r}; known: {', '.join(scenarios.SCENARIOS)}")
+        return EXIT_BAD_INPUT
+    stack = Stack(a.scenario, keep=a.keep, log=lambda m: _say(f"  {m}"))
+    _say(f"perfbook demo: scenario {a.scenario!r} — starting PostgreSQL, Prometheus, "
+         f"{stack.n_instances} service instances and the external-API stand-in on 127.0.0.1")
+    ok = False
+    try:
+        timings = stack.start()
+        _say(f"  stack up in {timings['total']:.1f} s (goal < 30 s): "
+             + ", ".join(f"{k} {v}" for k, v in timings.items() if k != "total"))
+        t0 = time.monotonic()
+        stack.drive(a.duration, progress=lambda done, total, stats: _bar(done, total, _stats(stats)))
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+        _say(f"  drove {a.duration:.0f} s of traffic in {time.monotonic() - t0:.0f} s")
+        params = write_demo_params(stack, stack.state_dir / "params.yaml")
+        os.environ.update(stack.env())
+        from .cli import run_batch
+        sections = [s.strip() for s in a.sections.split(",")] if a.sections else None
+        code = run_batch(str(params), sections, incident=f"demo-{a.scenario}", jobs=a.jobs, timeout=a.timeout,
+                         outputs=a.outputs)
+        ok = True
+        if a.keep:
+            _say(f"\nThe stack is still up (--keep):\n{stack.describe()}\n"
+                 f"params: {params}\nexplore: make lab   ·   stop: perfbook demo stop")
+        return code
+    except KeyboardInterrupt:
+        _say("\ninterrupted: stopping the demo stack")
+        return 130
+    finally:
+        if not (a.keep and ok):
+            stack.stop(remove=True)
+            _say("demo stack stopped")
