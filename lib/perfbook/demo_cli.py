@@ -16,15 +16,20 @@ import yaml
 
 #: Settings that make the runbook's checks meaningful on a one-minute demo window: the
 #: alert rules' `for` shrinks from minutes to seconds, the stress test runs short stages.
-DEMO_SETTINGS: dict[str, Any] = {
-    "probes": {"count": 10, "timeout": "5s", "retries": 1},
-}
+def _demo_settings() -> dict[str, Any]:
+    from .params import DEFAULT_ALERTS
+    return {
+        "probes": {"count": 10, "timeout": "5s", "retries": 1},
+        # Prometheus evaluates every 1 s on the demo; `for` shrinks from 5-10 min to 10 s so the
+        # runbook's alerts can fire inside a one-minute window (40 s of traffic is the minimum).
+        "monitoring": {"evaluation_interval": "1s", "alerts": [{**a, "for": "10s"} for a in DEFAULT_ALERTS]},
+    }
 
 
 def demo_params(stack) -> dict[str, Any]:
     data = stack.params_dict()
     settings = data.setdefault("settings", {})
-    for key, value in DEMO_SETTINGS.items():
+    for key, value in _demo_settings().items():
         settings.setdefault(key, value)
     data.setdefault("targets", {}).setdefault("memory_limit", "512MB")
     return data
@@ -35,6 +40,20 @@ def write_demo_params(stack, path: Path) -> Path:
     header = (f"# perfbook params for the demo stack (scenario {stack.scenario.name}); "
               f"secrets come from the environment: {', '.join(stack.env())}\n")
     path.write_text(header + yaml.safe_dump(demo_params(stack), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def arm_alert_rules(stack) -> Path:
+    """Load the demo params' alert rules into the stack's Prometheus (before traffic), so the
+    monitoring section can compare its own evaluation with the alerts Prometheus fires."""
+    from .checks.alerts import rules_yaml
+    from .params import Params
+
+    path = stack.state_dir / "perfbook-alerts.rules.yml"
+    path.write_text(rules_yaml(Params.model_validate(demo_params(stack))), encoding="utf-8")
+    if str(path) not in stack.prometheus.rule_files:
+        stack.prometheus.rule_files.append(str(path))
+    stack.prometheus.reload()
     return path
 
 
@@ -108,6 +127,7 @@ def demo_main(a) -> int:
         timings = stack.start()
         _say(f"  stack up in {timings['total']:.1f} s (goal < 30 s): "
              + ", ".join(f"{k} {v}" for k, v in timings.items() if k != "total"))
+        arm_alert_rules(stack)
         t0 = time.monotonic()
         stack.drive(a.duration, progress=lambda done, total, stats: _bar(done, total, _stats(stats)))
         if sys.stderr.isatty():

@@ -188,6 +188,12 @@ class Targets(Strict):
     allowed_hosts: list[str] = Field(
         default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
         description="hosts that load tests and bursts may target; loopback by default")
+    # Optional V8 profiles for the bottlenecks section (paths relative to the params file;
+    # plain, .gz or .xz): `node --cpu-prof` output, and heap snapshots in the order taken.
+    cpu_profile: str | None = Field(None, description="a V8 .cpuprofile (node --cpu-prof) to find hot paths in")
+    heap_snapshots: list[str] = Field(
+        default_factory=list, description="two or more V8 .heapsnapshot files of one process, oldest first; "
+                                          "the first and last are compared to find leaking objects")
 
     @model_validator(mode="before")
     @classmethod
@@ -206,6 +212,13 @@ class Targets(Strict):
     def _memory(cls, v: Any) -> Any:
         if v is not None:
             parse_bytes(v)
+        return v
+
+    @field_validator("heap_snapshots")
+    @classmethod
+    def _snapshots(cls, v: list[str]) -> list[str]:
+        if len(v) == 1:
+            raise ValueError("give at least two heap snapshots (oldest first) to compare, or none")
         return v
 
     @field_validator("allowed_hosts")
@@ -370,6 +383,17 @@ class Database(Strict):
     bloat_dead_share: float = Field(0.20, gt=0, lt=1)
     long_running: Duration = 60.0
     top_n: int = Field(10, ge=1, le=100)
+    # Missing indexes: tables from 10k rows (pghero), seq-scanned with < 95 % of scans by index.
+    min_table_rows: int = Field(10_000, ge=1)
+    seq_scan_index_share: float = Field(0.95, gt=0, le=1)
+    # N+1: Sentry's detector: >= 5 repeats of one statement whose total time is >= 50 ms.
+    n_plus_one_min_repeats: int = Field(5, ge=2)
+    n_plus_one_min_total: Duration = 0.050
+    # The app's pool (Prisma's metrics; not in prom-client's defaults): wait-time histogram (ms) and limit.
+    pool_wait_histogram: str = "prisma_client_queries_wait_histogram_ms"
+    pool_max_metric: str = "prisma_pool_connections_max"
+    # The server's log_line_prefix, to read targets.postgres_logs (the demo's; %c or %p is needed).
+    log_line_prefix: str = "%m [%p] %c %q%u@%d "
 
 
 class LoadStage(Strict):
@@ -391,6 +415,21 @@ class LoadTest(Strict):
     max_duration: Duration = 1800.0
     allow_hosts: list[str] = Field(
         default_factory=list, description="hosts outside targets.allowed_hosts this file opts in to")
+    # --- capacity section (load-test notebook) ---
+    think_time: Duration = Field(
+        1.0, description="mean pause between a user's requests (uniform 0.5x-1.5x); 0 = none, as the "
+                         "runbook's k6 script")
+    recovery: Duration = Field(
+        30.0, description="after a stress test, a stage this long at the first stage's users: does "
+                          "latency come back within target? 0 = skip")
+    stop_on_break: bool = Field(
+        True, description="stress: stop climbing after the first stage whose p95 or error rate breaks "
+                          "(the stages above would only hurt the service)")
+    expected_users: int | None = Field(
+        None, ge=1, description="the load the service must hold (default: the first stage, the "
+                                "runbook's baseline); sets the severity of a breaking point")
+    request_timeout: Duration = Field(10.0, gt=0, description="per request; a slower answer is a failure")
+    workers: int = Field(0, ge=0, le=64, description="local locust worker processes (0 = one process)")
 
     @field_validator("thresholds")
     @classmethod
@@ -404,40 +443,81 @@ class LoadTest(Strict):
     def _caps(self) -> "LoadTest":
         if self.users > self.max_users or any(s.users > self.max_users for s in self.stages):
             raise ValueError(f"users above max_users ({self.max_users})")
-        total = self.duration if self.mode == "load" else sum(s.duration for s in self.stages)
+        total = self.duration if self.mode == "load" else sum(s.duration for s in self.stages) + self.recovery
         if total > self.max_duration:
             raise ValueError(f"total duration {total:.0f}s above max_duration ({self.max_duration:.0f}s)")
         return self
 
 
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 class AlertRule(Strict):
-    name: str
-    expr: str
+    """One alert rule, as in the runbook's "Performance Alerts".
+
+    ``expr`` is the PromQL whose value is compared with ``threshold`` by ``op`` (written
+    without the comparison, so the value can be plotted). In ``expr``, ``${name}`` stands
+    for ``metrics.<name>`` (a metric or label name from the ``metrics:`` section) and
+    ``__SEL__`` for the matchers of ``targets.prometheus.selector``, exactly as in every
+    other perfbook query (see :func:`perfbook.sources.prometheus.render`). ``for`` is how
+    long the comparison must hold, at every evaluation, before the alert fires.
+    """
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    expr: str = Field(min_length=1)
+    op: Literal[">", ">=", "<", "<="] = ">"
     threshold: float
     for_: Duration = Field(alias="for")
     severity: Literal["warning", "critical"] = "warning"
     summary: str = ""
+    unit: str = Field("", description="unit of the expression's value, for plots (s, %, ratio)")
+
+    @field_validator("expr")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        for name in _PLACEHOLDER.findall(v):
+            if name not in Metrics.model_fields:
+                raise ValueError(f"${{{name}}} is not a field of the metrics section "
+                                 f"(one of: {', '.join(Metrics.model_fields)})")
+        return v
 
 
+# The runbook's four "Performance Alerts". The runbook writes them against single series;
+# here each is computed the way an alert over a fleet needs it: p95 from the histogram's
+# bucket rates over all instances; CPU, heap and lag per instance (one alert per instance).
+# Event-loop lag: nodejs_eventloop_lag_seconds is one sample taken at scrape time, so a
+# loop blocked for 300 ms every few seconds shows > 100 ms only at some scrapes and a rule
+# on it resets before `for` elapses. The rule uses the p99 gauge (the delays since the
+# previous scrape) and its median over the last minute: "p99 lag above 100 ms in most
+# scrapes", which one GC pause does not trip and a loop blocked again and again does.
 DEFAULT_ALERTS = [
-    {"name": "HighResponseTime", "for": "5m", "threshold": 3, "severity": "warning",
-     "expr": "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{SEL}[1m])))",
+    {"name": "HighResponseTime", "for": "5m", "threshold": 3, "severity": "warning", "unit": "s",
+     "expr": "histogram_quantile(0.95, sum by (le) (rate(${http_duration}_bucket{__SEL__}[1m])))",
      "summary": "p95 response time > 3s"},
-    {"name": "HighCPU", "for": "10m", "threshold": 80, "severity": "warning",
-     "expr": "100 * max(rate(process_cpu_seconds_total{SEL}[1m]))",
+    {"name": "HighCPU", "for": "10m", "threshold": 80, "severity": "warning", "unit": "%",
+     "expr": "100 * max by (${instance_label}) (rate(${cpu_seconds}{__SEL__}[1m]))",
      "summary": "CPU > 80%"},
-    {"name": "HighMemory", "for": "10m", "threshold": 0.90, "severity": "critical",
-     "expr": "max(nodejs_heap_size_used_bytes{SEL} / nodejs_heap_size_limit_bytes{SEL})",
+    {"name": "HighMemory", "for": "10m", "threshold": 0.90, "severity": "critical", "unit": "ratio",
+     "expr": "max by (${instance_label}) (${heap_used}{__SEL__} / ${heap_limit}{__SEL__})",
      "summary": "heap used / limit > 90%"},
-    {"name": "EventLoopLag", "for": "5m", "threshold": 0.1, "severity": "warning",
-     "expr": "max(nodejs_eventloop_lag_seconds{SEL})",
+    {"name": "EventLoopLag", "for": "5m", "threshold": 0.1, "severity": "warning", "unit": "s",
+     "expr": "max by (${instance_label}) (quantile_over_time(0.5, ${eventloop_lag_p99}{__SEL__}[1m]))",
      "summary": "event loop lag > 100ms"},
 ]
 
 
 class Monitoring(Strict):
-    evaluation_interval: Duration = 15.0
+    """Performance Monitoring: how the alert rules are evaluated (as Prometheus would)."""
+    evaluation_interval: Duration = Field(15.0, gt=0, description="Prometheus's global evaluation_interval")
     alerts: list[AlertRule] = Field(default_factory=lambda: [AlertRule(**a) for a in DEFAULT_ALERTS])
+
+    @field_validator("alerts")
+    @classmethod
+    def _unique_alerts(cls, v: list[AlertRule]) -> list[AlertRule]:
+        names = [a.name for a in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"alert {dup[0]!r} listed twice")
+        return v
 
 
 class Caching(Strict):
@@ -458,6 +538,9 @@ class RateLimiting(Strict):
     burst_body: dict[str, Any] = Field(default_factory=dict, description="JSON body of POST/PUT/PATCH bursts")
     headroom: float = Field(2.0, ge=1, le=100, description="recommended max = observed per-client peak x this")
     rejection_share: Level = Level(warning=0.01, critical=0.10)
+    # The runbook's strict limiter is 5 per minute; a limit looser than this on an
+    # expensive route protects nothing (a global /api/ limit of thousands, say).
+    expensive_max_per_minute: float = Field(120.0, gt=0)
     client_labels: list[str] = Field(default_factory=lambda: ["client", "ip", "client_ip", "key", "user"])
 
 
@@ -471,7 +554,7 @@ class External(Strict):
     timeouts: dict[str, Duration] = Field(default_factory=dict)
     slow_fraction: float = Field(0.5, gt=0, le=1, description="p95 at this share of the timeout is slow")
     error_rate: Level = Level(warning=0.05, critical=0.20)
-    min_calls: int = Field(10, ge=1, description="fewer calls than this: rates not judged")
+    min_calls: int = Field(3, ge=1, description="fewer calls than this: latency and error rate not judged")
     probe_timeout: Duration = Field(5.0, gt=0, le=60)
     probe_retries: int = Field(3, ge=0, le=5, description="retries after 1 s, 2 s, 4 s (runbook)")
     probe_budget: Duration = Field(30.0, gt=0, le=300, description="all probes of one dependency")
@@ -480,10 +563,45 @@ class External(Strict):
         return self.timeouts.get(service, self.default_timeout)
 
 
+class Scaling(Strict):
+    """Issue 4 Horizontal Scaling: the numbers behind scale-out / scale-in."""
+    # Runbook: "Scale out when CPU > 70% on all instances"; its [[metrics]] cpu target is 70.
+    target_cpu_percent: float = Field(70.0, gt=0, le=100)
+    # Clearly over-provisioned: every instance under this CPU and latency under half its target.
+    scale_in_cpu_percent: float = Field(20.0, ge=0, le=100)
+    # Runbook [scaling] min_machines = 2: never fewer, for availability.
+    min_instances: int = Field(2, ge=1, le=1000)
+    # "Traffic increasing steadily": total req/s trend significant at this level (Mann-Kendall).
+    trend_p_value: float = Field(0.05, gt=0, lt=1)
+    trend_min_growth: float = Field(0.10, ge=0, description="and grown by at least this share over the window")
+
+
+class Diagnostics(Strict):
+    """Quick diagnostics and Issue 1 (bottlenecks): how the window's levels are judged."""
+    # CPU % and event-loop lag are judged at this quantile of the window's scrapes: a level
+    # held 10 % of the time, not one spike (memory and connections are judged at their max).
+    sustained_quantile: float = Field(0.9, gt=0, le=1)
+    # ... and a level must be held at least this long to count (one spike is not a level).
+    sustained_for: Duration = 20.0
+    # Error rate and latency are not judged on fewer requests than this per route.
+    min_requests: int = Field(20, ge=1)
+    # Memory growth (leak suspicion): slope of a straight-line fit over the window at least
+    # this many MB per minute, fit R^2 at least this, and total growth at least this share.
+    growth_min_mb_per_min: float = Field(0.5, ge=0)
+    growth_min_r2: float = Field(0.8, ge=0, le=1)
+    growth_min_share: float = Field(0.10, ge=0)
+    # Growth that reaches the memory limit within this time at the fitted slope is critical.
+    growth_critical_horizon: Duration = 3600.0
+    # Snapshot mode (no Prometheus): seconds between the two /metrics scrapes that give rates.
+    snapshot_interval: Duration = Field(5.0, gt=0, le=60)
+
+
 class Sections(Strict):
     probes: Probes = Probes()
+    diagnostics: Diagnostics = Diagnostics()
     database: Database = Database()
     load_test: LoadTest = LoadTest()
+    scaling: Scaling = Scaling()
     monitoring: Monitoring = Monitoring()
     caching: Caching = Caching()
     rate_limiting: RateLimiting = RateLimiting()

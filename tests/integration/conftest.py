@@ -69,12 +69,13 @@ class DemoRun:
 
 def _demo_run(scenario: str, tmp_path_factory) -> DemoRun:
     from perfbook.demo.stack import Stack
-    from perfbook.demo_cli import write_demo_params
+    from perfbook.demo_cli import arm_alert_rules, write_demo_params
 
     base = tmp_path_factory.mktemp(f"demo-{scenario}")
     stack = Stack(scenario, state_dir=base / "stack")
     stack.start()
     try:
+        arm_alert_rules(stack)
         stack.drive(TRAFFIC_S)
         params = write_demo_params(stack, base / "params.yaml")
         run = DemoRun(scenario, stack, params, stack.env())

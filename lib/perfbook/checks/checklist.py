@@ -1,0 +1,876 @@
+"""The runbook's "Performance Optimization Checklist", answered with evidence.
+
+Each of the 25 items is answered **met**, **unmet** or **unknown**:
+
+- the monitoring notebook measures what it can itself (:func:`measured_answers`): the
+  cache hit rate against the 60 % target, rate limiting (RateLimit headers, 429s),
+  compression (a GET with ``Accept-Encoding: gzip, br``), pagination (items a list
+  endpoint returns without paging parameters), event-loop lag (blocking calls), pool
+  gauges, instance size (CPU and heap against the Warning levels), instances running,
+  fly.toml's scaling settings, the server's alerting rules, the key metrics exported,
+  and whether the params carry the runbook's baselines;
+- what it cannot know from outside (a CDN for static assets, lazy loading, prepared
+  statements, review and load-test schedules...) is **unknown**, with the reason;
+- the batch's index page (:func:`checklist_index_html`) combines those answers with the
+  other sections' findings of the same run: ``db.missing_index`` makes "Indexes on
+  filtered/sorted columns" unmet, ``db.n_plus_one`` "Query optimization (no N+1)",
+  ``db.bloat`` "Regular VACUUM/ANALYZE", and so on (:data:`FROM_FINDINGS`).
+
+Findings: ``checklist.unmet`` per item — ``warning`` when unmet, ``ok`` when met,
+``info`` when unknown; ``subject`` is the item's text, ``evidence.status`` the answer.
+
+Pure, except the evidence gathering at the end (:func:`gather`, :func:`probe_http`):
+the monitoring notebook's few HTTP requests and PromQL queries, through the caller's
+``PromClient`` and :mod:`perfbook.sources.flytoml`.
+"""
+from __future__ import annotations
+
+import gzip
+import html
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import pandas as pd
+
+from perfbook.findings import Finding
+
+__all__ = ["Item", "ITEMS", "Answer", "UNKNOWN_REASONS", "FROM_FINDINGS", "checklist_queries", "run_queries",
+           "answer_caching", "answer_rate_limiting", "answer_compression", "answer_pagination",
+           "answer_async", "answer_pool_configured", "answer_db_pooling", "answer_instance_size",
+           "answer_horizontal_scaling", "answer_autoscaling", "answer_dashboard", "answer_alerts_configured",
+           "answer_baselines", "unknown_answers", "measured_answers", "checklist_table", "checklist_findings",
+           "combine", "checklist_index_html", "probe_http", "Evidence", "gather",
+           "source_findings"]
+
+RUNBOOK_REF = "Performance Optimization Checklist"
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str
+    level: str
+    text: str      # the runbook's wording, used as the findings' subject
+
+
+#: The runbook's checklist, in its order.
+ITEMS: tuple[Item, ...] = (
+    Item("async", "Application", "Async operations (no blocking calls)"),
+    Item("app_pooling", "Application", "Connection pooling configured"),
+    Item("caching", "Application", "Caching implemented (60%+ hit rate)"),
+    Item("rate_limiting", "Application", "Rate limiting enabled"),
+    Item("compression", "Application", "Compression enabled (gzip/brotli)"),
+    Item("static_cdn", "Application", "Static asset CDN"),
+    Item("lazy_loading", "Application", "Lazy loading where possible"),
+    Item("pagination", "Application", "Pagination on large datasets"),
+    Item("indexes", "Database", "Indexes on filtered/sorted columns"),
+    Item("no_n_plus_one", "Database", "Query optimization (no N+1)"),
+    Item("db_pooling", "Database", "Connection pooling"),
+    Item("vacuum", "Database", "Regular VACUUM/ANALYZE"),
+    Item("prepared", "Database", "Prepared statements"),
+    Item("row_locking", "Database", "Row-level locking (not table)"),
+    Item("instance_size", "Infrastructure", "Adequate instance size"),
+    Item("horizontal", "Infrastructure", "Horizontal scaling configured"),
+    Item("autoscaling", "Infrastructure", "Auto-scaling enabled"),
+    Item("load_balancing", "Infrastructure", "Load balancing working"),
+    Item("cdn", "Infrastructure", "CDN for static assets"),
+    Item("regions", "Infrastructure", "Regional distribution (if global)"),
+    Item("dashboard", "Monitoring", "Performance dashboard configured"),
+    Item("alerts", "Monitoring", "Alerts for key metrics"),
+    Item("reviews", "Monitoring", "Regular performance reviews"),
+    Item("load_testing", "Monitoring", "Load testing scheduled"),
+    Item("baselines", "Monitoring", "Baseline metrics documented"),
+)
+_BY_KEY = {i.key: i for i in ITEMS}
+_BY_TEXT = {i.text: i for i in ITEMS}
+LEVELS = ("Application", "Database", "Infrastructure", "Monitoring")
+STATUSES = ("met", "unmet", "unknown")
+
+
+@dataclass
+class Answer:
+    key: str
+    status: str                   # met / unmet / unknown
+    why: str                      # one sentence: the evidence, or why it cannot be known
+    evidence: dict[str, Any] = field(default_factory=dict)
+    source: str = "monitoring"    # the section (or "params") the answer comes from
+    recommendation: str = ""
+
+    def __post_init__(self) -> None:
+        if self.key not in _BY_KEY:
+            raise ValueError(f"unknown checklist item {self.key!r}")
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
+
+    @property
+    def item(self) -> Item:
+        return _BY_KEY[self.key]
+
+
+#: Items nothing outside the code or the team's calendar can answer, and why.
+UNKNOWN_REASONS: dict[str, str] = {
+    "static_cdn": "An API's responses do not show how static assets are served; check the frontend's asset "
+                  "URLs (a CDN host) or fly.toml [[statics]].",
+    "lazy_loading": "A property of the code (what is loaded on demand); no metric or response shows it.",
+    "prepared": "pg_stat_statements normalises prepared and simple-protocol statements alike, and "
+                "pg_prepared_statements is per session; whether the driver prepares them (Prisma does by "
+                "default) is not visible from outside.",
+    "row_locking": "Table locks show only while held (pg_locks); without lock waits in the window there is no "
+                   "evidence either way.",
+    "cdn": "Whether a CDN fronts the service is not visible from its metrics; check DNS / the edge in front of "
+           "the app.",
+    "regions": "Regional distribution depends on where the users are; fly.toml names only the primary region "
+               "(`fly regions list` shows the rest).",
+    "reviews": "A team practice, not a property of the service: record it in the postmortem.",
+    "load_testing": "A schedule lives in CI or a cron job, not in the service; the load-test section runs one "
+                    "on demand.",
+    "load_balancing": "Answered by the load-balancing section (per-instance load); not measured here.",
+    "indexes": "Answered by the database section (sequential scans, EXPLAIN); not measured here.",
+    "no_n_plus_one": "Answered by the database section (repeated single-row lookups); not measured here.",
+    "vacuum": "Answered by the database section (dead tuples, last (auto)vacuum); not measured here.",
+}
+
+
+# ---------------------------------------------------------------------------------
+# What the monitoring notebook asks Prometheus
+# ---------------------------------------------------------------------------------
+
+def checklist_queries(params: Any, window_s: float, step_s: int = 15, rate_s: int = 60) -> dict[str, str]:
+    """PromQL (templates for :func:`perfbook.checks.alerts.render_expr`) of the measured
+    items, each an instant query at the window's end over the window ``W``:
+
+    cache hits/misses and rate-limit rejections (increase over W); per instance the
+    median over W of the event-loop lag p99 (a sustained blocked loop, not one spike),
+    the p95 over W of CPU % and of heap used/limit; the pool gauges' peaks and the share
+    of scrapes with queries waiting for a connection; instances up; and whether each key
+    metric has a sample in W.
+    """
+    w, st, r = f"{max(1, int(math.ceil(window_s)))}s", f"{max(1, int(step_s))}s", f"{max(1, int(rate_s))}s"
+    inst = "${instance_label}"
+    wait_hist = getattr(params.settings.database, "pool_wait_histogram", "prisma_client_queries_wait_histogram_ms")
+    q = {
+        "cache_hits": f"sum(increase(${{cache_hits}}{{__SEL__}}[{w}]))",
+        "cache_misses": f"sum(increase(${{cache_misses}}{{__SEL__}}[{w}]))",
+        "ratelimit_hits": f"sum(increase(${{rate_limit_hits}}{{__SEL__}}[{w}]))",
+        "http_429": f'sum(increase(${{http_requests}}{{${{status_label}}="429",__SEL__}}[{w}]))',
+        "lag_p99_median": f"max by ({inst}) (quantile_over_time(0.5, ${{eventloop_lag_p99}}{{__SEL__}}[{w}]))",
+        "cpu_p95": f"quantile_over_time(0.95, (100 * sum by ({inst}) (rate(${{cpu_seconds}}{{__SEL__}}[{r}])))[{w}:{st}])",
+        "heap_p95": f"quantile_over_time(0.95, (100 * max by ({inst}) (${{heap_used}}{{__SEL__}} / "
+                    f"${{heap_limit}}{{__SEL__}}))[{w}:{st}])",
+        "pool_open_max": f"max by ({inst}) (max_over_time(${{db_pool_open}}{{__SEL__}}[{w}]))",
+        "pool_busy_max": f"max by ({inst}) (max_over_time(${{db_pool_busy}}{{__SEL__}}[{w}]))",
+        "pool_waiting_share": f"max by ({inst}) (avg_over_time((${{db_pool_wait}}{{__SEL__}} > bool 0)[{w}:{st}]))",
+        "pool_waiting_max": f"max by ({inst}) (max_over_time(${{db_pool_wait}}{{__SEL__}}[{w}]))",
+        # Prisma's wait-time histogram (ms), named in the database settings.
+        "pool_wait_p95_ms": f"histogram_quantile(0.95, sum by ({inst}, le) "
+                            f"(increase({wait_hist}_bucket{{__SEL__}}[{w}])))",
+        "instances_up": f"count(max_over_time(up{{__SEL__}}[{w}]) > 0)",
+    }
+    for name in KEY_METRICS:
+        q[f"present:{name}"] = f"count(last_over_time(${{{name}}}{KEY_METRICS[name]}{{__SEL__}}[{w}]))"
+    return q
+
+
+#: The ten key metrics' series (the metrics field, and the suffix of the series queried).
+KEY_METRICS = {
+    "http_duration": "_bucket", "http_requests": "", "cpu_seconds": "", "heap_used": "", "heap_limit": "",
+    "eventloop_lag": "", "db_query_duration": "_bucket", "external_duration": "_bucket",
+    "cache_hits": "", "http_connections": "",
+}
+
+
+def run_queries(query: Callable[..., pd.DataFrame], queries: dict[str, str], at: Any
+                ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Run each (rendered) query with ``query(expr, at=at)`` (a ``PromClient``'s).
+
+    Values: a float for a result without labels, ``{label value: float}`` for one row per
+    instance, None for an empty result. Refused queries go to the second dict (the
+    server's message); an unreachable server raises as usual.
+    """
+    from perfbook.sources import SourceError
+
+    values, errors = {}, {}
+    for key, expr in queries.items():
+        try:
+            frame = query(expr, at=at)
+        except SourceError as exc:
+            errors[key] = exc.reason
+            continue
+        values[key] = _reduce(frame)
+    return values, errors
+
+
+def _reduce(frame: pd.DataFrame) -> Any:
+    if frame is None or frame.empty:
+        return None
+    labels = [c for c in frame.columns if c not in ("timestamp", "value", "metric")]
+    if not labels:
+        return float(frame["value"].iloc[0])
+    return {" ".join(str(v) for v in row[labels] if v == v): float(row["value"]) for _, row in frame.iterrows()}
+
+
+def _scaled(v: Any, factor: float) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, dict):
+        return {k: x * factor for k, x in v.items()}
+    return float(v) * factor
+
+
+def _num(v: Any) -> float | None:
+    """A float from a query value (a dict of per-instance values → their max)."""
+    if v is None:
+        return None
+    if isinstance(v, dict):
+        vals = [x for x in v.values() if x is not None and not math.isnan(x)]
+        return max(vals) if vals else None
+    return None if math.isnan(float(v)) else float(v)
+
+
+# ---------------------------------------------------------------------------------
+# One answer per measurable item
+# ---------------------------------------------------------------------------------
+
+def answer_caching(hits: float | None, misses: float | None, target: float = 0.60, min_lookups: int = 20) -> Answer:
+    """Met when the window's overall hit rate (hits / (hits + misses)) is at least the
+    runbook's target (Issue 5: "> 60% hit rate"); unknown with too few lookups to judge."""
+    if hits is None and misses is None:
+        return Answer("caching", "unknown", "No cache hit/miss counters under the params' selector: the hit rate "
+                                            "cannot be measured (cache_hits_total / cache_misses_total).")
+    hits, misses = hits or 0.0, misses or 0.0
+    lookups = hits + misses
+    ev = {"hits": hits, "misses": misses, "lookups": lookups, "target": target}
+    if lookups < min_lookups:
+        return Answer("caching", "unknown", f"Only {lookups:.0f} cache lookups in the window (< {min_lookups}).", ev)
+    rate = hits / lookups
+    ev["hit_rate"] = rate
+    if rate >= target:
+        return Answer("caching", "met", f"Hit rate {rate:.0%} over {lookups:.0f} lookups (target {target:.0%}).", ev)
+    return Answer("caching", "unmet", f"Hit rate {rate:.0%} over {lookups:.0f} lookups, under the {target:.0%} target.",
+                  ev, recommendation="Runbook Issue 5: increase TTLs, cache more endpoints, pre-warm the cache on "
+                                     "startup; the caching section shows which cache misses.")
+
+
+_RL_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit", "ratelimit-policy",
+               "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+
+
+def _has_rl_headers(probe: dict) -> bool:
+    return any(h in (probe.get("headers") or {}) for h in _RL_HEADERS)
+
+
+def answer_rate_limiting(probes: Sequence[dict], rejections: float | None = None) -> Answer:
+    """Met when responses carry RateLimit headers (IETF draft / express-rate-limit's
+    ``standardHeaders``) or the service has rejected requests with 429 — and every
+    *expensive* route probed has a limit (runbook Issue 6: "stricter limit for expensive
+    operations"). Unmet when an expensive route answers without RateLimit headers, or
+    nothing shows any limiting."""
+    answered = [p for p in probes if p.get("status") is not None]
+    if not answered:
+        return Answer("rate_limiting", "unknown", "No probe got an answer (targets.base_url unset or unreachable).")
+    limited = [p["endpoint"] for p in answered if _has_rl_headers(p) or p.get("status") == 429]
+    expensive = [p for p in answered if p.get("expensive")]
+    unlimited_expensive = [p["endpoint"] for p in expensive if not (_has_rl_headers(p) or p.get("status") == 429)]
+    ev = {"routes_with_limit_headers": limited, "expensive_without_limit": unlimited_expensive,
+          "rejections_in_window": rejections, "probed": [p["endpoint"] for p in answered]}
+    if unlimited_expensive:
+        return Answer("rate_limiting", "unmet",
+                      f"Expensive route(s) without a rate limit: {', '.join(unlimited_expensive)} (no RateLimit "
+                      f"headers in the answer).", ev,
+                      recommendation="Runbook Issue 6: put a stricter limiter on expensive operations, e.g. "
+                                     "express-rate-limit with windowMs: 60_000, max: 10 and standardHeaders: true.")
+    if limited or (rejections or 0) > 0:
+        what = f"RateLimit headers on {', '.join(limited)}" if limited else ""
+        rej = f"{rejections:.0f} requests rejected in the window" if (rejections or 0) > 0 else ""
+        return Answer("rate_limiting", "met", "; ".join(x for x in (what, rej) if x) + ".", ev)
+    return Answer("rate_limiting", "unmet", "No RateLimit headers on any probed route and no 429s in the window.", ev,
+                  recommendation="Runbook Issue 6: add rate limiting (express-rate-limit, standardHeaders: true) "
+                                 "to /api/, stricter on expensive routes.")
+
+
+#: Servers commonly skip compressing bodies under ~1 KB (nginx gzip_min_length, express
+#: compression's threshold: 1 kb); a smaller uncompressed answer says nothing.
+COMPRESSION_MIN_BYTES = 1024
+
+
+def answer_compression(probes: Sequence[dict]) -> Answer:
+    """Met when a response to ``Accept-Encoding: gzip, br`` comes back with
+    ``Content-Encoding: gzip`` or ``br``; unmet when a body of at least 1 KB comes back
+    uncompressed; unknown when every answer was too small to tell."""
+    answered = [p for p in probes if p.get("status") == 200 and p.get("purpose") == "compression"]
+    if not answered:
+        return Answer("compression", "unknown", "No successful GET to test (targets.base_url unset, or no endpoint "
+                                                "with a probe_path answered 200).")
+    enc = [p for p in answered if (p.get("headers") or {}).get("content-encoding", "").lower() in ("gzip", "br",
+                                                                                                  "deflate", "zstd")]
+    if enc:
+        best = max(enc, key=lambda p: p.get("body_bytes") or p.get("wire_bytes") or 0)
+        e = best["headers"]["content-encoding"]
+        ratio = (f", {best['wire_bytes']} bytes on the wire for {best['body_bytes']}"
+                 if best.get("body_bytes") else "")
+        return Answer("compression", "met", f"{best['endpoint']} answered with Content-Encoding: {e}{ratio}.",
+                      {"endpoint": best["endpoint"], "content_encoding": e, "wire_bytes": best.get("wire_bytes"),
+                       "body_bytes": best.get("body_bytes")})
+    big = [p for p in answered if (p.get("wire_bytes") or 0) >= COMPRESSION_MIN_BYTES]
+    if big:
+        b = max(big, key=lambda p: p["wire_bytes"])
+        return Answer("compression", "unmet",
+                      f"{b['endpoint']} sent {b['wire_bytes']} bytes uncompressed although the request accepted "
+                      f"gzip and br.", {"endpoint": b["endpoint"], "wire_bytes": b["wire_bytes"]},
+                      recommendation="Enable response compression (Node: the `compression` middleware; or at the "
+                                     "proxy) for JSON bodies over 1 KB.")
+    return Answer("compression", "unknown",
+                  f"Every probed answer was under {COMPRESSION_MIN_BYTES} bytes, which servers do not compress.",
+                  {"largest_bytes": max((p.get("wire_bytes") or 0) for p in answered)})
+
+
+def answer_pagination(probes: Sequence[dict], max_rows: int = 1000) -> Answer:
+    """Met when list endpoints, asked without paging parameters, return a bounded page
+    (at most ``max_rows`` items, the database section's large-result bar); unmet when one
+    returns more; unknown when no list endpoint was found."""
+    lists = [p for p in probes if p.get("purpose") == "pagination" and p.get("items") is not None]
+    if not lists:
+        return Answer("pagination", "unknown", "No GET endpoint without path parameters answered with a JSON list.")
+    worst = max(lists, key=lambda p: p["items"])
+    ev = {"endpoint": worst["endpoint"], "url_path": worst.get("path"), "items": worst["items"],
+          "body_bytes": worst.get("body_bytes"), "paging_fields": worst.get("paging") or [], "max_rows": max_rows}
+    if worst["items"] > max_rows:
+        return Answer("pagination", "unmet",
+                      f"{worst['endpoint']} without paging parameters returned {worst['items']} items "
+                      f"({worst.get('body_bytes')} bytes).", ev,
+                      recommendation="Runbook Issue 2 (Large Result Sets): paginate with take/skip (LIMIT/OFFSET) "
+                                     "or a cursor, and a default page size.")
+    paging = f"; paging fields {', '.join(worst['paging'])}" if worst.get("paging") else ""
+    return Answer("pagination", "met",
+                  f"{worst['endpoint']} without paging parameters returned {worst['items']} items{paging}.", ev)
+
+
+def answer_async(lag_median: dict[str, float] | float | None, warning_s: float = 0.050) -> Answer:
+    """Blocking calls show as event-loop lag. Met when every instance's median event-loop
+    lag p99 over the window is under the runbook's Warning level (50 ms); unmet when one
+    is at or above it (the loop is blocked much of the time, not once)."""
+    if lag_median is None:
+        return Answer("async", "unknown", "No event-loop lag metric under the params' selector.")
+    per = lag_median if isinstance(lag_median, dict) else {"": lag_median}
+    worst_i, worst = max(per.items(), key=lambda kv: kv[1])
+    ev = {"lag_p99_median_s": per, "warning_s": warning_s}
+    where = f" on {worst_i}" if worst_i else ""
+    if worst >= warning_s:
+        return Answer("async", "unmet",
+                      f"Median event-loop lag p99 {worst * 1000:.0f} ms{where} (Warning {warning_s * 1000:.0f} ms): "
+                      f"something blocks the loop.", ev,
+                      recommendation="Runbook Issue 1 §2: find the synchronous work (CPU profile), move it to a "
+                                     "worker thread or a background job.")
+    return Answer("async", "met", f"Median event-loop lag p99 at most {worst * 1000:.0f} ms (Warning "
+                                  f"{warning_s * 1000:.0f} ms).", ev)
+
+
+def answer_pool_configured(open_max: dict | float | None) -> Answer:
+    """Met when the service exports its pool gauges (prisma_pool_connections_open) with
+    open connections: a pool is configured."""
+    n = _num(open_max)
+    if n is None:
+        return Answer("app_pooling", "unknown", "No pool gauges (e.g. prisma_pool_connections_open) are exported, "
+                                                "so the pool cannot be seen from outside.")
+    return Answer("app_pooling", "met", f"Pool gauges exported; up to {n:.0f} pooled connections open.",
+                  {"pool_open_max": open_max})
+
+
+#: Queries waiting this long (p95) for a pool connection mean the pool is exhausted: most
+#: queries of a healthy API take less than that to *run*.
+POOL_WAIT_P95_S = 0.100
+
+
+def answer_db_pooling(open_max: dict | float | None, busy_max: dict | float | None,
+                      waiting_share: dict | float | None, waiting_max: dict | float | None,
+                      wait_p95_s: dict | float | None = None, max_wait_s: float = POOL_WAIT_P95_S,
+                      max_waiting_share: float = 0.5) -> Answer:
+    """Database-level pooling: met when a pool is configured and queries get a connection
+    without queueing. Unmet when the p95 time queries waited for a connection (Prisma's
+    ``prisma_client_queries_wait_histogram_ms``) is ``max_wait_s`` or more — the pool is
+    too small or connections are held too long (runbook Issue 1 §4). Without that
+    histogram, the waiting gauge decides, and only when queries were waiting in most
+    scrapes (a gauge read at scrape instants is too noisy for less)."""
+    if _num(open_max) is None:
+        return Answer("db_pooling", "unknown", "No pool gauges exported (prisma_pool_connections_*).")
+    ev = {"pool_open_max": open_max, "pool_busy_max": busy_max, "waiting_share": waiting_share,
+          "waiting_max": waiting_max, "wait_p95_s": wait_p95_s, "max_wait_s": max_wait_s}
+
+    def per(v: Any) -> dict[str, float]:
+        if isinstance(v, dict):
+            return {k: x for k, x in v.items() if x is not None and not math.isnan(x)}
+        return {"": float(v)} if v is not None and not math.isnan(float(v)) else {}
+
+    opened, busy, waiting, share, wait = (per(v) for v in (open_max, busy_max, waiting_max, waiting_share,
+                                                             wait_p95_s))
+    if wait:
+        i = max(wait, key=wait.get)
+        slow = wait[i] >= max_wait_s
+        basis = f"p95 wait for a connection {wait[i] * 1000:.0f} ms"
+    else:
+        i = max(share, key=share.get) if share else ""
+        slow = share.get(i, 0.0) > max_waiting_share
+        basis = f"queries waiting in {share.get(i, 0.0):.0%} of scrapes"
+    where = f" on {i}" if i else ""
+    if slow:
+        return Answer("db_pooling", "unmet",
+                      f"Pool exhausted{where}: {basis} ({busy.get(i, 0):.0f} of {opened.get(i, 0):.0f} connections "
+                      f"busy at peak, up to {waiting.get(i, 0):.0f} queries waiting).", ev,
+                      recommendation="Runbook Issue 1 §4: raise connection_limit, and never hold a connection "
+                                     "across a slow call; the database section shows who holds them.")
+    return Answer("db_pooling", "met", f"Pool of up to {_num(open_max):.0f} connections; {basis}{where}.", ev)
+
+
+def answer_instance_size(cpu_p95: dict | float | None, heap_p95: dict | float | None,
+                         cpu_warning: float = 70, memory_warning: float = 80) -> Answer:
+    """Met when each instance's p95 over the window of CPU % and of heap used/limit % are
+    under the runbook's Warning levels (70 %, 80 %); unmet otherwise."""
+    cpu, mem = _num(cpu_p95), _num(heap_p95)
+    if cpu is None and mem is None:
+        return Answer("instance_size", "unknown", "No CPU or heap metrics under the params' selector.")
+    ev = {"cpu_p95_percent": cpu_p95, "heap_p95_percent": heap_p95, "cpu_warning": cpu_warning,
+          "memory_warning": memory_warning}
+    over = []
+    if cpu is not None and cpu >= cpu_warning:
+        over.append(f"CPU p95 {cpu:.0f} % (Warning {cpu_warning:g} %)")
+    if mem is not None and mem >= memory_warning:
+        over.append(f"heap p95 {mem:.0f} % of its limit (Warning {memory_warning:g} %)")
+    if over:
+        return Answer("instance_size", "unmet", "; ".join(over) + ".", ev,
+                      recommendation="Runbook Issue 1 §2/§3: scale up (fly scale vm) or out (fly scale count); the "
+                                     "scaling section computes how many instances.")
+    parts = [f"CPU p95 {cpu:.0f} %" if cpu is not None else "", f"heap p95 {mem:.0f} %" if mem is not None else ""]
+    return Answer("instance_size", "met", ", ".join(p for p in parts if p) + " — under the Warning levels.", ev)
+
+
+def answer_horizontal_scaling(instances: float | None, fly: Any = None) -> Answer:
+    """Met when at least two instances serve (up in the window) or fly.toml keeps at least
+    two machines (``[scaling] min_machines`` or ``min_machines_running``); unmet with a
+    single instance. ``fly``: a :class:`perfbook.sources.flytoml.FlyConfig`."""
+    fly_min = _fly_min_machines(fly)
+    ev = {"instances_up": instances, "fly_min_machines": fly_min}
+    n = int(instances) if instances is not None else None
+    if (n or 0) >= 2 or (fly_min or 0) >= 2:
+        src = f"{n} instances up in the window" if (n or 0) >= 2 else f"fly.toml keeps at least {fly_min} machines"
+        return Answer("horizontal", "met", src + ".", ev)
+    if n == 1 or fly_min == 1:
+        return Answer("horizontal", "unmet", "A single instance serves the service: no headroom, no redundancy.", ev,
+                      recommendation="Runbook Issue 4: fly scale count 2 (or more), min_machines = 2.")
+    return Answer("horizontal", "unknown", "Instances could not be counted (no `up` series under the selector).", ev)
+
+
+def _fly_min_machines(fly: Any) -> int | None:
+    if fly is None:
+        return None
+    for v in (getattr(fly, "min_machines", None), getattr(fly, "min_machines_running", None)):
+        if v is not None:
+            return int(v)
+    return None
+
+
+def answer_autoscaling(fly: Any, path: str | None, problem: str | None = None) -> Answer:
+    """From fly.toml (a :class:`perfbook.sources.flytoml.FlyConfig`): met with a
+    ``[scaling]`` range (max_machines > min_machines, as in the runbook's Auto-scaling
+    Configuration) or Fly's machine autostart (``auto_start_machines``, when the config
+    reader reports it); unmet when fly.toml has neither; unknown without a fly.toml."""
+    if path is None:
+        return Answer("autoscaling", "unknown", "No fly.toml in the params (targets.fly_toml): the scaling "
+                                                "configuration is not visible from the metrics.")
+    if fly is None:
+        return Answer("autoscaling", "unknown", f"fly.toml could not be read: {problem or 'unknown reason'}.",
+                      {"fly_toml": path})
+    lo, hi = getattr(fly, "min_machines", None), getattr(fly, "max_machines", None)
+    targets = dict(getattr(fly, "scaling_targets", None) or {})
+    ev = {"fly_toml": path, "min_machines": lo, "max_machines": hi,
+          "scaling_targets": {k: v for k, v in targets.items()}}
+    if lo is not None and hi is not None and int(hi) > int(lo):
+        on = f" on {', '.join(f'{k} {v:g}' for k, v in targets.items())}" if targets else ""
+        return Answer("autoscaling", "met", f"fly.toml [scaling]: {lo} to {hi} machines{on}.", ev)
+    if getattr(fly, "auto_start_machines", None) is True:
+        ev["auto_start_machines"] = True
+        return Answer("autoscaling", "met", "fly.toml starts machines on demand (auto_start_machines = true).", ev)
+    return Answer("autoscaling", "unmet", "fly.toml has no [scaling] range (min_machines < max_machines).", ev,
+                  recommendation="Runbook Issue 4 (Auto-scaling Configuration): [scaling] min_machines = 2, "
+                                 "max_machines = 10 with cpu/memory/requests targets.")
+
+
+def answer_dashboard(present: dict[str, bool]) -> Answer:
+    """Met when all ten key metrics have data under the selector (what the runbook's
+    Grafana dashboard graphs; this page draws them); unmet when some are missing — a
+    dashboard cannot show what is not exported. Grafana itself is not checked."""
+    if not present:
+        return Answer("dashboard", "unknown", "The key metrics could not be looked up.")
+    missing = sorted(k for k, v in present.items() if not v)
+    ev = {"present": sorted(k for k, v in present.items() if v), "missing": missing}
+    if missing:
+        return Answer("dashboard", "unmet", f"{len(missing)} of the key metrics have no data: {', '.join(missing)}.",
+                      ev, recommendation="Export the missing metrics (prom-client, or set their names in the params' "
+                                         "metrics section) so the dashboard can show them.")
+    return Answer("dashboard", "met", "All ten key metrics are exported and graphed (Grafana itself not checked).", ev)
+
+
+def answer_alerts_configured(server_rules: pd.DataFrame | None, wanted: Iterable[Any], problem: str | None = None,
+                             metric_names: dict[str, str] | None = None) -> Answer:
+    """Met when the Prometheus server (``/api/v1/rules``) has an alerting rule for each of
+    the runbook's alerts — same name, or a rule whose query uses the alert's metric;
+    unmet when some are missing; unknown when the server has no rules API (e.g.
+    VictoriaMetrics without vmalert)."""
+    wanted = list(wanted)
+    if server_rules is None:
+        return Answer("alerts", "unknown", f"The server's rules API could not be read: {problem or 'not asked'}.")
+    alerting = server_rules[server_rules["type"] == "alerting"] if not server_rules.empty else server_rules
+    names = set(alerting["name"]) if not alerting.empty else set()
+    queries = " ".join(alerting["query"].astype(str)) if not alerting.empty else ""
+    metric_names = metric_names or {}
+    covered, missing = [], []
+    for rule in wanted:
+        metric = metric_names.get(rule.name)
+        if rule.name in names or (metric and metric in queries):
+            covered.append(rule.name)
+        else:
+            missing.append(rule.name)
+    ev = {"server_alerting_rules": sorted(names), "covered": covered, "missing": missing}
+    if missing:
+        return Answer("alerts", "unmet", f"The server has no alert for: {', '.join(missing)} "
+                                         f"({len(names)} alerting rules configured).", ev,
+                      recommendation="Load the runbook's rules: `perfbook alerts export -p <params> -o perf.rules.yml`, "
+                                     "add it to rule_files and reload Prometheus.")
+    return Answer("alerts", "met", f"The server has alerts for {', '.join(covered)}.", ev)
+
+
+def answer_baselines(params: Any) -> Answer:
+    """From the params: ``baselines_documented`` (the runbook's baseline tables are the
+    params' endpoints and thresholds)."""
+    n = len(params.endpoints)
+    if params.baselines_documented:
+        return Answer("baselines", "met", f"The params file carries the baselines: {n} endpoints with p50/p95/p99 "
+                                          f"targets and the resource thresholds.", {"endpoints": n}, source="params")
+    return Answer("baselines", "unmet", "The params file says the baselines are not documented "
+                                        "(baselines_documented: false).", {"endpoints": n}, source="params",
+                  recommendation="Measure a healthy week, write the p50/p95/p99 per endpoint into the runbook's "
+                                 "Performance Baselines and the params file.")
+
+
+def unknown_answers(keys: Iterable[str] | None = None) -> list[Answer]:
+    """The items nothing measured here can answer, each with the reason."""
+    keys = list(keys) if keys is not None else list(UNKNOWN_REASONS)
+    return [Answer(k, "unknown", UNKNOWN_REASONS[k], source="not measurable" if k not in
+                   ("load_balancing", "indexes", "no_n_plus_one", "vacuum") else "other sections") for k in keys]
+
+
+@dataclass
+class Evidence:
+    """What the monitoring notebook gathered for the checklist (:func:`gather`)."""
+
+    values: dict[str, Any] = field(default_factory=dict)      # run_queries of checklist_queries
+    query_errors: dict[str, str] = field(default_factory=dict)
+    probes: list[dict] = field(default_factory=list)           # probe_http
+    rules: pd.DataFrame | None = None                          # /api/v1/rules
+    rules_problem: str | None = None
+    fly: Any = None                                            # perfbook.sources.flytoml.FlyConfig
+    fly_problem: str | None = None
+    unreachable: list[Any] = field(default_factory=list)      # SourceProblem per dead source
+
+
+def measured_answers(ev: Evidence, params: Any) -> list[Answer]:
+    """Every checklist item answered from what the monitoring notebook gathered
+    (:class:`Evidence`), in the runbook's order."""
+    th = params.thresholds
+    values = ev.values
+    rej = [_num(values.get(k)) for k in ("ratelimit_hits", "http_429")]
+    rejections = max((r for r in rej if r is not None), default=None)
+    present = {k.split(":", 1)[1]: (_num(v) or 0) > 0 for k, v in values.items() if k.startswith("present:")}
+    metric_of = {"HighResponseTime": params.metrics.http_duration, "HighCPU": params.metrics.cpu_seconds,
+                 "HighMemory": params.metrics.heap_used, "EventLoopLag": params.metrics.eventloop_lag}
+    answers = {
+        "async": answer_async(values.get("lag_p99_median"), th.eventloop_lag_seconds.warning),
+        "app_pooling": answer_pool_configured(values.get("pool_open_max")),
+        "caching": answer_caching(_num(values.get("cache_hits")), _num(values.get("cache_misses")),
+                                  th.cache_hit_rate, params.settings.caching.min_lookups),
+        "rate_limiting": answer_rate_limiting([p for p in ev.probes if p.get("purpose") == "rate_limit"], rejections),
+        "compression": answer_compression(ev.probes),
+        "pagination": answer_pagination(ev.probes, params.settings.database.large_result_rows),
+        "db_pooling": answer_db_pooling(values.get("pool_open_max"), values.get("pool_busy_max"),
+                                        values.get("pool_waiting_share"), values.get("pool_waiting_max"),
+                                        _scaled(values.get("pool_wait_p95_ms"), 0.001)),
+        "instance_size": answer_instance_size(values.get("cpu_p95"), values.get("heap_p95"),
+                                              th.cpu_percent.warning, th.memory_percent.warning),
+        "horizontal": answer_horizontal_scaling(_num(values.get("instances_up")), ev.fly),
+        "autoscaling": answer_autoscaling(ev.fly, params.targets.fly_toml, ev.fly_problem),
+        "dashboard": answer_dashboard(present),
+        "alerts": answer_alerts_configured(ev.rules, params.settings.monitoring.alerts, ev.rules_problem, metric_of),
+        "baselines": answer_baselines(params),
+    }
+    answers.update({a.key: a for a in unknown_answers(k for k in UNKNOWN_REASONS if k not in answers)})
+    return [answers[i.key] for i in ITEMS]
+
+
+# ---------------------------------------------------------------------------------
+# Presenting and recording
+# ---------------------------------------------------------------------------------
+
+_MARK = {"met": "✔", "unmet": "✘", "unknown": "?"}
+
+
+def checklist_table(answers: Sequence[Answer]) -> pd.DataFrame:
+    """The checklist as a table in the runbook's order: level, item, answer, why, source."""
+    rows = [{"level": a.item.level, "item": a.item.text, "answer": f"{_MARK[a.status]} {a.status}",
+             "evidence / reason": a.why, "source": a.source} for a in answers]
+    return pd.DataFrame(rows, columns=["level", "item", "answer", "evidence / reason", "source"])
+
+
+def checklist_findings(answers: Sequence[Answer]) -> list[Finding]:
+    """``checklist.unmet`` per item: warning when unmet, ok when met, info when unknown."""
+    sev = {"unmet": "warning", "met": "ok", "unknown": "info"}
+    out = []
+    for a in answers:
+        title = {"unmet": f"Checklist unmet: {a.item.text} — {a.why}",
+                 "met": f"Checklist met: {a.item.text} — {a.why}",
+                 "unknown": f"Checklist unknown: {a.item.text} — {a.why}"}[a.status]
+        out.append(Finding("checklist.unmet", sev[a.status], title, subject=a.item.text,
+                           evidence={"status": a.status, "level": a.item.level, "item": a.key, "why": a.why,
+                                     "source": a.source, **a.evidence},
+                           recommendation=a.recommendation, runbook_ref=f"{RUNBOOK_REF} ({a.item.level} Level)"))
+    return out
+
+
+#: Other sections' findings that answer checklist items: code → (item, status when the
+#: finding is a warning/critical, status when it is ``ok`` (the check ran, nothing found)).
+FROM_FINDINGS: dict[str, tuple[str, str, str | None]] = {
+    "eventloop.lag": ("async", "unmet", "met"),
+    "cache.low_hit_rate": ("caching", "unmet", "met"),
+    "ratelimit.missing": ("rate_limiting", "unmet", "met"),
+    "db.large_result": ("pagination", "unmet", "met"),
+    "db.missing_index": ("indexes", "unmet", "met"),
+    "db.n_plus_one": ("no_n_plus_one", "unmet", "met"),
+    "db.slow_query": ("no_n_plus_one", "unmet", None),
+    "db.connections": ("db_pooling", "unmet", None),
+    "db.bloat": ("vacuum", "unmet", "met"),
+    "db.lock_waits": ("row_locking", "unmet", None),
+    "cpu.saturation": ("instance_size", "unmet", None),
+    "memory.pressure": ("instance_size", "unmet", None),
+    "balance.uneven": ("load_balancing", "unmet", "met"),
+}
+_RANK = {"unknown": 0, "met": 1, "unmet": 2}
+
+
+def combine(findings: Iterable[Finding]) -> list[Answer]:
+    """One answer per item from a batch's findings: the monitoring section's checklist
+    findings, overruled by other sections' evidence (:data:`FROM_FINDINGS`) — unmet beats
+    met beats unknown; each answer lists where its evidence comes from."""
+    best: dict[str, Answer] = {}
+    seen: dict[str, list[Answer]] = {}
+
+    def offer(a: Answer) -> None:
+        cur = best.get(a.key)
+        if cur is None or _RANK[a.status] > _RANK[cur.status]:
+            best[a.key] = a
+        seen.setdefault(a.key, []).append(a)
+
+    for f in findings:
+        if f.code == "checklist.unmet" and f.severity != "error":
+            item = _BY_TEXT.get(f.subject or "") or _BY_KEY.get(str(f.evidence.get("item")))
+            status = f.evidence.get("status") or {"ok": "met", "info": "unknown"}.get(f.severity, "unmet")
+            if item is not None and status in STATUSES:
+                offer(Answer(item.key, status, str(f.evidence.get("why") or f.title),
+                             source=str(f.evidence.get("source") or f.section or "monitoring"),
+                             recommendation=f.recommendation))
+        elif f.code in FROM_FINDINGS and f.severity != "error":
+            key, bad, good = FROM_FINDINGS[f.code]
+            status = bad if f.severity in ("warning", "critical") else good if f.severity == "ok" else None
+            if status:
+                what = f.title if status == "unmet" else f"{f.code}: {f.title}"
+                offer(Answer(key, status, what, source=f.section or "?", recommendation=f.recommendation))
+    out = []
+    for item in ITEMS:
+        a = best.get(item.key)
+        if a is None:
+            out.append(Answer(item.key, "unknown", UNKNOWN_REASONS.get(
+                item.key, "Not measured in this batch (the monitoring section did not run)."), source="—"))
+            continue
+        also = [f"{x.source}: {x.why}" for x in seen.get(item.key, [])
+                if x is not a and x.status == a.status and a.status != "unknown"]
+        if also:
+            a = Answer(a.key, a.status, a.why + " Also " + " · ".join(dict.fromkeys(also)), a.evidence, a.source,
+                       a.recommendation)
+        out.append(a)
+    return out
+
+
+def checklist_index_html(findings: Iterable[Finding]) -> str:
+    """The checklist summary for the batch's index page (see :func:`combine`): a tick, a
+    cross or a question mark per item, with the evidence. Empty when no finding of the
+    batch bears on the checklist (neither the monitoring section nor a mapped code)."""
+    findings = list(findings)
+    if not any(f.code == "checklist.unmet" or f.code in FROM_FINDINGS for f in findings):
+        return ""
+    answers = combine(findings)
+    e = html.escape
+    colour = {"met": ("#2e7d32", "#eef8ee"), "unmet": ("#c62828", "#fdecea"), "unknown": ("#555", "#f5f5f5")}
+    counts = {s: sum(1 for a in answers if a.status == s) for s in STATUSES}
+    rows = []
+    for level in LEVELS:
+        rows.append(f"<tr><th colspan='3' style='text-align:left;padding-top:6px'>{e(level)} Level</th></tr>")
+        for a in (x for x in answers if x.item.level == level):
+            fg, bg = colour[a.status]
+            rows.append(f"<tr style='background:{bg}'><td style='color:{fg};font-weight:bold;text-align:center'>"
+                        f"{_MARK[a.status]}</td><td>{e(a.item.text)}</td>"
+                        f"<td style='font-size:.85em'>{e(a.why[:600])}"
+                        f"<span style='color:#777'> — {e(a.source)}</span></td></tr>")
+    return (f"<div class='perfbook-checklist'><h2>Performance Optimization Checklist</h2>"
+            f"<p>{counts['met']} met, {counts['unmet']} unmet, {counts['unknown']} unknown "
+            f"(✔ met · ✘ unmet · ? cannot be known from outside, or not measured in this batch)</p>"
+            f"<table class='perfbook-table'>{''.join(rows)}</table></div>")
+
+
+# ---------------------------------------------------------------------------------
+# Evidence gathering (I/O): the monitoring notebook's few requests
+# ---------------------------------------------------------------------------------
+
+_PAGING_KEYS = ("page", "limit", "per_page", "page_size", "pageSize", "offset", "cursor", "next", "next_cursor",
+                "nextCursor", "total", "count", "has_more", "hasMore")
+
+
+def _items(body: Any) -> tuple[int | None, list[str]]:
+    """Items in a JSON answer: a top-level list, or the longest list among the top-level
+    values ({"data": [...], "page": 1}); and the paging fields present."""
+    if isinstance(body, list):
+        return len(body), []
+    if isinstance(body, dict):
+        lists = [len(v) for v in body.values() if isinstance(v, list)]
+        paging = [k for k in _PAGING_KEYS if k in body]
+        return (max(lists) if lists else None), paging
+    return None, []
+
+
+def _path_only(route: str) -> bool:
+    return ":" not in route and "{" not in route and "*" not in route
+
+
+def probe_http(params: Any, timeout: float = 5.0, max_bytes: int = 20_000_000) -> list[dict]:
+    """The checklist's HTTP probes against ``targets.base_url`` (one request each):
+
+    - ``compression``: every GET endpoint's ``probe_path`` with ``Accept-Encoding: gzip,
+      br``; the Content-Encoding and the bytes on the wire (and decoded, for gzip);
+    - ``rate_limit``: every GET endpoint's ``probe_path``, and each expensive endpoint's
+      route without a body (a GET: no side effect; limiters answer before routing, so
+      the RateLimit headers show even on a 404/405);
+    - ``pagination``: each GET endpoint whose route has no path parameter, without query
+      string: how many items the JSON answer lists.
+
+    Returns dicts: ``purpose``, ``endpoint``, ``path``, ``status`` (None when no answer),
+    ``headers`` (lower-cased, only the ones that matter), ``wire_bytes``, ``body_bytes``,
+    ``items``, ``paging``, ``expensive``, ``error``. Raises
+    :class:`~perfbook.sources.SourceUnreachable` when no request got an answer.
+    """
+    import requests
+    from urllib.parse import urljoin
+
+    from perfbook.sources import SourceUnreachable, safe_target
+
+    base = params.targets.base_url
+    if not base:
+        return []
+    plan: list[tuple[str, Any, str, dict]] = []
+    for e in params.endpoints:
+        if e.method == "GET" and e.probe_path:
+            plan.append(("compression", e, e.probe_path, {"Accept-Encoding": "gzip, br"}))
+            plan.append(("rate_limit", e, e.probe_path, {"Accept-Encoding": "identity"}))
+        elif e.expensive and _path_only(e.route):
+            plan.append(("rate_limit", e, e.route, {"Accept-Encoding": "identity"}))
+        if e.method == "GET" and _path_only(e.route) and e.route not in ("/health", "/healthz", "/metrics"):
+            plan.append(("pagination", e, e.route, {"Accept-Encoding": "gzip"}))
+    keep = ("content-encoding", "content-length", "content-type", "retry-after", "link", *_RL_HEADERS)
+    out, errors = [], []
+    with requests.Session() as s:
+        s.headers["User-Agent"] = "perfbook"
+        for purpose, e, path, headers in plan:
+            url = urljoin(base + "/", path.lstrip("/"))
+            row = {"purpose": purpose, "endpoint": e.name, "path": path, "status": None, "headers": {},
+                   "wire_bytes": None, "body_bytes": None, "items": None, "paging": [], "expensive": e.expensive,
+                   "error": ""}
+            try:
+                r = s.get(url, headers=headers, timeout=timeout, stream=True, allow_redirects=False)
+                raw = r.raw.read(max_bytes, decode_content=False)
+                r.close()
+            except requests.RequestException as exc:
+                row["error"] = type(exc).__name__
+                errors.append(row["error"])
+                out.append(row)
+                continue
+            row["status"] = r.status_code
+            row["headers"] = {k.lower(): v for k, v in r.headers.items() if k.lower() in keep}
+            row["wire_bytes"] = len(raw)
+            body = raw
+            enc = row["headers"].get("content-encoding", "").lower()
+            try:
+                if enc == "gzip":
+                    body = gzip.decompress(raw)
+                elif enc == "deflate":
+                    body = zlib.decompress(raw)
+                elif enc not in ("", "identity"):
+                    body = None   # br/zstd: no decoder needed here, the header is the evidence
+            except (OSError, zlib.error):
+                body = None
+            if body is not None:
+                row["body_bytes"] = len(body)
+                if purpose == "pagination" and r.status_code == 200:
+                    try:
+                        row["items"], row["paging"] = _items(json.loads(body))
+                    except ValueError:
+                        pass
+            out.append(row)
+    if plan and all(r["status"] is None for r in out):
+        raise SourceUnreachable("http", safe_target(base), errors[0] if errors else "no answer")
+    return out
+
+
+def gather(prom: Any, params: Any, start: Any, end: Any, step: int = 15, rate_s: int = 60,
+           params_file: str | None = None) -> Evidence:
+    """Everything the checklist measures, each source on its own: the Prometheus queries
+    (``prom``: a ``PromClient``, or None when the params name none), the rules API, the
+    HTTP probes, fly.toml (a relative path is taken from ``params_file``'s folder). A
+    source that cannot be reached is recorded in ``unreachable`` (its items stay
+    unknown) and does not stop the others."""
+    from perfbook.checks.alerts import render_expr
+    from perfbook.sources import SourceError, SourceProblem
+
+    ev = Evidence()
+    window_s = (pd.Timestamp(end) - pd.Timestamp(start)).total_seconds()
+    if prom is not None:
+        try:
+            queries = {k: render_expr(q, params) for k, q in checklist_queries(params, window_s, step, rate_s).items()}
+            ev.values, ev.query_errors = run_queries(prom.query, queries, at=end)
+            try:
+                ev.rules = prom.rules()
+            except SourceError as exc:
+                ev.rules_problem = exc.reason
+        except SourceProblem as exc:
+            ev.unreachable.append(exc)
+            ev.rules_problem = str(exc)
+    else:
+        ev.rules_problem = "no Prometheus in the params (targets.prometheus)"
+    try:
+        ev.probes = probe_http(params, timeout=params.settings.probes.timeout)
+    except SourceProblem as exc:
+        ev.unreachable.append(exc)
+    try:
+        from pathlib import Path
+
+        from perfbook.sources import flytoml
+        base = Path(params_file).resolve().parent if params_file else None
+        ev.fly = flytoml.read_optional(params.targets.fly_toml, base)
+    except SourceProblem as exc:
+        ev.fly_problem = exc.reason
+    return ev
+
+
+def source_findings(ev: Evidence) -> list[Finding]:
+    """A ``source.unreachable`` finding per source :func:`gather` could not reach."""
+    return [Finding("source.unreachable", "error",
+                    f"{exc.source} unreachable: the checklist items that need it stay unknown",
+                    subject=exc.source, evidence={"target": exc.target, "reason": exc.reason},
+                    recommendation=f"Check that {exc.source} at {exc.target} is up and reachable, then re-run.")
+            for exc in ev.unreachable]
