@@ -20,6 +20,7 @@ def _demo_settings() -> dict[str, Any]:
     from .params import DEFAULT_ALERTS
     return {
         "probes": {"count": 10, "timeout": "5s", "retries": 1},
+        "external": {"timeouts": {"ai-api": "3s"}},  # the demo service's timeout for its AI API
         # Prometheus evaluates every 1 s on the demo; `for` shrinks from 5-10 min to 10 s so the
         # runbook's alerts can fire inside a one-minute window (40 s of traffic is the minimum).
         "monitoring": {"evaluation_interval": "1s", "alerts": [{**a, "for": "10s"} for a in DEFAULT_ALERTS]},
