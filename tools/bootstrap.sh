@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set-up for a fresh machine. `system`: the servers the demo and tests run (PostgreSQL with
-# pg_stat_statements, Prometheus/promtool); installed with apt on Debian as root when missing,
+# pg_stat_statements, Prometheus/promtool) and the headless Chromium the report tests open the
+# pages in (driven by Playwright, never `playwright install`); installed with apt on Debian as root when missing,
 # otherwise we say exactly what to install. `venv DIR`: the Python virtual environment.
 set -euo pipefail
 
@@ -27,7 +28,10 @@ check_system() {
     need_pkgs+=(postgresql-contrib)
   fi
   have prometheus || need_pkgs+=(prometheus)
+  have redis-server || need_pkgs+=(redis-server)   # the caching section's Redis tests start their own
   have promtool || { [[ " ${need_pkgs[*]} " == *" prometheus "* ]] || need_pkgs+=(prometheus); }
+  # tests/integration/test_browser.py opens every report page in it (PERFBOOK_CHROMIUM overrides).
+  [ -x "${PERFBOOK_CHROMIUM:-/usr/bin/chromium}" ] || have chromium || need_pkgs+=(chromium)
 }
 
 system() {
@@ -45,7 +49,8 @@ system() {
   else
     echo "perfbook: missing system packages: ${need_pkgs[*]}" >&2
     echo "  Debian/Ubuntu (as root): apt-get install ${need_pkgs[*]}" >&2
-    echo "  macOS (Homebrew):        brew install postgresql@16 prometheus" >&2
+    echo "  macOS (Homebrew):        brew install postgresql@16 prometheus redis; brew install --cask chromium" >&2
+    echo "                           (then export PERFBOOK_CHROMIUM=/Applications/Chromium.app/Contents/MacOS/Chromium)" >&2
     echo "  conda:                   conda env create -f environment.yml (brings postgresql; add prometheus yourself)" >&2
     exit 1
   fi

@@ -21,6 +21,9 @@ def _demo_settings() -> dict[str, Any]:
     return {
         "probes": {"count": 10, "timeout": "5s", "retries": 1},
         "external": {"timeouts": {"ai-api": "3s"}},  # the demo service's timeout for its AI API
+        # A short stress profile (the runbook's 10 → 500 users × 5 min would take half an hour).
+        "load_test": {"mode": "stress", "stages": [{"users": u, "duration": "5s"} for u in (5, 10, 20, 40)],
+                      "recovery": "5s", "think_time": "0.2s", "stop_on_break": False},
         # Prometheus evaluates every 1 s on the demo; `for` shrinks from 5-10 min to 10 s so the
         # runbook's alerts can fire inside a one-minute window (40 s of traffic is the minimum).
         "monitoring": {"evaluation_interval": "1s", "alerts": [{**a, "for": "10s"} for a in DEFAULT_ALERTS]},
@@ -33,6 +36,7 @@ def demo_params(stack) -> dict[str, Any]:
     for key, value in _demo_settings().items():
         settings.setdefault(key, value)
     data.setdefault("targets", {}).setdefault("memory_limit", "512MB")
+    data["targets"].setdefault("fly_toml", str(Path(__file__).parent / "demo" / "fly.toml"))
     return data
 
 

@@ -1,0 +1,216 @@
+"""Capacity sections on the real demo stack: load balancing, scaling, load/stress tests.
+
+Uses the shared session runs ``incident_run`` / ``healthy_run`` (tests/integration/
+conftest.py: a private PostgreSQL with pg_stat_statements, a Prometheus server, two
+demo-service instances and the external-API stand-in on 127.0.0.1, traffic driven, then
+``perfbook batch`` through papermill). The CPU scale-out test starts its own
+``cpu_blocking`` stack; the allow-list test needs no stack: a listener on a loopback
+alias that is not on the allow-list counts connections.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _hostport(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}"
+
+
+def _cli(*args: str, env: dict | None = None, timeout: int = 600) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    res = subprocess.run([sys.executable, "-m", "perfbook.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, **(env or {})), timeout=timeout)
+    lines = [l for l in res.stdout.splitlines() if l.startswith("Report: ")]
+    assert lines, f"no report path:\n{res.stdout}\n{res.stderr}"
+    run_dir = Path(lines[-1][8:]).parent
+    return res, json.loads((run_dir / "findings.json").read_text())
+
+
+# --------------------------------------------------------------------------- load balancing
+
+
+def test_uneven_load_is_found_and_the_hot_instance_named(incident_run):
+    hot = _hostport(incident_run.stack.service_urls[0])      # the driver sends it ~80 %
+    found = incident_run.find("balance.uneven", section="load-balancing")
+    assert found, incident_run.section("load-balancing")
+    f = found[0]
+    assert f["subject"] == hot
+    assert f["evidence"]["share_by_instance"][hot] > 0.6
+    assert f["evidence"]["hot_since"]
+    assert "flyctl scale count" in f["recommendation"]
+    assert hot in incident_run.html("load-balancing")
+
+
+def test_healthy_load_is_even(healthy_run):
+    assert healthy_run.alarms("load-balancing") == []
+    ok = [f for f in healthy_run.section("load-balancing") if f["code"] == "balance.uneven"]
+    assert ok and ok[0]["severity"] == "ok"
+
+
+# --------------------------------------------------------------------------- scaling
+
+
+def test_scaling_recommends_nothing_on_healthy(healthy_run):
+    assert healthy_run.alarms("scaling") == []
+    codes = {(f["code"], f["severity"]) for f in healthy_run.section("scaling")}
+    assert ("scaling.scale_out", "ok") in codes and ("scaling.scale_in", "ok") in codes
+
+
+def test_scaling_evaluates_the_incident_from_its_metrics(incident_run):
+    # The incident's slow routes come from the pool, the N+1 and the slow enrichment step; whatever
+    # the verdict, it must rest on per-instance CPU and a projection, and every check must have run.
+    assert [f for f in incident_run.section("scaling") if f["severity"] == "error"] == []
+    out = [f for f in incident_run.section("scaling") if f["code"] == "scaling.scale_out"]
+    assert out
+    ev = out[0]["evidence"]
+    assert ev["instances"] == 2 and len(ev["cpu_median_by_instance"]) == 2
+    assert ev["latency_above_target"]          # the slow /api/products/{id} is seen
+
+
+def _median_cpu_by_instance(prometheus_url: str, start: float, end: float) -> dict[str, float]:
+    from perfbook.sources.prometheus import PromClient
+
+    with PromClient(prometheus_url) as prom:
+        df = prom.query_range('100 * rate(process_cpu_seconds_total{job="demo-api"}[30s])', start, end, 1)
+    return {k: float(v) for k, v in df.groupby("instance")["value"].median().items()}
+
+
+def test_scaling_recommends_scale_out_under_the_cpu_fault(tmp_path):
+    """Starts a ``cpu_blocking`` stack (two instances; GET /api/analytics/summary burns
+    ~300 ms of CPU on the event loop per request) and loads both instances with that
+    route through perfbook's own engine until their event loops are saturated.
+
+    This machine has 2 cores shared by both instances, Prometheus, PostgreSQL and the
+    generator, so an instance cannot always reach the runbook's 70 % of a core; the
+    scale-out line is then set (``settings.scaling.target_cpu_percent``) just under the
+    CPU the instances were measured at in Prometheus — the decision path (rule, projection,
+    command) is the one the default 70 % takes."""
+    from perfbook.demo.stack import Stack
+    from perfbook.demo_cli import write_demo_params
+    from perfbook.params import load
+    from perfbook.sources import loadgen
+
+    with Stack("cpu_blocking", state_dir=tmp_path / "stack") as stack:
+        params_path = write_demo_params(stack, tmp_path / "params.yaml")
+        params = load(params_path, {"settings.load_test.mix": {"GET /api/analytics/summary": 1}})
+        t0 = time.time()
+        runs = []
+
+        def load_one(url: str) -> None:
+            plan = loadgen.plan_from_params(params, mode="load", users=3, duration="45s", host=url, think_time="0.1s")
+            runs.append(loadgen.run(plan))
+
+        threads = [threading.Thread(target=load_one, args=(u,)) for u in stack.service_urls]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        t1 = time.time()
+        assert all(r.stages and r.stages[0].ok for r in runs), [r.describe() for r in runs]
+        since, until = t0 + 32, t1 - 1     # after the 30 s rate() range filled
+        time.sleep(2)
+        cpu = _median_cpu_by_instance(stack.prometheus_url, since, until)
+        assert len(cpu) == 2 and min(cpu.values()) > 5, cpu
+        target = min(70.0, int(min(cpu.values()) * 0.8))
+        iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+        res, findings = _cli("run", "scaling", "-p", str(params_path), "--outputs", str(tmp_path / "out"),
+                             "--since", iso(since), "--until", iso(until),
+                             "-P", f"settings.scaling.target_cpu_percent={target}", env=stack.env())
+    out = [f for f in findings if f["code"] == "scaling.scale_out"]
+    assert out and out[0]["severity"] in ("warning", "critical"), (cpu, target, findings)
+    assert out[0]["evidence"]["scale_to"] > 2
+    assert f"flyctl scale count {out[0]['evidence']['scale_to']} --app demo-api" in out[0]["recommendation"]
+    assert "min_machines" in out[0]["recommendation"]
+
+
+# --------------------------------------------------------------------------- load / stress test
+
+
+def _breaking(run) -> list[dict]:
+    return [f for f in run.section("load-test") if f["code"] == "loadtest.breaking_point"]
+
+
+def test_stress_test_finds_a_breaking_point_on_the_incident(incident_run):
+    found = _breaking(incident_run)
+    assert found, incident_run.section("load-test")
+    f = found[0]
+    assert f["severity"] in ("warning", "critical"), f
+    assert f["subject"].endswith("users") and f["evidence"]["breaking_users"] >= 1
+    assert f["evidence"]["reasons"]
+    assert "<img" in incident_run.html("load-test")      # the latency / throughput plots
+
+
+def test_healthy_stack_holds_the_low_stages_within_target(healthy_run):
+    assert healthy_run.alarms("load-test") == []
+    found = _breaking(healthy_run)
+    assert found
+    stages = found[0]["evidence"]["stages"]
+    expected = found[0]["evidence"]["expected_users"]
+    low = [s for s in stages if s["users"] <= 2 * expected]
+    assert low and all(s["verdict"] == "holds" for s in low), stages
+    assert [f for f in healthy_run.section("load-test") if f["severity"] == "error"] == []
+
+
+class Listener:
+    """Accepts TCP connections on a loopback alias and counts them."""
+
+    def __init__(self, host: str) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind((host, 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def test_a_host_outside_the_allow_list_is_refused_before_any_request(tmp_path):
+    # 127.0.0.2 is loopback, but not on the default allow-list (127.0.0.1, localhost, ::1).
+    listener = Listener("127.0.0.2")
+    try:
+        params = tmp_path / "params.yaml"
+        params.write_text(yaml.safe_dump({
+            "service": "not-ours", "window": {"since": "-5m", "until": "now"},
+            "targets": {"base_url": f"http://127.0.0.2:{listener.port}"},
+            "settings": {"load_test": {"mode": "stress", "stages": [{"users": 5, "duration": "3s"}], "recovery": 0}}}))
+        res, findings = _cli("run", "load-test", "-p", str(params), "--outputs", str(tmp_path / "out"), timeout=300)
+        time.sleep(0.5)
+        refused = [f for f in findings if f["severity"] == "error" and "refused before any request" in f["title"]]
+        assert refused, findings
+        assert refused[0]["evidence"]["host"] == f"http://127.0.0.2:{listener.port}"
+        assert not [f for f in findings if f["code"] == "loadtest.breaking_point"]
+        assert listener.accepted == 0
+        assert res.returncode == 1            # a check that could not run is never read as healthy
+    finally:
+        listener.close()
