@@ -70,12 +70,6 @@ def _load_params(path: str, overrides: list[str]) -> tuple[Any, dict[str, Any]]:
     return load(path, ov), ov
 
 
-def _sigterm_as_interrupt() -> None:
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
-
-
 def run_batch(params_file: str, sections: list[str] | None, *, incident=None, since=None, until=None,
               overrides: list[str] | None = None, jobs=None, timeout=600.0, outputs="outputs",
               quiet=False) -> int:
@@ -89,8 +83,7 @@ def run_batch(params_file: str, sections: list[str] | None, *, incident=None, si
     if not quiet:
         sys.stderr.write(f"perfbook {__version__}: {len(chosen)} section(s), {batch.jobs} at a time, "
                          f"timeout {timeout:.0f}s each → {batch.run_dir}\n")
-    _sigterm_as_interrupt()
-    result = batch.run()
+    result = batch.run()  # handles SIGINT/SIGTERM/SIGHUP itself
     findings = result.findings
     crit = sum(f.severity == "critical" for f in findings)
     errs = sum(f.severity == "error" for f in findings)

@@ -11,9 +11,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
+
+
+def _stop(signum, frame) -> None:  # noqa: ARG001
+    """SIGTERM/SIGINT from the runner: take the kernel (its own session) and its children down too."""
+    try:
+        import psutil
+
+        children = psutil.Process().children(recursive=True)
+        for c in children:
+            try:
+                c.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(children, timeout=3)
+    finally:
+        os._exit(128 + signum)
 
 
 def run(notebook: Path, output: Path, html_out: Path, parameters: dict, cwd: Path,
@@ -41,7 +59,9 @@ def run(notebook: Path, output: Path, html_out: Path, parameters: dict, cwd: Pat
             f"{notebook.stem}: did not run", result["error"] or "no output notebook")
     except Exception as exc:  # noqa: BLE001
         page = error_html(f"{notebook.stem}: HTML export failed", f"{type(exc).__name__}: {exc}\n\n{result['error']}")
-    html_out.write_text(page, encoding="utf-8")
+    tmp = html_out.with_name(f".{html_out.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, html_out)  # the runner never sees half a page
     result["timings"]["export_s"] = round(time.monotonic() - t1, 3)
     return result
 
@@ -55,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cwd", type=Path, required=True)
     ap.add_argument("--cell-timeout", type=int, default=None)
     a = ap.parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _stop)
     res = run(a.notebook, a.output, a.html, json.loads(a.parameters), a.cwd, a.cell_timeout)
     sys.stdout.write(json.dumps(res) + "\n")
     return 0

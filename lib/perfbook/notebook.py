@@ -28,6 +28,7 @@ from typing import Any, Iterable, Iterator
 from . import __version__
 from .findings import MIME_TYPE, Finding, severity_rank
 from .params import Params, env_value, load, resolve_time
+from .report import CLIP, clip
 
 DEFAULT_PARAMS = "../params/demo.yaml"
 
@@ -130,7 +131,7 @@ def header_html(ctx: Context) -> str:
             ("run at (UTC)", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")),
             ("perfbook", f"{__version__} ({_git_revision()})"),
             ("params", os.path.basename(ctx.params_file))]
-    cells = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{e(k)}</th><td>{e(str(v))}</td></tr>"
+    cells = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{e(k)}</th><td>{e(clip(v, CLIP['header']))}</td></tr>"
                     for k, v in rows)
     return (f"<div class='perfbook-header' style='border-left:4px solid #455a64;padding:4px 12px;"
             f"background:#f5f7f8'><b>perfbook · {e(ctx.section)}</b><table>{cells}</table></div>")
@@ -139,18 +140,26 @@ def header_html(ctx: Context) -> str:
 # --------------------------------------------------------------------------- findings
 
 
+#: A callout shows at most this many evidence items (the notebook's finding record keeps all).
+MAX_EVIDENCE_ITEMS = 30
+
+
 def callout_html(f: Finding) -> str:
     bg, border, label = COLOURS[f.severity]
     e = html.escape
-    ev = "".join(f"<li><code>{e(str(k))}</code>: {e(_fmt(v))}</li>" for k, v in f.evidence.items())
-    rec = (f"<div><b>What to do:</b><pre style='white-space:pre-wrap;margin:2px 0'>{e(f.recommendation)}</pre></div>"
-           if f.recommendation else "")
-    subject = f" — <code>{e(f.subject)}</code>" if f.subject else ""
+    items = list(f.evidence.items())
+    ev = "".join(f"<li><code>{e(clip(k, CLIP['key']))}</code>: {e(_fmt(v))}</li>"
+                 for k, v in items[:MAX_EVIDENCE_ITEMS])
+    if len(items) > MAX_EVIDENCE_ITEMS:
+        ev += f"<li><i>{len(items) - MAX_EVIDENCE_ITEMS} more evidence items not shown</i></li>"
+    rec = (f"<div><b>What to do:</b><pre style='white-space:pre-wrap;margin:2px 0'>"
+           f"{e(clip(f.recommendation, CLIP['recommendation']))}</pre></div>" if f.recommendation else "")
+    subject = f" — <code>{e(clip(f.subject, CLIP['subject']))}</code>" if f.subject else ""
     return (f"<div class='perfbook-finding sev-{f.severity}' data-code='{e(f.code)}' "
             f"style='background:{bg};border-left:6px solid {border};padding:6px 12px;margin:6px 0'>"
             f"<div><span style='color:{border};font-weight:bold'>{label}</span> "
             f"<code>{e(f.code)}</code>{subject}</div>"
-            f"<div style='font-size:1.05em;margin:2px 0'><b>{e(f.title)}</b></div>"
+            f"<div style='font-size:1.05em;margin:2px 0'><b class='perfbook-title'>{e(clip(f.title, CLIP['title']))}</b></div>"
             + (f"<ul style='margin:2px 0'>{ev}</ul>" if ev else "")
             + rec
             + f"<div style='color:#555;font-size:0.85em'>runbook: {e(f.runbook_ref)}</div></div>")
@@ -160,8 +169,8 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     if isinstance(v, (list, dict)):
-        return json.dumps(v, default=str)[:500]
-    return str(v)
+        return clip(json.dumps(v, default=str), CLIP["value"])
+    return clip(str(v), CLIP["value"])
 
 
 def emit(ctx: Context, *findings: Finding | Iterable[Finding]) -> list[Finding]:
@@ -207,7 +216,7 @@ def check(ctx: Context, name: str) -> Iterator[None]:
             recommendation="This is a perfbook bug or an unexpected input; the traceback is in the "
                            "executed notebook. The rest of the report is unaffected.",
             check=name))
-        _display({"text/html": f"<details><summary>traceback</summary><pre>{html.escape(''.join(tb))}</pre></details>",
+        _display({"text/html": f"<details><summary>traceback</summary><pre>{html.escape(clip(''.join(tb), CLIP['text']))}</pre></details>",
                   "text/plain": "".join(tb)})
     finally:
         ctx._current_check = previous
@@ -225,24 +234,41 @@ def table(df: Any, caption: str = "", max_rows: int = 200) -> None:
                   "text/plain": f"{caption}: no rows"})
         return
     left = max(0, len(df) - max_rows)
-    shown = df.head(max_rows)
+    shown = _clip_cells(df.head(max_rows))
     body = shown.to_html(escape=True, index=False, float_format=lambda x: f"{x:.4g}", border=0,
                          classes="perfbook-table")
     note = f"<p><i>{left} more rows not shown (of {len(df)}).</i></p>" if left else ""
-    cap = f"<p><b>{html.escape(caption)}</b></p>" if caption else ""
+    cap = f"<p><b>{html.escape(clip(caption, CLIP['title']))}</b></p>" if caption else ""
     _display({"text/html": cap + body + note, "text/plain": (caption + "\n" if caption else "") + shown.to_string()})
+
+
+def _clip_cells(df: Any, limit: int = CLIP["cell"]) -> Any:
+    """Long strings in a table's cells and column names cut to ``limit`` characters, saying so."""
+    import pandas as pd
+
+    out = df.copy()
+    for i in range(out.shape[1]):
+        col = out.iloc[:, i]
+        if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
+            out.isetitem(i, col.map(lambda v: clip(v, limit) if isinstance(v, str) and len(v) > limit else v))
+    if not isinstance(out.columns, pd.MultiIndex):
+        out.columns = [clip(c, 120) if isinstance(c, str) else c for c in out.columns]
+    return out
 
 
 def details(summary: str, text: str, language: str = "") -> None:
     """Collapsed block, e.g. the SQL or PromQL a table came from."""
-    _display({"text/html": f"<details><summary>{html.escape(summary)}</summary>"
-                           f"<pre class='{html.escape(language)}'>{html.escape(text)}</pre></details>",
+    _display({"text/html": f"<details><summary>{html.escape(clip(summary, CLIP['title']))}</summary>"
+                           f"<pre class='{html.escape(language[:40])}'>{html.escape(clip(text, CLIP['text']))}</pre></details>",
               "text/plain": f"{summary}:\n{text}"})
 
 
 def note(text: str) -> None:
     """A short paragraph of escaped text (a conclusion with its numbers)."""
-    _display({"text/html": f"<p>{html.escape(text)}</p>", "text/plain": text})
+    _display({"text/html": f"<p>{html.escape(clip(text, CLIP['text']))}</p>", "text/plain": text})
+
+
+MAX_SUMMARY_ITEMS = 100
 
 
 def summary(ctx: Context) -> None:
@@ -254,7 +280,9 @@ def summary(ctx: Context) -> None:
     bad.sort(key=lambda f: -severity_rank(f.severity))
     parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: -severity_rank(kv[0])))
     items = "".join(f"<li><b>{html.escape(f.severity.upper())}</b> <code>{html.escape(f.code)}</code> "
-                    f"{html.escape(f.title)}</li>" for f in bad)
+                    f"{html.escape(clip(f.title, CLIP['title']))}</li>" for f in bad[:MAX_SUMMARY_ITEMS])
+    if len(bad) > MAX_SUMMARY_ITEMS:
+        items += f"<li><i>{len(bad) - MAX_SUMMARY_ITEMS} more not listed here; see above</i></li>"
     verdict = "Nothing above normal in this section." if not bad else f"{len(bad)} finding(s) need attention:"
     _display({"text/html": f"<div class='perfbook-summary'><p><b>Summary:</b> {html.escape(parts or 'no findings')}. "
                            f"{html.escape(verdict)}</p><ul>{items}</ul></div>",

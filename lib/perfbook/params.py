@@ -13,6 +13,7 @@ says what differs for a service.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from datetime import datetime, timedelta, timezone
@@ -39,8 +40,17 @@ class ParamsError(Exception):
     """A params file that cannot be used. ``str()`` is the one-line message."""
 
     def __init__(self, file: str | Path, field: str, problem: str):
-        self.file, self.field, self.problem = str(file), field, problem
-        super().__init__(f"{self.file}: {field}: {problem}")
+        # One line, whatever the input: control characters, line separators and lone
+        # surrogates (in a file name, a key, a value) are shown escaped.
+        self.file, self.field, self.problem = _one_line(str(file)), _one_line(field), _one_line(problem)
+        super().__init__(f"{self.file}: {self.field}: {self.problem}")
+
+
+def _one_line(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in text)
 
 
 # --------------------------------------------------------------------------- small types
@@ -53,15 +63,26 @@ def parse_duration(value: Any) -> float:
     """``"200ms"``, ``"1s"``, ``"5m"``, ``2`` (seconds) → seconds as float."""
     if isinstance(value, bool):
         raise ValueError("expected a duration like 200ms, 1s, 5m or a number of seconds")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
-    else:
-        raise ValueError(f"expected a duration like 200ms, 1s, 5m or a number of seconds, got {value!r}")
+    try:
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        elif isinstance(value, str) and (m := _DURATION.match(value)):
+            seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+        else:
+            raise ValueError(f"expected a duration like 200ms, 1s, 5m or a number of seconds, got {_short(value)}")
+    except OverflowError:
+        raise ValueError(f"a duration out of range: {_short(value)}") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"a duration must be a finite number of seconds, got {_short(value)}")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value from the file, cut for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -110,15 +131,20 @@ def resolve_time(value: str | datetime, now: datetime | None = None) -> datetime
         text = str(value).strip()
         if text == "now":
             return now
-        if m := _RELATIVE.match(text):
-            return now - timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
         try:
+            if m := _RELATIVE.match(text):
+                return now - timedelta(seconds=float(m.group(1)) * _UNIT_S[m.group(2)])
             dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"expected 'now', a relative time like -30m, or ISO-8601, got {text!r}") from None
+            raise ValueError(f"expected 'now', a relative time like -30m, or ISO-8601, got {_short(text)}") from None
+        except OverflowError:
+            raise ValueError(f"a time out of range: {_short(text)}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+    try:
+        return dt.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"a time out of range: {_short(value)}") from None
 
 
 def _time_spec(value: Any) -> str:
@@ -134,7 +160,8 @@ TimeSpec = Annotated[str, BeforeValidator(_time_spec)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True)
+    # NaN or infinity is never a meaningful threshold, target or setting.
+    model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- sections of the file
@@ -240,13 +267,20 @@ def parse_bytes(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected a size like 512MB")
     if isinstance(value, int):
+        if value <= 0:
+            raise ValueError(f"must be a positive size like 512MB, got {value}")
         return value
     m = _BYTES.match(str(value))
     if not m:
-        raise ValueError(f"expected a size like 512MB or 1GiB, got {value!r}")
+        raise ValueError(f"expected a size like 512MB or 1GiB, got {_short(value)}")
     unit = (m.group(2) or "B").upper().rstrip("B").rstrip("I")
     power = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4}[unit]
-    return int(float(m.group(1)) * 1024 ** power)
+    size = float(m.group(1)) * 1024 ** power
+    if not math.isfinite(size) or size > 2 ** 63:
+        raise ValueError(f"a size out of range: {_short(value)}")
+    if size < 1:
+        raise ValueError(f"must be a positive size like 512MB, got {_short(value)}")
+    return int(size)
 
 
 class LatencyTargets(Strict):
@@ -708,11 +742,19 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Params:
     except OSError as e:
         raise ParamsError(path, "(file)", e.strerror or str(e)) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
+    except RecursionError:
+        raise ParamsError(path, "(top level)", "YAML nested too deeply") from None
+    except _DuplicateKey as e:
+        mark = e.problem_mark
+        raise ParamsError(path, f"line {mark.line + 1}, column {mark.column + 1}", e.problem) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or ["unreadable"])[0]
+        context = getattr(e, "context", None)
+        if context and problem.startswith("but "):  # "expected a single document..., but found another"
+            problem = f"{context}, {problem}"
         raise ParamsError(path, where, f"YAML syntax error: {problem}") from None
     if data is None:
         raise ParamsError(path, "(top level)", "the file is empty")
@@ -720,13 +762,114 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Params:
         raise ParamsError(path, "(top level)", f"expected a mapping of keys, got {type(data).__name__}")
     for key in overrides or {}:
         _set_dotted(data, key, overrides[key])
+    if (hit := _bad_structure(data)):
+        raise ParamsError(path, *hit)
     if (hit := _inline_secret(data)):
         raise ParamsError(path, *hit)
     try:
-        return Params.model_validate(data)
+        params = Params.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         raise ParamsError(path, _field_path(err["loc"]), _message(err)) from None
+    except RecursionError:  # pragma: no cover - _bad_structure bounds the depth first
+        raise ParamsError(path, "(top level)", "nested too deeply") from None
+    _resolve_paths(params, path.resolve().parent)
+    return params
+
+
+def _resolve_paths(params: Params, base: Path) -> None:
+    """File paths in a params file are relative to the file, wherever perfbook runs from."""
+    t = params.targets
+
+    def absolute(p: str) -> str:
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    for name in ("fly_toml", "cpu_profile"):
+        if getattr(t, name, None):
+            setattr(t, name, absolute(getattr(t, name)))
+    for name in ("postgres_logs", "app_logs", "heap_snapshots"):
+        if getattr(t, name, None):
+            setattr(t, name, [absolute(p) for p in getattr(t, name)])
+
+
+_MAX_DEPTH = 40
+_MAX_VALUES = 200_000
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class _Bad(Exception):
+    pass
+
+
+def _bad_structure(data: Any) -> tuple[str, str] | None:
+    """What YAML can build but no params file means: a cycle (an alias inside itself), nesting
+    deeper than any field, a document that explodes through aliases ("billion laughs"), text
+    with a lone surrogate (``"\\ud800"``, which no file or page can hold). Checked before
+    validation so that none of them turns into a traceback or a hang."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def walk(node: Any, where: str, depth: int) -> int:
+        if isinstance(node, str):
+            if _SURROGATE.search(node):
+                raise _Bad(where or "(top level)", "contains a lone surrogate (an invalid character, e.g. \\ud800)")
+            return 1
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in on_path:
+            raise _Bad(where or "(top level)", "a YAML alias refers to a node that contains it (a cycle)")
+        if key in sizes:
+            return sizes[key]
+        if depth > _MAX_DEPTH:
+            raise _Bad(where or "(top level)", f"nested too deeply (more than {_MAX_DEPTH} levels)")
+        on_path.add(key)
+        total = 1
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for k, v in items:
+            if isinstance(k, str) and _SURROGATE.search(k):
+                raise _Bad(where or "(top level)", "a key contains a lone surrogate (an invalid character)")
+            child = (f"{where}[{k}]" if isinstance(node, list) else (f"{where}.{k}" if where else str(k)))
+            total += walk(v, child, depth + 1)
+            if total > _MAX_VALUES:
+                raise _Bad(where or "(top level)", f"too large: more than {_MAX_VALUES:,} values "
+                                                   f"(after expanding YAML aliases)")
+        on_path.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        walk(data, "", 0)
+    except _Bad as bad:
+        return bad.args[0], bad.args[1]
+    return None
+
+
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    pass
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a key given twice in one mapping is an error: YAML
+    keeps the last silently, so a second ``targets:`` block would drop the first unnoticed."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # unhashable: the base class says so
+                    continue
+                if first is not None:
+                    raise _DuplicateKey(None, None, f"duplicate key {_short(key)} (first on line {first + 1}); "
+                                        f"YAML would keep only the last", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
 
 
 def _set_dotted(data: dict, dotted: str, value: Any) -> None:

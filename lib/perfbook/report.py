@@ -93,6 +93,23 @@ class Redactor:
         return data
 
 
+# --------------------------------------------------------------------------- size caps
+
+#: How much of one outside string a report page shows (a route label, a title, an evidence
+#: value, a table cell): a report must stay small enough to attach (< 1.5 MB) even when a
+#: label is 100,000 characters long. findings.json and the .ipynb keep the whole text.
+CLIP = {"title": 400, "subject": 200, "value": 300, "key": 80, "recommendation": 4000, "header": 300,
+        "cell": 300, "text": 20_000, "index_recommendation": 1000}
+
+
+def clip(text: Any, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how many were left out."""
+    text = text if isinstance(text, str) else str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit:,} more characters not shown]"
+
+
 # --------------------------------------------------------------------------- folders and writes
 
 _SLUG = re.compile(r"[^A-Za-z0-9_-]+")
@@ -190,8 +207,32 @@ def notebook_html(ipynb_path: str | Path) -> str:
                             embed_images=True)
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
+    _cap_outputs(nb)
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": Path(ipynb_path).stem}})
     return body
+
+
+#: One cell output larger than this (HTML or text) is left out of the page with a note; the
+#: executed .ipynb keeps it. A backstop for the 1.5 MB page budget: tables and callouts clip
+#: their own text long before this.
+MAX_OUTPUT_CHARS = 500_000
+
+
+def _cap_outputs(nb: Any) -> None:
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []) or []:
+            data = out.get("data") or {}
+            for mime in ("text/html", "text/plain", "text/markdown"):
+                val = data.get(mime)
+                text = "".join(val) if isinstance(val, list) else val
+                if isinstance(text, str) and len(text) > MAX_OUTPUT_CHARS:
+                    note = (f"This output ({len(text):,} characters) is too large for the report page and is "
+                            f"left out; it is in the executed notebook ({mime}).")
+                    data[mime] = f"<p><i>{html.escape(note)}</i></p>" if mime == "text/html" else note
+            if out.get("output_type") == "stream":
+                text = "".join(out["text"]) if isinstance(out.get("text"), list) else out.get("text", "")
+                if len(text) > MAX_OUTPUT_CHARS:
+                    out["text"] = clip(text, MAX_OUTPUT_CHARS)
 
 
 def error_html(title: str, message: str) -> str:
@@ -210,6 +251,9 @@ SEV_STYLE = {
     "critical": ("#c62828", "#fdecea"), "error": ("#6a1b9a", "#f3e8fd"), "warning": ("#e08a00", "#fff6e0"),
     "info": ("#1565c0", "#eef4fb"), "ok": ("#2e7d32", "#eef8ee"),
 }
+#: The index lists at most this many non-ok findings (worst first); findings.json has them all.
+MAX_INDEX_FINDINGS = 200
+
 STATUS_TEXT = {"ok": "ran", "failed": "notebook failed", "timeout": "timed out", "interrupted": "interrupted",
                "pending": "not run", "running": "running"}
 
@@ -235,40 +279,57 @@ def index_html(manifest: dict[str, Any], findings: list[Finding]) -> str:
             f"<tr style='background:{bg}'><td>{name}</td>"
             f"<td style='color:{fg};font-weight:bold'>{e(sev.upper())}</td>"
             f"<td>{n_bad} of {len(fs)}</td><td>{e(STATUS_TEXT.get(nb['status'], nb['status']))}"
-            + (f": {e(nb.get('error', '')[:200])}" if nb.get("error") else "")
+            + (f": {e(clip(nb.get('error', ''), 200))}" if nb.get("error") else "")
             + f"</td><td>{nb.get('duration_s', 0):.1f} s</td></tr>")
-    items = []
+    items: list[str] = []
+    left_out = 0
     for f in sorted(findings, key=sort_key):
         if f.severity == "ok":
             continue
         fg, bg = SEV_STYLE[f.severity]
         link = next((nb.get("html") for nb in manifest.get("notebooks", []) if nb["section"] == f.section), None)
         sec = f"<a href='{e(link)}'>{e(f.section)}</a>" if link else e(f.section)
-        ev = "; ".join(f"{e(str(k))}={e(_short(v))}" for k, v in list(f.evidence.items())[:6])
+        if len(items) >= MAX_INDEX_FINDINGS:
+            left_out += 1
+            continue
+        ev = "; ".join(f"{e(clip(k, CLIP['key']))}={e(_short(v))}" for k, v in list(f.evidence.items())[:6])
         items.append(
             f"<tr style='background:{bg}'><td style='color:{fg};font-weight:bold'>{e(f.severity.upper())}</td>"
-            f"<td>{sec}</td><td><code>{e(f.code)}</code></td><td>{e(f.subject or '')}</td>"
-            f"<td><b>{e(f.title)}</b><div style='font-size:.85em;color:#444'>{ev}</div>"
-            + (f"<details><summary>what to do</summary><pre style='white-space:pre-wrap'>{e(f.recommendation)}</pre></details>"
+            f"<td>{sec}</td><td><code>{e(f.code)}</code></td><td>{e(clip(f.subject or '', CLIP['subject']))}</td>"
+            f"<td><b class='perfbook-title'>{e(clip(f.title, CLIP['title']))}</b>"
+            f"<div style='font-size:.85em;color:#444'>{ev}</div>"
+            + (f"<details><summary>what to do</summary><pre style='white-space:pre-wrap'>"
+               f"{e(clip(f.recommendation, CLIP['index_recommendation']))}</pre></details>"
                if f.recommendation else "")
             + "</td></tr>")
+    if left_out:
+        items.append(f"<tr><td colspan=5><i>{left_out} more findings not shown here (of "
+                     f"{left_out + len(items)}); every finding is in findings.json and in its section's page.</i></td></tr>")
     counts = {s: sum(1 for f in findings if f.severity == s) for s in ("critical", "error", "warning", "info", "ok")}
     overall = worst(f.severity for f in findings) if findings else "ok"
     if any(nb["status"] != "ok" for nb in manifest.get("notebooks", [])):
         overall = worst([overall, "error"])
     fg, bg = SEV_STYLE[overall]
     head = manifest.get("header", {})
-    meta = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{e(k)}</th><td>{e(str(v))}</td></tr>"
-                   for k, v in head.items())
+    meta = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{e(clip(k, CLIP['key']))}</th>"
+                   f"<td>{e(clip(v, CLIP['header']))}</td></tr>" for k, v in head.items())
     status_note = ""
-    if manifest.get("status") != "complete":
-        status_note = (f"<p style='background:#fdecea;padding:6px'><b>This run is {e(str(manifest.get('status')))}</b>: "
-                       f"not every section finished; see the table below.</p>")
+    status = manifest.get("status")
+    if status != "complete":
+        nbs = manifest.get("notebooks", [])
+        finished = [nb["section"] for nb in nbs if nb["status"] in ("ok", "failed", "timeout")]
+        unfinished = [nb["section"] for nb in nbs if nb["section"] not in finished]
+        lead = {"running": "This run is still running: the report is incomplete (reload when it has finished)",
+                "interrupted": "This run was interrupted (Ctrl-C or SIGTERM): the report is incomplete"
+                }.get(str(status), f"This run is {status}: the report is incomplete")
+        status_note = (f"<p class='perfbook-incomplete' style='background:#fdecea;padding:6px'><b>{e(lead)}.</b> "
+                       f"Finished: {e(', '.join(finished) or 'none')}. "
+                       f"Not finished: {e(', '.join(unfinished) or 'none')}.</p>")
     checklist = manifest.get("checklist_html", "")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
-<title>perfbook — {e(str(head.get('service', '')))} — {e(str(head.get('run at', '')))}</title>
+<title>perfbook — {e(clip(head.get('service', ''), 200))} — {e(str(head.get('run at', '')))}</title>
 <style>
 body {{ font-family: -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 1200px; margin: 0 auto; padding: 12px; color: #222; }}
 table {{ border-collapse: collapse; width: 100%; margin: 8px 0 18px; }}
@@ -297,7 +358,7 @@ def _short(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
     text = json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v)
-    return text if len(text) <= 120 else text[:117] + "..."
+    return clip(text, 120)
 
 
 def findings_json(findings: list[Finding]) -> str:

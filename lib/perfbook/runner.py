@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,8 +30,8 @@ from typing import Any, Callable
 from . import __version__
 from .findings import Finding, collect
 from .params import Params, ParamsError
-from .report import (Redactor, error_html, findings_json, git_revision, index_html, make_run_dir,
-                     replace_file, versions, write_new)
+from .report import (STATUS_TEXT, Redactor, error_html, findings_json, git_revision, index_html,
+                     make_run_dir, replace_file, versions, write_new)
 
 EXIT_OK, EXIT_CRITICAL, EXIT_BAD_INPUT, EXIT_NOTEBOOK_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -119,9 +119,13 @@ class Batch:
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self._interrupted = False
+        self._signal: int | None = None       # the signal that asked us to stop
+        self._old_handlers: dict[int, Any] = {}
         self.started = datetime.now(timezone.utc)
         label = incident or self.params_file.stem
         self.run_dir = make_run_dir(self.outputs, label)
+        # From its first second the folder says it is incomplete (manifest and index "running").
+        self._write_status("running")
         self._work = Path(tempfile.mkdtemp(prefix=".work-", dir=self.run_dir))
 
     # ---------------------------------------------------------------- manifest
@@ -153,6 +157,14 @@ class Batch:
         data = self.redact.obj(self.manifest(status, exit_code))
         replace_file(self.run_dir / "manifest.json", json.dumps(data, indent=2, ensure_ascii=False))
 
+    def _write_status(self, status: str) -> None:
+        """While the batch runs: manifest and a provisional index that say so (replaced at the end)."""
+        with self._lock:
+            findings = [f for r in self.results for f in r.findings]
+            replace_file(self.run_dir / "index.html",
+                         index_html(self.redact.obj(self.manifest(status)), findings), self.redact)
+            self._write_manifest(status)
+
     # ---------------------------------------------------------------- one notebook
 
     def _parameters(self) -> dict[str, Any]:
@@ -176,7 +188,11 @@ class Batch:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True, env=env)
         with self._lock:
+            # interrupt() sets the flag under this lock: either it sees this process, or we see the flag.
             self._procs[r.section] = proc
+            late = self._interrupted
+        if late:
+            _kill_tree([proc])
         try:
             out, err = proc.communicate(timeout=self.timeout)
             line = (out.strip().splitlines() or ["{}"])[-1]
@@ -189,7 +205,7 @@ class Batch:
                                                 (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1])
             r.timings = res.get("timings", {})
         except subprocess.TimeoutExpired:
-            self._kill(proc)
+            _kill_tree([proc])
             proc.communicate()
             r.status, r.error = "timeout", f"stopped after the per-notebook timeout of {self.timeout:.0f} s"
         finally:
@@ -199,66 +215,91 @@ class Batch:
             r.status, r.error = "interrupted", "the batch was interrupted"
         r.duration_s = time.monotonic() - t0
         self._publish(r, work_nb, work_html)
+        if not self._interrupted:
+            self._write_status("running")  # which sections finished, even if we are killed next
         self.progress("done", r)
 
     def _publish(self, r: NotebookResult, work_nb: Path, work_html: Path) -> None:
         """Redact and link the notebook's files into the run folder; collect its findings."""
         if work_nb.exists():
+            text = work_nb.read_text(encoding="utf-8", errors="replace")
             try:
+                json.loads(text)  # a process killed mid-write leaves half a notebook: never publish it
                 r.findings = collect(work_nb)
-            except Exception as exc:  # noqa: BLE001 - a half-written notebook
-                r.error = r.error or f"could not read findings: {exc}"
-            write_new(self.run_dir / f"{r.section}.ipynb", work_nb.read_text(encoding="utf-8"), self.redact)
-            r.ipynb = f"{r.section}.ipynb"
-        if work_html.exists():
-            page = work_html.read_text(encoding="utf-8")
-        else:
-            page = error_html(f"{r.section}: {r.status}", r.error or "the notebook produced no output")
+            except Exception as exc:  # noqa: BLE001
+                r.error = r.error or f"could not read the executed notebook: {str(exc)[:200]}"
+            else:
+                write_new(self.run_dir / f"{r.section}.ipynb", text, self.redact)
+                r.ipynb = f"{r.section}.ipynb"
+        page = None
+        if work_html.exists() and r.status != "interrupted":
+            page = work_html.read_text(encoding="utf-8", errors="replace")
+        if page is None:
+            what = {"interrupted": "the batch was interrupted (Ctrl-C or SIGTERM) before this section finished; "
+                                   "its findings are incomplete or missing",
+                    "timeout": r.error}.get(r.status, r.error or "the notebook produced no output")
+            page = error_html(f"{r.section}: {STATUS_TEXT.get(r.status, r.status)}", what)
         write_new(self.run_dir / f"{r.section}.html", page, self.redact)
         r.html = f"{r.section}.html"
-
-    @staticmethod
-    def _kill(proc: subprocess.Popen) -> None:
-        """Stop a notebook process and its kernel (its own process group)."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(timeout=3)
-                return
-            except subprocess.TimeoutExpired:
-                continue
 
     # ---------------------------------------------------------------- the batch
 
     def interrupt(self) -> None:
-        self._interrupted = True
+        """Stop every running notebook (its process, kernel and their children); start no new one."""
         with self._lock:
+            self._interrupted = True
             procs = list(self._procs.values())
-        for p in procs:
-            self._kill(p)
+        _kill_tree(procs)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # Only a flag: the main loop stops the notebooks and writes the folder, so a signal can
+        # never land in the middle of a file write. A second Ctrl-C changes nothing.
+        if self._signal is None:
+            self._signal = signum
+
+    def _install_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            try:
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+            except (ValueError, OSError):
+                pass
+
+    def _restore_handlers(self) -> None:
+        for sig, old in self._old_handlers.items():
+            try:
+                signal.signal(sig, old)
+            except (ValueError, OSError, TypeError):
+                pass
+        self._old_handlers.clear()
 
     def run(self) -> BatchResult:
-        self._write_manifest("running")
+        self._install_handlers()
         pool = ThreadPoolExecutor(max_workers=self.jobs)
+        interrupted = False
         try:
-            futures = [pool.submit(self._run_one, r) for r in self.results]
-            for fut in futures:
-                while not fut.done():
-                    time.sleep(0.1)  # keeps the main thread responsive to signals
-                fut.result()
-        except KeyboardInterrupt:
-            self.interrupt()
-            pool.shutdown(wait=True, cancel_futures=True)
-            for r in self.results:
-                if r.status in ("pending", "running"):
-                    r.status = "interrupted"
-            return self._finish(interrupted=True)
+            self._write_status("running")
+            pending = {pool.submit(self._run_one, r) for r in self.results}
+            while pending and self._signal is None:
+                done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    fut.result()
+            interrupted = self._signal is not None
+        except KeyboardInterrupt:  # a handler we could not replace (not the main thread)
+            interrupted = True
+        try:
+            if interrupted:
+                self.interrupt()
+                pool.shutdown(wait=True, cancel_futures=True)
+                for r in self.results:
+                    if r.status in ("pending", "running"):
+                        r.status, r.error = "interrupted", r.error or "the batch was interrupted"
+            else:
+                pool.shutdown(wait=True)
+            return self._finish(interrupted=interrupted)
         finally:
-            pool.shutdown(wait=True)
-        return self._finish(interrupted=False)
+            self._restore_handlers()
 
     def _finish(self, interrupted: bool) -> BatchResult:
         findings = [f for r in self.results for f in r.findings]
@@ -277,11 +318,59 @@ class Batch:
             manifest["checklist_html"] = checklist_index_html(findings)
         except ImportError:
             pass
-        write_new(self.run_dir / "index.html", index_html(self.redact.obj(manifest), findings), self.redact)
+        _rmtree(self._work)
+        # index.html and manifest.json are this run's own status files: replaced atomically,
+        # the provisional "running" versions by the final ones (nothing of another run is touched).
+        replace_file(self.run_dir / "index.html", index_html(self.redact.obj(manifest), findings), self.redact)
         manifest.pop("checklist_html", None)
         self._write_manifest(status, code)
-        _rmtree(self._work)
         return BatchResult(self.run_dir, self.results, code)
+
+
+def _kill_tree(procs: list[subprocess.Popen], grace: float = 3.0) -> None:
+    """Stop notebook processes with everything they started.
+
+    A notebook process runs in its own process group, but Jupyter starts the kernel in a
+    session of its own, so a group signal alone would orphan the kernel: the descendants are
+    listed first (psutil), then the group and every descendant get SIGTERM, and whatever is
+    left SIGKILL after ``grace`` seconds. The notebook processes themselves are reaped by
+    their Popen (never by psutil, which would steal their exit status).
+    """
+    import psutil
+
+    procs = [p for p in procs if p.poll() is None]
+    descendants: list[psutil.Process] = []
+    for proc in procs:
+        try:
+            descendants += psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            pass
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for d in descendants:
+        try:
+            d.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    _, alive = psutil.wait_procs(descendants, timeout=max(0.1, deadline - time.monotonic()))
+    for d in alive:
+        try:
+            d.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace)
 
 
 def _rmtree(path: Path) -> None:

@@ -1,0 +1,160 @@
+"""An interrupted batch (SIGINT, SIGTERM) leaves a folder that says so, and nothing half-done.
+
+Runs the real `perfbook batch` on a notebooks directory of tiny notebooks (PERFBOOK_NOTEBOOKS):
+`fast` finishes at once, `sleepy` sleeps in its kernel until the batch is signalled. Asserts:
+exit 130; manifest.json `interrupted` naming what finished; index.html says incomplete; every
+file whole (JSON parses, HTML closes), no `.tmp` or `.work-` leftovers; no orphan kernel or
+notebook process; earlier runs of the same day untouched (checksums before and after).
+"""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+PERFBOOK = [sys.executable, "-m", "perfbook.cli"]
+
+
+def _notebook(path: Path, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    p = nbformat.v4.new_code_cell("params_file = None\nsince = until = incident = None\noverrides = '{}'")
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}"), p, nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture(scope="module")
+def nbdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("notebooks")
+    _notebook(d / "fast.ipynb", "print('fast done')")
+    # The marker file tells the test the kernel is inside the long cell.
+    _notebook(d / "sleepy.ipynb", "import os, time\nopen(os.environ['PB_TEST_MARKER'], 'w').close()\ntime.sleep(300)")
+    return d
+
+
+def _params(tmp_path: Path) -> Path:
+    p = tmp_path / "p.yaml"
+    p.write_text("service: interrupt-test\nenvironment: test\nwindow: {since: -5m, until: now}\n")
+    return p
+
+
+def _checksums(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _run_dirs(out: Path) -> list[Path]:
+    return sorted(d for d in out.glob("*/*") if d.is_dir())
+
+
+def _wait(cond, timeout: float, what: str):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _assert_whole_files(d: Path) -> None:
+    leftovers = [p for p in d.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".work-")]
+    assert not leftovers, f"half-written or work files left: {leftovers}"
+    for p in d.iterdir():
+        if p.suffix in (".json", ".ipynb"):
+            json.loads(p.read_text(encoding="utf-8"))  # whole
+        elif p.suffix == ".html":
+            assert p.read_text(encoding="utf-8").rstrip().endswith("</html>"), f"{p.name} is cut short"
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    """One outputs root for both cases: the second finds the first's run in the same day."""
+    return tmp_path_factory.mktemp("outputs") / "out"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_batch_leaves_an_honest_folder(tmp_path, nbdir, out, sig):
+    params = _params(tmp_path)
+    env = dict(os.environ, PERFBOOK_NOTEBOOKS=str(nbdir), PB_TEST_MARKER=str(tmp_path / "sleeping"))
+
+    if not _run_dirs(out):
+        # An earlier run of the same day, as a batch leaves it (the second case also finds the first
+        # case's real run here): the new run must not touch it.
+        from datetime import datetime
+        day = out / datetime.now().astimezone().strftime("%Y-%m-%d")
+        for name in ("000001-p", "000001-p-2"):
+            earlier_run = day / name
+            earlier_run.mkdir(parents=True)
+            (earlier_run / "manifest.json").write_text('{"status": "complete"}')
+            (earlier_run / "index.html").write_text("<!DOCTYPE html><html><body>earlier</body></html>")
+            (earlier_run / "findings.json").write_text("[]")
+    before = _checksums(out)
+    earlier = set(_run_dirs(out))
+    assert before and earlier
+
+    proc = subprocess.Popen(PERFBOOK + ["batch", "-p", str(params), "--outputs", str(out), "--jobs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    try:
+        run_dir = _wait(lambda: [d for d in _run_dirs(out) if d not in earlier], 60, "the run folder")[0]
+
+        # While it runs, the folder says it is incomplete.
+        manifest = _wait(lambda: _json(run_dir / "manifest.json"), 30, "a manifest")
+        assert manifest["status"] == "running"
+        assert "still running" in (run_dir / "index.html").read_text()
+
+        # Wait until `fast` has finished (recorded in the manifest) and `sleepy` sleeps in its kernel.
+        _wait(lambda: (tmp_path / "sleeping").exists(), 90, "the sleepy kernel")
+        _wait(lambda: {n["section"]: n["status"] for n in _json(run_dir / "manifest.json")["notebooks"]}
+              .get("fast") == "ok", 60, "fast to finish")
+        family = psutil.Process(proc.pid).children(recursive=True)
+        assert any("ipykernel" in " ".join(c.cmdline()) for c in family), [c.cmdline() for c in family]
+
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+    assert proc.returncode == 130, stderr
+    assert f"Report: {run_dir / 'index.html'}" in stdout
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and manifest["exit_code"] == 130
+    status = {n["section"]: n["status"] for n in manifest["notebooks"]}
+    assert status == {"fast": "ok", "sleepy": "interrupted"}
+
+    index = (run_dir / "index.html").read_text()
+    assert "interrupted" in index and "incomplete" in index
+    assert "Finished: fast." in index and "Not finished: sleepy." in index
+    assert (run_dir / "fast.html").exists() and (run_dir / "fast.ipynb").exists()
+    assert "interrupted" in (run_dir / "sleepy.html").read_text()
+    _assert_whole_files(run_dir)
+
+    # No orphan: the notebook processes, their kernels and everything under them are gone.
+    time.sleep(0.5)
+    alive = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [p.cmdline() for p in alive]
+
+    # Earlier runs untouched (the day folder may hold runs of the same second: "-2").
+    after = _checksums(out)
+    assert {k: after.get(k) for k in before} == before
+    assert set(_run_dirs(out)) == earlier | {run_dir}
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
