@@ -3,29 +3,159 @@ from nbbuild import write
 write("notebooks/quick-diagnostics.ipynb", [
 ("md", """# Quick diagnostics — one-page triage
 
-The runbook's *Quick Diagnostics* and *Performance Baselines*: how each endpoint's latency compares with
-its p50/p95/p99 target, and which section to open next. Run it first."""),
+The runbook's *Quick Diagnostics* against its *Performance Baselines*: each endpoint's p50/p95/p99 against
+its target, the error rate, CPU, memory, event-loop lag and database connections against the
+Normal / Warning / Critical table — then **which section to open next**. Run it first; the verdict just
+below is the whole story at a glance, the numbered steps are its evidence.
+
+How a window is judged (one spike is not a level): CPU % and event-loop lag at their *sustained level*, the
+level held during at least 10 % of the window and at least 20 s (`settings.diagnostics.sustained_quantile`,
+`sustained_for`; on a long window, the 90th percentile of the scrapes), memory and connections at their maximum,
+latency and error rate over all requests of the window. Without a Prometheus server (only
+`targets.metrics_urls`), the numbers are since each process started, and rates come from two scrapes a few
+seconds apart."""),
 ("params", """# Parameters (papermill injects these in batch runs)
 params_file = "../params/demo.yaml"
 since = None      # window start: -30m, ISO-8601; None = the params file's window
 until = None
 incident = None
 overrides = "{}"  # JSON of -P key=value overrides"""),
-("code", """from perfbook import notebook as pb
-from perfbook.sources import http
-from perfbook.checks import latency
+("code", """from IPython.display import HTML, display
+from perfbook import notebook as pb
+from perfbook.checks import latency, resources
+from perfbook.plots import resources as plots
+from perfbook.sources import http, postgres
+from perfbook.sources import resources as src
 
-ctx = pb.start("quick-diagnostics", params_file, since=since, until=until, incident=incident, overrides=overrides)"""),
-("md", """## 1. Response time check
+ctx = pb.start("quick-diagnostics", params_file, since=since, until=until, incident=incident, overrides=overrides)
+p, m, d = ctx.params, ctx.params.metrics, ctx.params.settings.diagnostics
+wm, observed, endpoint_table, probe_table, signals = None, None, None, None, {}"""),
+("md", """## Verdict at a glance
 
-The runbook's `curl -w "%{time_total}"` against each endpoint, done N times per endpoint so that
-p50/p95/p99 mean something. Each request has a timeout; a dead target is reported, not hidden."""),
+Every endpoint against its response-time targets and every resource against Normal / Warning / Critical,
+worst first — then the sections to open next. Filled in when every check below has run; the steps below show
+the evidence."""),
+("code", """verdict_box = display(HTML("<p><i>(the verdict appears here once every check below has run)</i></p>"),
+                      display_id=True)"""),
+("md", """## 0. Where the numbers come from
+
+The Prometheus server named in the params (over the report's window), or the service's own `/metrics`
+(snapshot mode). A dead Prometheus is reported once here, and the checks fall back to `/metrics` when the
+params list the endpoints (numbers since each process started); a source that is down is never taken for a
+healthy service."""),
+("code", """with pb.check(ctx, "metrics source"):
+    wm = src.open_window(ctx)
+with pb.check(ctx, "metrics source (fallback to /metrics)"):
+    wm = wm or src.snapshot_fallback(ctx)
+pb.note(f"Metrics: {wm.basis}." if wm else "No metrics source answered or none is in the params "
+        "(targets.prometheus, targets.metrics_urls): only the response-time probes run.")"""),
+("md", """## 1. Response time per endpoint — from the service's histogram
+
+The runbook's `curl /metrics | grep http_request_duration`, done properly: p50/p95/p99 per route from
+`http_request_duration_seconds` over every served request of the window (`histogram_quantile` over the
+increase of its buckets), each against the *Response Time Targets*. Over target is a warning, over twice the
+target critical. *Served* leaves out 429 rejections and 5xx answers: they come back fast and would hide how
+long real answers take (steps 3 and the rate-limiting section judge them). Routes with fewer than
+`settings.diagnostics.min_requests` requests are listed, not judged."""),
+("code", """if wm:
+    with pb.check(ctx, "latency per route (histogram)"):
+        buckets = latency.served_only(src.latency_buckets(wm, p), m.status_label)
+        observed = latency.route_percentiles(buckets, m.method_label, m.route_label)
+        table, found = latency.histogram_slo_breaches(observed, p.endpoints, d.min_requests, source=wm.basis)
+        endpoint_table = latency.endpoint_verdicts(table)
+        pb.table(endpoint_table, f"Latency per endpoint (seconds) against its targets — {wm.basis}")
+        pb.emit(ctx, found)"""),
+("md", """## 2. Response time check — active probes
+
+The runbook's `curl -w "%{time_total}"` against each endpoint the params mark with a `probe_path`, N times so
+that p50/p95/p99 mean something. What a user gets *now*; every request has a timeout and a dead target is
+reported, not hidden."""),
 ("code", """with pb.check(ctx, "response time probes"):
-    probes = http.probe(http.specs_from_params(ctx.params), **ctx.probe_options())
-    observed = latency.percentiles_from_probes(probes)
-    verdicts, found = latency.slo_breaches(observed, ctx.params.endpoints, source="probes")
-    pb.table(verdicts, "Probed latency against the runbook's targets")
+    probes = http.probe(http.specs_from_params(p), **ctx.probe_options())
+    measured = latency.with_subjects(latency.percentiles_from_probes(probes), latency.subject_aliases(observed, p.endpoints))
+    probe_table, found = latency.slo_breaches(measured, p.endpoints, source="probes", source_label="probed now")
+    pb.table(probe_table, "Probed latency against the runbook's targets")
     pb.emit(ctx, found)"""),
+("md", """## 3. Error rate
+
+The runbook's step 5 (`grep http_request_errors_total`): the share of 5xx answers per route and overall, from
+`http_requests_total` by status code. Warning at 1 %, critical at 5 % (`thresholds.error_rate`)."""),
+("code", """if wm:
+    with pb.check(ctx, "error rate (5xx)"):
+        table, found = resources.error_rates(src.requests_by_status(wm, p), p.thresholds.error_rate, d.min_requests,
+                                             m.method_label, m.route_label, m.status_label, basis=wm.basis)
+        pb.table(table, "5xx share per route")
+        pb.emit(ctx, found)"""),
+("md", """## 4. CPU
+
+The runbook's step 2 (`flyctl metrics`): process CPU per instance, `rate(process_cpu_seconds_total) × 100`
+(100 % = one core, all a Node.js event loop can use), at its sustained level over the window. Normal 30-50 %,
+warning 70 %, critical 85 %."""),
+("code", """if wm:
+    with pb.check(ctx, "CPU %"):
+        table, found = resources.cpu_saturation(src.cpu_percent(wm, p), p.thresholds.cpu_percent, d.sustained_quantile,
+                                                min_hold_s=d.sustained_for)
+        pb.table(table, "CPU % per instance")
+        pb.emit(ctx, found)"""),
+("md", """## 5. Memory
+
+Peak memory over the window against the limit: RSS over `targets.memory_limit` when the params give it, else
+V8 heap used over the heap limit. Normal 40-60 %, warning 80 %, critical 90 %."""),
+("code", """if wm:
+    with pb.check(ctx, "memory %"):
+        table, found = resources.memory_pressure(src.gauge(wm, p, m.resident_memory), src.gauge(wm, p, m.heap_used),
+                                                 src.gauge(wm, p, m.heap_limit), p.thresholds.memory_percent,
+                                                 p.targets.memory_limit_bytes())
+        pb.table(table, "Memory per instance (MB, % of the limit)")
+        pb.emit(ctx, found)"""),
+("md", """## 6. Event-loop lag
+
+The runbook's step 4 (`grep nodejs_eventloop_lag_seconds`): how late the event loop runs its callbacks. Judged
+on prom-client's p99 lag gauge (the loop's p99 delay between two scrapes) at its sustained level over the
+window; the instantaneous lag gauge is shown too but misses blocking between scrapes. Normal < 10 ms, warning 50 ms, critical
+100 ms."""),
+("code", """if wm:
+    with pb.check(ctx, "event-loop lag"):
+        table, found = resources.eventloop_lag(src.gauge(wm, p, m.eventloop_lag), src.gauge(wm, p, m.eventloop_lag_p99),
+                                               p.thresholds.eventloop_lag_seconds, d.sustained_quantile,
+                                               d.sustained_for)
+        pb.table(table, "Event-loop lag per instance (ms)")
+        pb.emit(ctx, found)"""),
+("md", """## 7. Database connections
+
+The runbook's step 3 (`SELECT * FROM pg_stat_activity`) when the params name the database, and the
+application's pool gauges (`prisma_pool_connections_open/_busy`, `prisma_client_queries_wait`). Normal 10-20,
+warning 50, critical 80 connections; queries waiting for a pool connection in 20 % of scrapes or more is pool
+exhaustion."""),
+("code", """server = None
+if p.targets.database_env:
+    with pb.check(ctx, "database connections (server)"):
+        with postgres.connect(ctx) as db:
+            server, by_state = resources.server_connections(postgres.activity(db))
+        pb.table(by_state, f"pg_stat_activity: {server} client connections by application and state")
+if wm:
+    with pb.check(ctx, "DB connections"):
+        table, found = resources.db_connections(src.gauge(wm, p, m.db_pool_open), src.gauge(wm, p, m.db_pool_busy),
+                                                src.gauge(wm, p, m.db_pool_wait), p.thresholds.db_connections, server)
+        pb.table(table, "Connection pool per instance")
+        pb.emit(ctx, found)"""),
+("md", """## Open next — and the verdict
+
+What the evidence points to: time in DB queries or pool waits → *database*; a breaker or failing dependency →
+*external-apis*; CPU, event-loop lag, memory, or slowness not explained by DB/external time → *bottlenecks*;
+429s → *rate-limiting*; uneven requests across instances → *load-balancing*; low cache hit rate → *caching*;
+CPU high everywhere → *scaling*. The verdict table and this list are shown at the top of the page."""),
+("code", """if wm:
+    with pb.check(ctx, "signals for the next step"):
+        signals = resources.triage_signals(**src.triage_inputs(wm, p))
+with pb.check(ctx, "verdict and open next"):
+    verdict = resources.verdict_table(ctx.findings, endpoint_table)
+    next_sections = resources.open_next(ctx.findings, signals, p.thresholds.cache_hit_rate)
+    verdict_box.update(HTML(plots.verdict_html(verdict, "Endpoints against Response Time Targets, resources against "
+                                                        "Normal / Warning / Critical") + plots.open_next_html(next_sections)))
+    display(HTML(plots.open_next_html(next_sections)))"""),
+("code", """if wm:
+    pb.details("PromQL run by this notebook", wm.promql_text(), "promql")"""),
 ("md", """## Summary"""),
 ("code", """pb.summary(ctx)"""),
 ])

@@ -1,0 +1,66 @@
+"""The quick-diagnostics section on the demo stack, through the real CLI and papermill.
+
+Starts (via the shared session fixtures in conftest.py): the demo stack — PostgreSQL with
+pg_stat_statements, Prometheus, two demo-service instances, the external-API stand-in —
+once with every fault (`incident_run`) and once with none (`healthy_run`). One extra run
+of this section alone points it at a dead Prometheus.
+"""
+from __future__ import annotations
+
+import pytest
+
+from groundtruth import compare
+
+pytestmark = pytest.mark.integration
+SECTION = "quick-diagnostics"
+
+
+def test_slow_endpoint_breaches_its_latency_targets(incident_run):
+    found = incident_run.find("latency.slo_breach", "GET /api/products/{id}", SECTION)
+    assert found, incident_run.section(SECTION)
+    hist = [f for f in found if f["evidence"].get("source", "").startswith("Prometheus")]
+    assert {f["evidence"]["percentile"] for f in hist} >= {"p50", "p95"}  # ~1.2 s median vs 0.5 s / 1 s
+
+
+def test_error_fault_found_on_its_route(incident_run):
+    found = incident_run.find("errors.high_rate", "GET /api/products/{id}", SECTION)
+    assert found and found[0]["evidence"]["top_status"] == "500"
+    assert incident_run.find("errors.high_rate", "overall", SECTION)
+
+
+def test_event_loop_blocking_found(incident_run):
+    found = incident_run.find("eventloop.lag", section=SECTION)
+    assert found and all(f["evidence"]["observed"] >= 0.1 for f in found)  # ~300 ms blocks: critical
+
+
+def test_incident_matches_the_ground_truth(incident_run):
+    result = compare(incident_run.run_dir / "findings.json", "incident", sections=[SECTION])
+    assert result.ok, str(result)
+
+
+def test_page_tells_what_breaches_and_what_to_open_next(incident_run):
+    html = incident_run.html(SECTION)
+    verdict = html[html.index("perfbook-verdict"):]
+    assert "GET /api/products/{id}" in verdict[:20000] and "CRITICAL" in verdict[:20000]
+    assert "Open next" in html and "bottlenecks.html" in html and "rate-limiting.html" in html
+
+
+def test_healthy_stack_raises_nothing(healthy_run):
+    assert healthy_run.alarms(SECTION) == []
+    assert not [f for f in healthy_run.section(SECTION) if f["severity"] == "error"]
+    codes = {f["code"] for f in healthy_run.section(SECTION)}
+    assert {"latency.slo_breach", "errors.high_rate", "cpu.saturation", "memory.pressure", "eventloop.lag",
+            "db.connections"} <= codes  # every check ran and said so
+    assert compare(healthy_run.run_dir / "findings.json", "healthy", sections=[SECTION]).ok
+
+
+def test_wrong_prometheus_url_is_reported_and_the_rest_still_renders(healthy_run, tmp_path):
+    res, run_dir, findings = healthy_run.run_section(SECTION, "-P", "targets.prometheus.url=http://127.0.0.1:1",
+                                                     outputs=tmp_path / "out")
+    assert run_dir is not None, res.stderr
+    errors = [f for f in findings if f["severity"] == "error"]
+    assert [(f["code"], f["subject"]) for f in errors] == [("source.unreachable", "prometheus")]
+    ran = {f["code"] for f in findings if f["severity"] == "ok"}
+    assert {"latency.slo_breach", "cpu.saturation", "eventloop.lag"} <= ran  # probes + /metrics fallback
+    html = (run_dir / f"{SECTION}.html").read_text(encoding="utf-8")
+    assert "NOT CHECKED" in html and "127.0.0.1:1" in html and "Open next" in html

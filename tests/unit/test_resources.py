@@ -1,0 +1,348 @@
+"""Resource checks against the runbook's Normal / Warning / Critical table, on fixed
+DataFrames shaped like faults and like a healthy service, and on recorded prom-client
+output (tests/fixtures/promclient, real Node + prom-client)."""
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perfbook.checks import resources as r
+from perfbook.params import Level, Params
+from perfbook.sources import prometheus as prom
+from perfbook.sources.window_metrics import WindowMetrics
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "promclient"
+T0 = pd.Timestamp("2025-11-01T10:00:00Z")
+TH = Params(service="t").thresholds  # the runbook's table
+MB = 1024 * 1024
+
+
+def series(values: dict[str, list[float]], step_s: float = 1.0) -> pd.DataFrame:
+    rows = [{"timestamp": T0 + pd.Timedelta(seconds=i * step_s), "instance": inst, "value": v}
+            for inst, vals in values.items() for i, v in enumerate(vals)]
+    return pd.DataFrame(rows)
+
+
+def alarms(found):
+    return [f for f in found if f.severity in ("warning", "critical")]
+
+
+# --------------------------------------------------------------------------- sustained levels
+
+
+def test_sustained_level_is_the_90th_percentile_on_a_long_window():
+    values = pd.Series(np.arange(1, 1001, dtype=float))  # 1..1000, one a second
+    stamps = pd.Series(T0 + pd.to_timedelta(np.arange(1000), unit="s"))
+    assert r.sustained_level(values, stamps, q=0.9, min_hold_s=20) == 901.0  # held by the top 100 samples
+
+
+def test_one_spike_is_not_a_level_on_a_short_window():
+    # the demo's rolling p99 gauge repeats one 80 ms hiccup for 5 one-second scrapes of 41
+    vals = [0.010] * 36 + [0.080] * 5
+    level = r.sustained_level(pd.Series(vals), pd.Series(T0 + pd.to_timedelta(range(41), unit="s")), 0.9, 20)
+    assert level == pytest.approx(0.010)
+
+
+def test_sustained_level_of_one_sample_is_that_sample():
+    assert r.sustained_level(pd.Series([42.0]), None) == 42.0
+
+
+@pytest.mark.parametrize("value,verdict", [(None, "no data"), (10.0, "ok"), (70.0, "warning"), (84.9, "warning"),
+                                           (85.0, "critical"), (100.0, "critical")])
+def test_level_verdict_at_and_above_the_runbook_levels(value, verdict):
+    assert r.level_verdict(value, TH.cpu_percent) == verdict
+
+
+# --------------------------------------------------------------------------- CPU
+
+
+def test_cpu_saturation_fires_on_a_busy_instance_only():
+    cpu = series({"api-1:8101": [95.0] * 60, "api-2:8102": [20.0] * 60})
+    table, found = r.cpu_saturation(cpu, TH.cpu_percent)
+    assert [(f.severity, f.subject) for f in found] == [("critical", "api-1:8101")]
+    ev = found[0].evidence
+    assert ev["observed"] == 95.0 and ev["warning"] == 70 and ev["critical"] == 85 and ev["unit"] == "%"
+    assert set(table["verdict"]) == {"critical", "ok"}
+
+
+def test_cpu_saturation_quiet_on_healthy_cpu_with_one_spike():
+    cpu = series({"api-1:8101": [35.0] * 59 + [99.0], "api-2:8102": [40.0] * 60})
+    _, found = r.cpu_saturation(cpu, TH.cpu_percent)
+    assert not alarms(found)
+    assert [f.severity for f in found] == ["ok"] and found[0].subject == "all instances"
+
+
+def test_cpu_saturation_names_the_routes_that_move_with_cpu():
+    t = list(range(120))
+    cpu = series({"a": [88 + 8 * np.sin(i / 4) for i in t]})
+    busy = pd.DataFrame([{"timestamp": T0 + pd.Timedelta(seconds=i), "method": "GET", "route": route, "value": v}
+                         for i in t for route, v in (("/api/analytics/summary", 0.5 + 0.4 * np.sin(i / 4)),
+                                                     ("/health", 0.01 + 0.001 * (i % 3)))])
+    corr = r.cpu_route_correlation(cpu, busy, busy)
+    assert corr.iloc[0]["endpoint"] == "GET /api/analytics/summary" and corr.iloc[0]["r_busy"] > 0.99
+    _, found = r.cpu_saturation(cpu, TH.cpu_percent, correlated=corr)
+    assert found[0].severity == "critical"
+    assert found[0].evidence["moves_with"][0].startswith("GET /api/analytics/summary (r=1.00")
+
+
+def test_cpu_no_samples_is_info_not_ok():
+    _, found = r.cpu_saturation(None, TH.cpu_percent)
+    assert [f.severity for f in found] == ["info"]
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_memory_pressure_from_rss_against_the_memory_limit():
+    rss = series({"a": [400 * MB, 470 * MB], "b": [200 * MB, 210 * MB]})
+    table, found = r.memory_pressure(rss, None, None, TH.memory_percent, memory_limit_bytes=512 * MB)
+    assert [(f.severity, f.subject) for f in found] == [("critical", "a")]  # 470/512 = 92 %
+    assert found[0].evidence["observed"] == pytest.approx(91.8, abs=0.1)
+    assert table.set_index("instance").loc["a", "basis"] == "RSS / memory_limit"
+
+
+def test_memory_pressure_falls_back_to_heap_used_over_heap_limit():
+    used = series({"a": [300 * MB, 420 * MB]})
+    limit = series({"a": [512 * MB, 512 * MB]})
+    table, found = r.memory_pressure(series({"a": [600 * MB]}), used, limit, TH.memory_percent)
+    assert found[0].severity == "warning" and found[0].evidence["observed"] == pytest.approx(82.0, abs=0.1)
+    assert table["basis"].iloc[0] == "heap used / heap limit"
+
+
+def test_memory_pressure_quiet_when_healthy_and_says_so_without_a_limit():
+    _, found = r.memory_pressure(series({"a": [200 * MB]}), series({"a": [100 * MB]}), series({"a": [512 * MB]}),
+                                 TH.memory_percent)
+    assert [f.severity for f in found] == ["ok"]
+    _, found = r.memory_pressure(series({"a": [200 * MB]}), None, None, TH.memory_percent)
+    assert [f.severity for f in found] == ["info"]  # no limit known: not judged, never "ok"
+
+
+def test_memory_growth_flags_a_steady_leak_with_its_slope_and_time_to_limit():
+    minutes = np.arange(0, 10, 1 / 60)  # 10 min, one sample a second: 100 → 150 MB
+    leak = series({"a": list(100 * MB + 5 * MB * minutes + np.random.default_rng(1).normal(0, MB, len(minutes)))})
+    table, found = r.memory_growth(leak, None, heap_limits=200 * MB)
+    f = found[0]
+    assert (f.code, f.subject, f.severity) == ("memory.growth", "a", "critical")  # the limit within the hour
+    assert f.evidence["observed"] == pytest.approx(5.0, rel=0.05) and f.evidence["r2"] > 0.9
+    assert f.evidence["minutes_to_limit"] == pytest.approx((200 - 150) / 5, rel=0.15)
+    assert bool(table.set_index("instance").loc["a", "grows"])
+
+
+def test_memory_growth_warning_when_the_limit_is_far():
+    minutes = np.arange(0, 10, 1 / 60)
+    leak = series({"a": list(100 * MB + 2 * MB * minutes)})
+    _, found = r.memory_growth(leak, None, heap_limits=4096 * MB)
+    assert found[0].severity == "warning" and found[0].evidence["minutes_to_limit"] > 60
+
+
+def test_memory_growth_quiet_on_warm_up_and_on_flat_noise():
+    t = np.arange(0, 600)
+    warm_up = 100 * MB + 3 * MB * (1 - np.exp(-t / 20.0))            # +3 % then flat
+    noise = 100 * MB + np.random.default_rng(2).normal(0, 2 * MB, len(t))  # GC saw-tooth
+    _, found = r.memory_growth(series({"a": list(warm_up), "b": list(noise)}), None)
+    assert not alarms(found) and found[0].severity == "ok"
+
+
+def test_memory_growth_needs_a_series():
+    _, found = r.memory_growth(series({"a": [100 * MB]}), series({"a": [120 * MB]}))
+    assert [f.severity for f in found] == ["info"]
+
+
+# --------------------------------------------------------------------------- event loop
+
+
+def test_eventloop_lag_judged_on_the_p99_gauge():
+    lag = series({"a": [0.002] * 60})                     # the instantaneous gauge misses the blocking
+    p99 = series({"a": [0.300] * 60, "b": [0.004] * 60})  # 300 ms blocks on a
+    table, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds)
+    assert [(f.severity, f.subject) for f in found] == [("critical", "a")]
+    assert found[0].evidence["observed"] == pytest.approx(0.3)
+    assert "p99" in found[0].evidence["statistic"]
+
+
+def test_eventloop_lag_quiet_on_healthy_loop_with_a_hiccup():
+    p99 = series({"a": [0.010] * 36 + [0.080] * 5})
+    _, found = r.eventloop_lag(series({"a": [0.001] * 41}), p99, TH.eventloop_lag_seconds)
+    assert not alarms(found)
+
+
+# --------------------------------------------------------------------------- database connections
+
+
+def test_db_pool_exhaustion_flagged_per_instance():
+    open_ = series({"a": [2] * 40, "b": [10] * 40})
+    busy = series({"a": [2] * 40, "b": [1] * 40})
+    wait = series({"a": [3] * 25 + [0] * 15, "b": [0] * 40})
+    table, found = r.db_connections(open_, busy, wait, TH.db_connections)
+    assert [(f.severity, f.subject) for f in found] == [("critical", "a")]
+    assert found[0].evidence["observed"] == pytest.approx(25 / 40)
+
+
+def test_db_connections_total_against_the_runbook_levels():
+    open_ = series({f"i{n}": [20] * 5 for n in range(3)})  # 60 connections
+    _, found = r.db_connections(open_, None, None, TH.db_connections)
+    assert [f.severity for f in found] == ["warning"] and found[0].evidence["observed"] == 60
+    _, found = r.db_connections(series({"a": [5]}), None, None, TH.db_connections, server_connections=85)
+    assert found[0].severity == "critical" and "pg_stat_activity" in found[0].evidence["statistic"]
+
+
+def test_db_connections_quiet_when_healthy():
+    _, found = r.db_connections(series({"a": [4] * 9}), series({"a": [1] * 9}), series({"a": [0] * 9}),
+                                TH.db_connections)
+    assert [f.severity for f in found] == ["ok"]
+
+
+def test_server_connections_count_client_backends_only():
+    activity = pd.DataFrame({"backend_type": ["client backend", "client backend", "autovacuum launcher"],
+                             "application_name": ["demo-api:api-1", "", ""], "state": ["idle", "active", None]})
+    n, table = r.server_connections(activity)
+    assert n == 2 and set(table["application_name"]) == {"demo-api:api-1", "(none)"}
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def requests_frame(rows):
+    return pd.DataFrame([{"method": m, "route": rt, "status_code": s, "value": v} for m, rt, s, v in rows])
+
+
+def test_error_rate_fires_on_the_failing_route_and_overall():
+    req = requests_frame([("GET", "/api/products/{id}", "200", 180), ("GET", "/api/products/{id}", "500", 20),
+                          ("GET", "/api/products", "200", 300)])
+    table, found = r.error_rates(req, TH.error_rate)
+    got = {(f.subject, f.severity) for f in found}
+    assert ("GET /api/products/{id}", "critical") in got  # 10 %
+    assert ("overall", "warning") in got                   # 4 %
+    assert table.iloc[0]["endpoint"] == "overall"
+
+
+def test_error_rate_quiet_when_healthy_and_judges_small_routes_that_always_fail():
+    healthy = requests_frame([("GET", "/api/products", "200", 500), ("GET", "/api/products", "404", 3)])
+    _, found = r.error_rates(healthy, TH.error_rate)
+    assert [f.severity for f in found] == ["ok"]
+    broken = requests_frame([("POST", "/api/content/generate", "503", 17), ("GET", "/health", "200", 400)])
+    _, found = r.error_rates(broken, TH.error_rate)
+    assert ("POST /api/content/generate", "critical") in {(f.subject, f.severity) for f in found}
+    one = requests_frame([("POST", "/x", "500", 1), ("POST", "/x", "200", 2), ("GET", "/health", "200", 400)])
+    _, found = r.error_rates(one, TH.error_rate)
+    assert "POST /x" not in {f.subject for f in found}  # one failure of three calls is an anecdote
+
+
+# --------------------------------------------------------------------------- recorded prom-client output
+
+
+@pytest.fixture(scope="module")
+def scrapes():
+    before = prom.parse_exposition((FIX / "metrics.txt").read_text(), instance="127.0.0.1:3000",
+                                   scraped_at=T0)
+    after = prom.parse_exposition((FIX / "metrics.after.txt").read_text(), instance="127.0.0.1:3000",
+                                  scraped_at=T0 + pd.Timedelta(seconds=10))
+    return before, after, prom.rates(before, after)
+
+
+def test_promclient_error_rate_between_two_scrapes(scrapes):
+    _, _, rates = scrapes
+    req = rates[rates["metric"] == "http_requests_total"].rename(columns={"increase": "v"})
+    req = req.assign(value=req["v"])[["method", "route", "status_code", "value"]]
+    table, found = r.error_rates(req, TH.error_rate, min_requests=20)
+    # phase 2 of generate.js: GET /api/products 60 x 200 and 3 x 500 → 4.8 %
+    row = table.set_index("endpoint").loc["GET /api/products"]
+    assert row["requests"] == 63 and row["errors_5xx"] == 3
+    assert ("GET /api/products", "warning") in {(f.subject, f.severity) for f in found}
+
+
+def test_promclient_cpu_and_event_loop_gauges(scrapes):
+    before, after, rates = scrapes
+    cpu = rates[rates["metric"] == "process_cpu_seconds_total"][["timestamp", "instance", "value"]]
+    cpu = cpu.assign(value=cpu["value"] * 100)
+    _, found = r.cpu_saturation(cpu, TH.cpu_percent)
+    assert found[0].severity == "ok" and found[0].evidence["observed"] == pytest.approx(0.8651, abs=0.01)
+    gauge = lambda name: after[after["metric"] == name][["timestamp", "instance", "value"]]  # noqa: E731
+    table, found = r.eventloop_lag(gauge("nodejs_eventloop_lag_seconds"), gauge("nodejs_eventloop_lag_p99_seconds"),
+                                   TH.eventloop_lag_seconds)
+    # the p99 gauge (43 ms: the 30 ms blocks of generate.js) is judged, not the 54 ms single reading
+    assert found[0].severity == "ok" and found[0].evidence["observed"] == pytest.approx(0.043, abs=0.001)
+    _, found = r.memory_pressure(gauge("process_resident_memory_bytes"), gauge("nodejs_heap_size_used_bytes"),
+                                 gauge("nodejs_heap_size_limit_bytes"), TH.memory_percent, 64 * MB)
+    assert found[0].severity == "warning"  # RSS 56 MB of a 64 MB machine: 87.6 %
+    assert found[0].evidence["observed"] == pytest.approx(100 * 58765312 / (64 * MB), abs=0.01)
+
+
+class _Sequence(BaseHTTPRequestHandler):
+    bodies: list[bytes] = []
+
+    def do_GET(self):
+        body = self.bodies.pop(0) if len(self.bodies) > 1 else self.bodies[0]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_snapshot_mode_rates_come_from_two_scrapes():
+    _Sequence.bodies = [(FIX / "metrics.txt").read_bytes(), (FIX / "metrics.after.txt").read_bytes()]
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Sequence)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        params = Params(service="t", targets={"metrics_urls": [f"http://127.0.0.1:{srv.server_port}/metrics"]})
+        wm = WindowMetrics(params, T0, T0 + pd.Timedelta(minutes=5))
+        cpu = wm.snapshot_rates("process_cpu_seconds_total", ["instance"], interval_s=0.3)
+        assert len(cpu) == 1 and cpu["instance"].iloc[0] == f"127.0.0.1:{srv.server_port}"
+        assert cpu["value"].iloc[0] == pytest.approx((0.353895 - 0.267383) / 0.3, rel=0.3)
+        assert wm.scrape()["value"][wm.scrape()["metric"] == "nodejs_eventloop_lag_seconds"].iloc[0] == \
+            pytest.approx(0.054217179)  # gauges now read from the second scrape
+        assert wm.rate_series("process_cpu_seconds_total", ["instance"]) is None
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+# --------------------------------------------------------------------------- time shares, verdict, open next
+
+
+def test_time_shares_split_request_time():
+    df = r.time_shares(100.0, db_seconds=60.0, external_seconds=10.0, requests=1000)
+    shares = df.set_index("component")["share_of_request_time"]
+    assert shares["database queries"] == 0.6 and shares["application and waits (the rest)"] == pytest.approx(0.3)
+    assert r.time_share_summary(df).startswith("Most request time goes to database queries: 60% of 100 s")
+
+
+def test_verdict_table_puts_every_check_on_one_table():
+    _, cpu = r.cpu_saturation(series({"a": [95.0] * 30}), TH.cpu_percent)
+    _, mem = r.memory_pressure(series({"a": [100 * MB]}), None, None, TH.memory_percent, 512 * MB)
+    from perfbook.findings import Finding
+    dead = Finding("source.unreachable", "error", "prometheus unreachable", subject="prometheus",
+                   evidence={"reason": "Connection refused"}, check="metrics source")
+    endpoints = pd.DataFrame([{"endpoint": "GET /api/products/{id}", "requests": 200, "p50": 1.2, "p50_target": 0.5,
+                               "p95": 1.8, "p95_target": 1.0, "p99": 2.5, "p99_target": 2.0, "verdict": "critical"}])
+    table = r.verdict_table([*cpu, *mem, dead], endpoints)
+    assert list(table["area"]) == ["Response time", "CPU", "Memory", "metrics source"]
+    assert list(table["verdict"]) == ["critical", "critical", "ok", "not checked"]
+    assert table.iloc[0]["observed"] == "p50 1.20 s · p95 1.80 s · p99 2.50 s"
+    assert table.iloc[1]["observed"] == "95 %" and table.iloc[1]["critical"] == "≥ 85 %"
+
+
+def test_open_next_points_where_the_evidence_does():
+    from perfbook.findings import Finding
+    lat = Finding("latency.slo_breach", "critical", "slow", subject="GET /api/products")
+    lag = Finding("eventloop.lag", "critical", "lag", subject="a")
+    sig = r.triage_signals(
+        requests_by_instance=pd.DataFrame({"instance": ["a", "b"], "value": [800.0, 200.0]}),
+        status_totals=pd.DataFrame({"status_code": ["200", "429"], "value": [900.0, 100.0]}),
+        http_seconds=100.0, db_seconds=50.0, external_seconds=1.0,
+        breaker_max=pd.DataFrame({"name": ["ai-api", "ai-api"], "value": [0.0, 1.0]}),
+        cache_hits=10.0, cache_misses=90.0)
+    nxt = r.open_next([lat, lag], sig).set_index("section")
+    assert {"database", "bottlenecks", "external-apis", "rate-limiting", "load-balancing", "caching"} <= set(nxt.index)
+    assert "50% of request time is in DB queries" in nxt.loc["database", "why"]
+    assert nxt.loc["load-balancing", "why"].startswith("requests unevenly spread: a gets 80%")
+    assert r.open_next([], {}).empty  # healthy: nothing to open

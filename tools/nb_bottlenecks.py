@@ -1,0 +1,169 @@
+from nbbuild import write
+
+write("notebooks/bottlenecks.ipynb", [
+("md", """# Bottlenecks — where the time goes
+
+The runbook's *Issue 1: Identifying Bottlenecks*, step by step: which routes are slow and take the time
+(application performance), CPU and which routes move with it, memory (heap, RSS, steady growth: a leak), the
+event loop, and the share of request time spent in the database and in external calls. With a V8 CPU profile
+(`targets.cpu_profile`) it names the hot paths; with two heap snapshots (`targets.heap_snapshots`) the objects
+that leak.
+
+Levels are judged as in the quick-diagnostics section (CPU and lag at the level held during at least 10 % of
+the window and 20 s, memory at its maximum); growth is a straight-line fit over the window: at least
+`settings.diagnostics.growth_min_mb_per_min` MB/min, R² ≥ `growth_min_r2` and ≥ `growth_min_share` of the
+starting level. Over-time views need a Prometheus server; with only `/metrics` the page shows the current
+values."""),
+("params", """# Parameters (papermill injects these in batch runs)
+params_file = "../params/demo.yaml"
+since = None      # window start: -30m, ISO-8601; None = the params file's window
+until = None
+incident = None
+overrides = "{}"  # JSON of -P key=value overrides"""),
+("code", """from IPython.display import HTML, display
+from perfbook import notebook as pb
+from perfbook.checks import latency, profiles, resources
+from perfbook.plots import resources as plots
+from perfbook.sources import profiles as profile_files
+from perfbook.sources import resources as src
+
+ctx = pb.start("bottlenecks", params_file, since=since, until=until, incident=incident, overrides=overrides)
+p, m, d, th = ctx.params, ctx.params.metrics, ctx.params.settings.diagnostics, ctx.params.thresholds
+by_route = [m.method_label, m.route_label]
+wm = routes = shares = None"""),
+("md", """## 0. Where the numbers come from
+
+The Prometheus server named in the params (over the report's window), or the service's own `/metrics`
+(snapshot mode). A dead Prometheus is reported once here, and the checks fall back to `/metrics` when the
+params list the endpoints (numbers since each process started); a source that is down is never taken for a
+healthy service."""),
+("code", """with pb.check(ctx, "metrics source"):
+    wm = src.open_window(ctx)
+with pb.check(ctx, "metrics source (fallback to /metrics)"):
+    wm = wm or src.snapshot_fallback(ctx)
+pb.note(f"Metrics: {wm.basis}." if wm else "No metrics source answered or none is in the params "
+        "(targets.prometheus, targets.metrics_urls): only the profile steps can run.")"""),
+("md", """## 1. Application performance — which endpoints are slow, and which take the time
+
+The runbook's `grep http_request_duration` and "review p95/p99 latencies": each route's share of all request
+handling time (its summed duration), mean duration and request rate; then p50/p95/p99 of served requests
+(not 429, not 5xx) over the window against the p95 target (dashed; the shaded band is twice the target,
+critical)."""),
+("code", """if wm:
+    with pb.check(ctx, "slow routes"):
+        routes = latency.route_time_shares(wm.increase(m.http_duration + "_sum", by_route),
+                                           wm.increase(m.http_duration + "_count", by_route), p.endpoints,
+                                           m.method_label, m.route_label, wm.window_s)
+        pb.table(routes, f"Request time by route — {wm.basis}")
+        over_time = latency.route_percentiles(latency.served_only(src.latency_bucket_rates(wm, p), m.status_label),
+                                              m.method_label, m.route_label, by_time=True)
+        plots.show(plots.latency_over_time(latency.percentile_series_for_plot(over_time, p.endpoints)),
+                   "Latency over time needs a Prometheus server (snapshot mode has one point per route).")"""),
+("md", """## 2. CPU bottleneck — and which routes move with it
+
+`flyctl metrics`' CPU, per instance: `rate(process_cpu_seconds_total) × 100` (100 % = one core: all a Node.js
+event loop can use). The runbook acts above 80 %; its table warns at 70 %, critical at 85 %. To see *what*
+burns it, each route's busy time (seconds of handling per second) is correlated with total CPU over the
+window: the route that rises and falls with CPU is the first suspect for the hot path."""),
+("code", """if wm:
+    with pb.check(ctx, "CPU saturation"):
+        cpu = src.cpu_percent(wm, p)
+        busy, rate = src.route_series(wm, p)
+        correlated = resources.cpu_route_correlation(cpu, busy, rate, m.method_label, m.route_label)
+        table, found = resources.cpu_saturation(cpu, th.cpu_percent, d.sustained_quantile, correlated=correlated,
+                                               min_hold_s=d.sustained_for)
+        pb.table(table, "CPU % per instance")
+        pb.table(correlated, "Which routes move with CPU (Pearson r over the window; busy = seconds of handling per second)")
+        plots.show(plots.level_over_time(cpu, th.cpu_percent, "CPU per instance over the window", "CPU (% of one core)"))
+        plots.show(plots.cpu_and_routes(cpu, busy, list(correlated["endpoint"].head(2)), th.cpu_percent,
+                                        m.method_label, m.route_label))
+        pb.emit(ctx, found)"""),
+("md", """## 3. Memory bottleneck — heap, RSS, and steady growth
+
+The runbook's `process.memoryUsage()` over the window: V8 heap used against the heap limit, and the
+process's RSS (against `targets.memory_limit` when given). A straight line is fitted per instance; a steady
+rise (slope, R², total growth above the thresholds) is a leak suspicion, critical when at that slope the
+memory reaches its limit within `settings.diagnostics.growth_critical_horizon`."""),
+("code", """if wm:
+    with pb.check(ctx, "memory: heap, RSS, growth"):
+        heap_used, rss, heap_limit = (src.gauge(wm, p, x) for x in (m.heap_used, m.resident_memory, m.heap_limit))
+        table, pressure = resources.memory_pressure(rss, heap_used, heap_limit, th.memory_percent,
+                                                    p.targets.memory_limit_bytes())
+        growth, grew = resources.memory_growth(heap_used, rss, resources.limits_by_instance(heap_limit),
+                                               p.targets.memory_limit_bytes(), d.growth_min_mb_per_min,
+                                               d.growth_min_r2, d.growth_min_share, d.growth_critical_horizon)
+        pb.table(table, "Memory per instance (MB, % of the limit)")
+        pb.table(growth, "Straight-line fit per instance over the window (MB, MB/min)")
+        plots.show(plots.memory_over_time(heap_used, rss, th.memory_percent,
+                                          p.targets.memory_limit_bytes() or resources.limits_by_instance(heap_limit),
+                                          growth))
+        pb.emit(ctx, pressure, grew)"""),
+("md", """## 4. Event loop — synchronous work
+
+prom-client's event-loop gauges over the window: the p99 delay since the previous scrape (solid) and the
+lag at each scrape (dotted). Lag means callbacks wait: every request on the instance is delayed while
+something synchronous runs (the runbook's *Synchronous Operations in Event Loop*)."""),
+("code", """if wm:
+    with pb.check(ctx, "event-loop lag"):
+        lag, lag_p99 = src.gauge(wm, p, m.eventloop_lag), src.gauge(wm, p, m.eventloop_lag_p99)
+        table, found = resources.eventloop_lag(lag, lag_p99, th.eventloop_lag_seconds, d.sustained_quantile, d.sustained_for)
+        pb.table(table, "Event-loop lag per instance (ms)")
+        plots.show(plots.lag_over_time(lag, lag_p99, th.eventloop_lag_seconds))
+        pb.emit(ctx, found)"""),
+("md", """## 5. Database and external calls — their share of request time
+
+Where the metrics allow: time in queries (`pg_query_duration_seconds_sum`) and in external API calls
+(`external_api_duration_seconds_sum`) against all request handling time (`http_request_duration_seconds_sum`).
+A large database share: open the *database* section (slow queries, N+1, missing indexes — the runbook's
+§4); a large external share: the *external-apis* section. What remains is the application itself and its
+waits (event loop, pool)."""),
+("code", """if wm:
+    with pb.check(ctx, "time in database and external calls"):
+        shares = resources.time_shares(src.total(wm, m.http_duration + "_sum"), src.total(wm, m.db_query_duration + "_sum"),
+                                       src.total(wm, m.external_duration + "_sum"), src.total(wm, m.http_duration + "_count"))
+        pb.table(shares, f"Request time split — {wm.basis}")
+        pb.note(resources.time_share_summary(shares))"""),
+("md", """## 6. CPU profile — hot paths
+
+The runbook's "profile CPU usage … identify hot paths", from a V8 `.cpuprofile` (`node --cpu-prof`, or
+DevTools' Profiler) named in `targets.cpu_profile`. First by self time (DevTools' Bottom-Up: where the CPU
+actually was), then charged to the application function on the stack (what to change: a `JSON.parse`, a
+regex or `crypto` work counts against the app code that called it)."""),
+("code", """with pb.check(ctx, "CPU profile: hot paths"):
+    if p.targets.cpu_profile:
+        profile = profile_files.read_cpuprofile(profile_files.locate(p.targets.cpu_profile, ctx.params_file))
+        summary = profiles.profile_summary(profile)
+        pb.note(f"Profile: {summary['duration_ms']:.0f} ms, {summary['samples']} samples; busy {summary['busy_ms']:.0f} ms, "
+                f"garbage collection {summary['gc_ms']:.0f} ms.")
+        pb.table(profiles.hot_functions(profile), "Hot functions by self time (ms; % of busy time)")
+        paths = profiles.hot_paths(profile)
+        pb.table(paths, "Hot paths in the application code (time charged to the innermost app frame)")
+        pb.emit(ctx, profiles.hot_path_findings(paths, summary, source=p.targets.cpu_profile))
+    else:
+        pb.note("No CPU profile in the params (targets.cpu_profile). To take one: run the service with "
+                "`node --cpu-prof --cpu-prof-dir=/tmp/prof dist/main.js` under load, stop it, and name the "
+                ".cpuprofile file here.")"""),
+("md", """## 7. Heap snapshots — leaking objects
+
+The runbook's "generate heap snapshot … identify leaking objects": two or more V8 heap snapshots of one
+process, oldest first (`targets.heap_snapshots`; `node --heapsnapshot-signal=SIGUSR2` then `kill -USR2 <pid>`,
+or `v8.writeHeapSnapshot()`). The first and last are compared as DevTools' *Comparison* view does: objects per
+constructor, count and size deltas, retained size from the dominator tree."""),
+("code", """with pb.check(ctx, "heap snapshots: leaking objects"):
+    if p.targets.heap_snapshots:
+        first, last = (profile_files.locate(x, ctx.params_file) for x in (p.targets.heap_snapshots[0], p.targets.heap_snapshots[-1]))
+        growth = profiles.heap_growth(profiles.heap_summary(profile_files.read_heapsnapshot(first)),
+                                      profiles.heap_summary(profile_files.read_heapsnapshot(last)))
+        pb.table(growth, f"Constructors that grew most: {first.name} → {last.name} (bytes)")
+        pb.emit(ctx, profiles.leak_findings(growth, d.growth_min_share, source=f"{first.name} → {last.name}"))
+    else:
+        pb.note("No heap snapshots in the params (targets.heap_snapshots). When memory grows (step 3), take two a "
+                "few minutes apart and name them here, oldest first.")"""),
+("md", """## Where the time goes"""),
+("code", """with pb.check(ctx, "where the time goes"):
+    display(HTML(plots.bullets_html("Where the time goes", resources.where_time_goes(shares, routes, ctx.findings))))
+if wm:
+    pb.details("PromQL run by this notebook", wm.promql_text(), "promql")"""),
+("md", """## Summary"""),
+("code", """pb.summary(ctx)"""),
+])
