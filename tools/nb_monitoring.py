@@ -17,6 +17,7 @@ overrides = "{}"  # JSON of -P key=value overrides"""),
 from perfbook import notebook as pb
 from perfbook.checks import alerts, checklist
 from perfbook.plots import monitoring as plots
+from perfbook.sources import monitoring as source
 from perfbook.sources.window_metrics import range_step, rate_window
 
 ctx = pb.start("monitoring", params_file, since=since, until=until, incident=incident, overrides=overrides)
@@ -29,10 +30,10 @@ heap used against its limit, event-loop lag, database query time (p95), external
 rate and active connections. Dashed lines are the runbook's Warning/Critical levels, targets and alert
 thresholds from the params file."""),
 ("code", """with pb.check(ctx, "key metrics dashboard"):
-    prom = alerts.prometheus_client(ctx.params, ctx.secret)
+    prom = source.prometheus_client(ctx.params, ctx.secret)
     panels = plots.key_metric_panels(ctx.params)
     queries = plots.panel_queries(panels, ctx.params, rate_window(step))
-    data, refused = plots.fetch_panels(prom.query_range, queries, ctx.start, ctx.end, step)
+    data, refused = source.fetch_panels(prom.query_range, queries, ctx.start, ctx.end, step)
     display(plots.key_metrics_figure(panels, data, ctx.start, ctx.end, refused))
     pb.details("PromQL of the panels", plots.promql_text(queries))"""),
 ("md", """## 2. Performance alerts
@@ -43,7 +44,7 @@ at every evaluation interval; *pending* as soon as the condition holds, *firing*
 back to inactive at the first evaluation where it does not hold (or has no data)."""),
 ("code", """pb.table(alerts.rules_table(ctx.params), "Alert rules (as exported by `perfbook alerts export`)")
 with pb.check(ctx, "alert rules evaluated over the window"):
-    evaluations = alerts.fetch_evaluations(prom.query_range, ctx.params, ctx.start, ctx.end)
+    evaluations = source.fetch_evaluations(prom.query_range, ctx.params, ctx.start, ctx.end)
     display(plots.alert_values_figure(evaluations))
     pb.emit(ctx, [f for ev in evaluations for f in alerts.alert_findings(ev)])"""),
 ("md", """### What the server has configured and fires
@@ -53,7 +54,7 @@ and the alerts it reports, and its own `ALERTS` series over the window beside pe
 two agree when both fired (or neither) and their first fired-at times are within a few evaluation
 intervals (the server offsets each rule group's evaluations by up to one interval)."""),
 ("code", """with pb.check(ctx, "the server's rules and alerts"):
-    server = alerts.fetch_server(prom, ctx.params, ctx.start, ctx.end)
+    server = source.fetch_server(prom, ctx.params, ctx.start, ctx.end)
     pb.note(server.describe())
     pb.table(alerts.server_rules_table(ctx.params, server.rules, server.alerts), "Configured on the server, and active now")
     pb.table(alerts.compare_with_server(evaluations, server.spans, server.configured), "perfbook's evaluation beside the server's (window)")
@@ -67,7 +68,7 @@ calls (event-loop lag), the connection pool's gauges, instance size, instances r
 the server's alert rules, the key metrics, the baselines in the params. The database and load-balancing
 items are answered by those sections: the batch's index page combines their findings with this table."""),
 ("code", """with pb.check(ctx, "optimization checklist"):
-    evidence = checklist.gather(prom, ctx.params, ctx.start, ctx.end, step, rate_window(step), ctx.params_file)
+    evidence = source.gather(prom, ctx.params, ctx.start, ctx.end, step, rate_window(step), ctx.params_file)
     answers = checklist.measured_answers(evidence, ctx.params)
     pb.table(checklist.checklist_table(answers), "Performance Optimization Checklist")
     pb.emit(ctx, checklist.checklist_findings(answers), checklist.source_findings(evidence))"""),

@@ -60,7 +60,7 @@ class DemoRun:
         out = outputs or (self.params_path.parent / "extra-out")
         res = subprocess.run([sys.executable, "-m", "perfbook.cli", "run", section, "-p", str(self.params_path),
                               "--outputs", str(out), *extra], capture_output=True, text=True, cwd=ROOT,
-                             env=dict(os.environ, **self.env, **(env or {})), timeout=600)
+                             env={**os.environ, **self.env, **(env or {})}, timeout=600)
         run_dir = Path([l for l in res.stdout.splitlines() if l.startswith("Report: ")][-1][8:]).parent \
             if "Report: " in res.stdout else None
         findings = json.loads((run_dir / "findings.json").read_text()) if run_dir else []

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from perfbook.checks import alerts, checklist
+from perfbook.sources import monitoring as monsource
 from perfbook.findings import Finding
 from perfbook.params import load
 from perfbook.sources.prometheus import PromClient
@@ -58,7 +59,7 @@ def _borderline(ev) -> bool:
     return abs(_longest_true_run(ev) - (ev.rule.for_ + ev.interval_s)) <= 2 * ev.interval_s
 
 
-def cross_check(run) -> tuple[list, alerts.ServerView, object]:
+def cross_check(run) -> tuple[list, monsource.ServerView, object]:
     """perfbook's evaluation and the server's ALERTS over the same period (see module doc)."""
     params = load(run.params_path)
     stack = run.stack
@@ -87,8 +88,8 @@ def cross_check(run) -> tuple[list, alerts.ServerView, object]:
         end = time.time()
         prime = False
     time.sleep(2 * interval + 1)  # the server's evaluation of the last tick is stored
-    evaluations = alerts.fetch_evaluations(prom.query_range, params, start, end, prime=prime)
-    server = alerts.fetch_server(prom, params, start, end)
+    evaluations = monsource.fetch_evaluations(prom.query_range, params, start, end, prime=prime)
+    server = monsource.fetch_server(prom, params, start, end)
     return evaluations, server, alerts.compare_with_server(evaluations, server.spans, server.configured)
 
 

@@ -69,9 +69,10 @@ def test_pagination_by_items_returned_without_paging_parameters():
 
 
 def test_items_reads_a_list_or_the_longest_list_in_an_object():
-    assert cl._items([1, 2, 3]) == (3, [])
-    assert cl._items({"data": [1, 2], "page": 1, "limit": 2, "meta": {}}) == (2, ["page", "limit"])
-    assert cl._items({"status": "ok"}) == (None, [])
+    from perfbook.sources import monitoring as source
+    assert source._items([1, 2, 3]) == (3, [])
+    assert source._items({"data": [1, 2], "page": 1, "limit": 2, "meta": {}}) == (2, ["page", "limit"])
+    assert source._items({"status": "ok"}) == (None, [])
 
 
 def test_async_uses_the_median_lag_p99_against_the_warning_level():

@@ -44,7 +44,7 @@ __all__ = [
     "render_expr", "alert_expr", "prom_duration", "rules_yaml", "rules_table",
     "evaluation_ticks", "lookback_start", "series_states", "alert_spans", "RuleEvaluation", "evaluate",
     "alert_findings", "server_spans", "compare_with_server", "server_rules_table", "STATE_COLUMNS",
-    "SPAN_COLUMNS", "prometheus_client", "fetch_evaluations", "ServerView", "fetch_server",
+    "SPAN_COLUMNS", 
 ]
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -649,102 +649,3 @@ def server_rules_table(params: Any, rules: pd.DataFrame | None, alerts: pd.DataF
         })
     return pd.DataFrame(rows, columns=["alert", "in_params", "on_server", "server_expr", "server_for", "same_expr",
                                        "health", "server_state_now", "active_now"])
-
-
-# ---------------------------------------------------------------------------------
-# Fetching (through the caller's PromClient; the only calls to a server in this module)
-# ---------------------------------------------------------------------------------
-
-def prometheus_client(params: Any, secret: Any = None):
-    """A :class:`~perfbook.sources.prometheus.PromClient` for ``targets.prometheus``
-    (``secret(env_name)`` reads the bearer token, e.g. a notebook context's
-    ``ctx.secret``). Raises :class:`~perfbook.sources.SourceUnreachable` when the params
-    name no Prometheus: alert rules need time series."""
-    from perfbook.sources import SourceUnreachable
-    from perfbook.sources.prometheus import PromClient
-
-    p = params.targets.prometheus
-    if p is None:
-        raise SourceUnreachable("prometheus", "(none configured)",
-                                "targets.prometheus is not set; alert rules and the key-metric history need a "
-                                "Prometheus (or compatible) server")
-    token = secret(p.bearer_token_env) if (secret and p.bearer_token_env) else None
-    return PromClient(p.url, bearer_token=token, timeout=p.timeout, selector=p.selector, token_env=p.bearer_token_env)
-
-
-def fetch_evaluations(query_range: Any, params: Any, start: Any, end: Any, prime: bool = True
-                      ) -> list[RuleEvaluation]:
-    """Evaluate every rule of the params over ``[start, end]``: one range query per rule
-    (``query_range(expr, first_tick, last_tick, interval)``, a ``PromClient``'s) on the
-    evaluation-interval grid, from ``for`` + one interval before ``start``. A query the
-    server refuses gives an evaluation with ``error`` set; an unreachable server raises."""
-    from perfbook.sources import SourceError
-
-    interval = params.settings.monitoring.evaluation_interval
-    out = []
-    for rule in params.settings.monitoring.alerts:
-        expr = render_expr(rule.expr, params)
-        first = lookback_start(start, rule.for_, interval) if prime else start
-        ticks = evaluation_ticks(first, end, interval)
-        try:
-            frame = query_range(expr, ticks[0], ticks[-1], interval) if len(ticks) else pd.DataFrame()
-            out.append(evaluate(rule, frame, start, end, interval, expr=expr, prime=prime))
-        except SourceError as exc:
-            empty = pd.DataFrame({"timestamp": pd.Series(dtype="datetime64[ns, UTC]"), "value": pd.Series(dtype=float)})
-            ev = evaluate(rule, empty, start, end, interval, expr=expr, prime=prime)
-            ev.error = exc.reason
-            out.append(ev)
-    return out
-
-
-@dataclass
-class ServerView:
-    """What the server says: its rules and active alerts now, and its ALERTS over the window."""
-
-    rules: pd.DataFrame | None = None
-    alerts: pd.DataFrame | None = None
-    spans: pd.DataFrame | None = None
-    problem: str = ""              # why some of it is missing (no rules API, ...)
-
-    def describe(self) -> str:
-        if self.rules is None:
-            return f"The server's rules API is not available: {self.problem}"
-        text = f"The server has {len(self.configured or ())} alerting rule(s)"
-        return text + (f"; its ALERTS series could not be read: {self.problem}." if self.problem else ".")
-
-    @property
-    def configured(self) -> set[str] | None:
-        if self.rules is None:
-            return None
-        return set(self.rules.loc[self.rules["type"] == "alerting", "name"]) if not self.rules.empty else set()
-
-
-def alerts_query(params: Any) -> str:
-    """The server's ALERTS series for the params' rule names."""
-    names = "|".join(re.escape(r.name) for r in params.settings.monitoring.alerts)
-    return f'ALERTS{{alertname=~"{names}"}}'
-
-
-def fetch_server(prom: Any, params: Any, start: Any, end: Any) -> ServerView:
-    """``/api/v1/rules``, ``/api/v1/alerts`` and ``ALERTS`` over the window (at the
-    evaluation interval, on perfbook's tick grid). A server without a rules API
-    (VictoriaMetrics without vmalert) gives a view with ``problem`` set; an unreachable
-    server raises."""
-    from perfbook.sources import SourceError
-
-    view = ServerView()
-    try:
-        view.rules = prom.rules()
-        view.alerts = prom.alerts()
-    except SourceError as exc:
-        view.problem = exc.reason
-        return view
-    interval = params.settings.monitoring.evaluation_interval
-    ticks = evaluation_ticks(start, end, interval)
-    if len(ticks):
-        try:
-            series = prom.query_range(alerts_query(params), ticks[0], ticks[-1], interval)
-            view.spans = server_spans(series, ticks)
-        except SourceError as exc:
-            view.problem = exc.reason
-    return view

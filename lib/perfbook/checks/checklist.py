@@ -25,11 +25,8 @@ the monitoring notebook's few HTTP requests and PromQL queries, through the call
 """
 from __future__ import annotations
 
-import gzip
 import html
-import json
 import math
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -42,7 +39,7 @@ __all__ = ["Item", "ITEMS", "Answer", "UNKNOWN_REASONS", "FROM_FINDINGS", "check
            "answer_async", "answer_pool_configured", "answer_db_pooling", "answer_instance_size",
            "answer_horizontal_scaling", "answer_autoscaling", "answer_dashboard", "answer_alerts_configured",
            "answer_baselines", "unknown_answers", "measured_answers", "checklist_table", "checklist_findings",
-           "combine", "checklist_index_html", "probe_http", "Evidence", "gather",
+           "combine", "checklist_index_html", "Evidence", 
            "source_findings"]
 
 RUNBOOK_REF = "Performance Optimization Checklist"
@@ -378,9 +375,10 @@ def answer_pool_configured(open_max: dict | float | None) -> Answer:
                   {"pool_open_max": open_max})
 
 
-#: Queries waiting this long (p95) for a pool connection mean the pool is exhausted: most
-#: queries of a healthy API take less than that to *run*.
-POOL_WAIT_P95_S = 0.100
+#: Queries waiting this long (p95) for a pool connection mean the pool is exhausted: a
+#: healthy pool hands out a connection in well under a millisecond, and 50 ms is the
+#: runbook's event-loop Warning level — a wait users already feel.
+POOL_WAIT_P95_S = 0.050
 
 
 def answer_db_pooling(open_max: dict | float | None, busy_max: dict | float | None,
@@ -723,148 +721,6 @@ def checklist_index_html(findings: Iterable[Finding]) -> str:
             f"<p>{counts['met']} met, {counts['unmet']} unmet, {counts['unknown']} unknown "
             f"(✔ met · ✘ unmet · ? cannot be known from outside, or not measured in this batch)</p>"
             f"<table class='perfbook-table'>{''.join(rows)}</table></div>")
-
-
-# ---------------------------------------------------------------------------------
-# Evidence gathering (I/O): the monitoring notebook's few requests
-# ---------------------------------------------------------------------------------
-
-_PAGING_KEYS = ("page", "limit", "per_page", "page_size", "pageSize", "offset", "cursor", "next", "next_cursor",
-                "nextCursor", "total", "count", "has_more", "hasMore")
-
-
-def _items(body: Any) -> tuple[int | None, list[str]]:
-    """Items in a JSON answer: a top-level list, or the longest list among the top-level
-    values ({"data": [...], "page": 1}); and the paging fields present."""
-    if isinstance(body, list):
-        return len(body), []
-    if isinstance(body, dict):
-        lists = [len(v) for v in body.values() if isinstance(v, list)]
-        paging = [k for k in _PAGING_KEYS if k in body]
-        return (max(lists) if lists else None), paging
-    return None, []
-
-
-def _path_only(route: str) -> bool:
-    return ":" not in route and "{" not in route and "*" not in route
-
-
-def probe_http(params: Any, timeout: float = 5.0, max_bytes: int = 20_000_000) -> list[dict]:
-    """The checklist's HTTP probes against ``targets.base_url`` (one request each):
-
-    - ``compression``: every GET endpoint's ``probe_path`` with ``Accept-Encoding: gzip,
-      br``; the Content-Encoding and the bytes on the wire (and decoded, for gzip);
-    - ``rate_limit``: every GET endpoint's ``probe_path``, and each expensive endpoint's
-      route without a body (a GET: no side effect; limiters answer before routing, so
-      the RateLimit headers show even on a 404/405);
-    - ``pagination``: each GET endpoint whose route has no path parameter, without query
-      string: how many items the JSON answer lists.
-
-    Returns dicts: ``purpose``, ``endpoint``, ``path``, ``status`` (None when no answer),
-    ``headers`` (lower-cased, only the ones that matter), ``wire_bytes``, ``body_bytes``,
-    ``items``, ``paging``, ``expensive``, ``error``. Raises
-    :class:`~perfbook.sources.SourceUnreachable` when no request got an answer.
-    """
-    import requests
-    from urllib.parse import urljoin
-
-    from perfbook.sources import SourceUnreachable, safe_target
-
-    base = params.targets.base_url
-    if not base:
-        return []
-    plan: list[tuple[str, Any, str, dict]] = []
-    for e in params.endpoints:
-        if e.method == "GET" and e.probe_path:
-            plan.append(("compression", e, e.probe_path, {"Accept-Encoding": "gzip, br"}))
-            plan.append(("rate_limit", e, e.probe_path, {"Accept-Encoding": "identity"}))
-        elif e.expensive and _path_only(e.route):
-            plan.append(("rate_limit", e, e.route, {"Accept-Encoding": "identity"}))
-        if e.method == "GET" and _path_only(e.route) and e.route not in ("/health", "/healthz", "/metrics"):
-            plan.append(("pagination", e, e.route, {"Accept-Encoding": "gzip"}))
-    keep = ("content-encoding", "content-length", "content-type", "retry-after", "link", *_RL_HEADERS)
-    out, errors = [], []
-    with requests.Session() as s:
-        s.headers["User-Agent"] = "perfbook"
-        for purpose, e, path, headers in plan:
-            url = urljoin(base + "/", path.lstrip("/"))
-            row = {"purpose": purpose, "endpoint": e.name, "path": path, "status": None, "headers": {},
-                   "wire_bytes": None, "body_bytes": None, "items": None, "paging": [], "expensive": e.expensive,
-                   "error": ""}
-            try:
-                r = s.get(url, headers=headers, timeout=timeout, stream=True, allow_redirects=False)
-                raw = r.raw.read(max_bytes, decode_content=False)
-                r.close()
-            except requests.RequestException as exc:
-                row["error"] = type(exc).__name__
-                errors.append(row["error"])
-                out.append(row)
-                continue
-            row["status"] = r.status_code
-            row["headers"] = {k.lower(): v for k, v in r.headers.items() if k.lower() in keep}
-            row["wire_bytes"] = len(raw)
-            body = raw
-            enc = row["headers"].get("content-encoding", "").lower()
-            try:
-                if enc == "gzip":
-                    body = gzip.decompress(raw)
-                elif enc == "deflate":
-                    body = zlib.decompress(raw)
-                elif enc not in ("", "identity"):
-                    body = None   # br/zstd: no decoder needed here, the header is the evidence
-            except (OSError, zlib.error):
-                body = None
-            if body is not None:
-                row["body_bytes"] = len(body)
-                if purpose == "pagination" and r.status_code == 200:
-                    try:
-                        row["items"], row["paging"] = _items(json.loads(body))
-                    except ValueError:
-                        pass
-            out.append(row)
-    if plan and all(r["status"] is None for r in out):
-        raise SourceUnreachable("http", safe_target(base), errors[0] if errors else "no answer")
-    return out
-
-
-def gather(prom: Any, params: Any, start: Any, end: Any, step: int = 15, rate_s: int = 60,
-           params_file: str | None = None) -> Evidence:
-    """Everything the checklist measures, each source on its own: the Prometheus queries
-    (``prom``: a ``PromClient``, or None when the params name none), the rules API, the
-    HTTP probes, fly.toml (a relative path is taken from ``params_file``'s folder). A
-    source that cannot be reached is recorded in ``unreachable`` (its items stay
-    unknown) and does not stop the others."""
-    from perfbook.checks.alerts import render_expr
-    from perfbook.sources import SourceError, SourceProblem
-
-    ev = Evidence()
-    window_s = (pd.Timestamp(end) - pd.Timestamp(start)).total_seconds()
-    if prom is not None:
-        try:
-            queries = {k: render_expr(q, params) for k, q in checklist_queries(params, window_s, step, rate_s).items()}
-            ev.values, ev.query_errors = run_queries(prom.query, queries, at=end)
-            try:
-                ev.rules = prom.rules()
-            except SourceError as exc:
-                ev.rules_problem = exc.reason
-        except SourceProblem as exc:
-            ev.unreachable.append(exc)
-            ev.rules_problem = str(exc)
-    else:
-        ev.rules_problem = "no Prometheus in the params (targets.prometheus)"
-    try:
-        ev.probes = probe_http(params, timeout=params.settings.probes.timeout)
-    except SourceProblem as exc:
-        ev.unreachable.append(exc)
-    try:
-        from pathlib import Path
-
-        from perfbook.sources import flytoml
-        base = Path(params_file).resolve().parent if params_file else None
-        ev.fly = flytoml.read_optional(params.targets.fly_toml, base)
-    except SourceProblem as exc:
-        ev.fly_problem = exc.reason
-    return ev
 
 
 def source_findings(ev: Evidence) -> list[Finding]:

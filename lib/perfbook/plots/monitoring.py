@@ -22,7 +22,7 @@ import pandas as pd
 
 from perfbook.checks.alerts import render_expr
 
-__all__ = ["Line", "Threshold", "Panel", "key_metric_panels", "panel_queries", "promql_text", "fetch_panels",
+__all__ = ["Line", "Threshold", "Panel", "key_metric_panels", "panel_queries", "promql_text", 
            "key_metrics_figure", "alert_values_figure", "alert_timeline_figure", "RANGE"]
 
 #: Placeholder for the rate() range in the panels' PromQL (set from the plot step).
@@ -151,25 +151,6 @@ def panel_queries(panels: Sequence[Panel], params: Any, rate_window_s: int) -> d
 def promql_text(queries: dict[tuple[str, str], str]) -> str:
     """The panels' PromQL, for a collapsed block under the figure."""
     return "\n\n".join(f"# {key} {label}".rstrip() + f"\n{q}" for (key, label), q in queries.items())
-
-
-def fetch_panels(query_range: Callable[..., pd.DataFrame], queries: dict[tuple[str, str], str],
-                 start: Any, end: Any, step: int) -> tuple[dict[tuple[str, str], pd.DataFrame], dict[tuple[str, str], str]]:
-    """Run each query with ``query_range(expr, start, end, step)`` (a ``PromClient``'s).
-
-    Returns the frames and, apart, the queries the server refused (its message): one bad
-    panel leaves the others drawn. A server that does not answer at all raises
-    :class:`~perfbook.sources.SourceUnreachable` at the first query, as usual.
-    """
-    from perfbook.sources import SourceError
-
-    data, errors = {}, {}
-    for key, expr in queries.items():
-        try:
-            data[key] = query_range(expr, start, end, step)
-        except SourceError as exc:
-            errors[key] = exc.reason
-    return data, errors
 
 
 def _time_axis(ax, start=None, end=None) -> None:
