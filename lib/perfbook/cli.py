@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     common(p)
     p.add_argument("--sections", help="comma-separated subset, e.g. quick-diagnostics,database")
-    p.add_argument("--jobs", type=int, default=None, help="notebooks at a time (default: CPU count)")
+    p.add_argument("--jobs", type=int, default=None, help="notebooks at a time (default: 2 per CPU core; they mostly wait on their sources)")
     p.set_defaults(fn=cmd_batch)
 
     p = sub.add_parser("demo", help="run every section on the built-in demo stack",
