@@ -136,6 +136,15 @@ def make_run_dir(root: str | Path, label: str, now: datetime | None = None) -> P
     raise RuntimeError(f"could not create a run folder under {day}")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def write_new(path: str | Path, data: str | bytes, redact: Redactor | None = None) -> Path:
     """Write a file atomically that must not exist yet (link a temp file into place)."""
     path = Path(path)
@@ -144,6 +153,7 @@ def write_new(path: str | Path, data: str | bytes, redact: Redactor | None = Non
     elif redact is not None:
         data = redact(data.decode("utf-8", "replace")).encode("utf-8")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; reports are for sharing (umask still applies)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -159,6 +169,7 @@ def replace_file(path: str | Path, data: str, redact: Redactor | None = None) ->
     """Atomically replace one of *this run's own* status files (manifest while running)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; reports are for sharing (umask still applies)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(redact(data) if redact else data)
     os.replace(tmp, path)
