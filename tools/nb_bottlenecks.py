@@ -1,4 +1,4 @@
-from nbbuild import write
+from nbbuild import PARAMS, write
 
 write("notebooks/bottlenecks.ipynb", [
 ("md", """# Bottlenecks — where the time goes
@@ -14,12 +14,7 @@ the window and 20 s, memory at its maximum); growth is a straight-line fit over 
 `settings.diagnostics.growth_min_mb_per_min` MB/min, R² ≥ `growth_min_r2` and ≥ `growth_min_share` of the
 starting level. Over-time views need a Prometheus server; with only `/metrics` the page shows the current
 values."""),
-("params", """# Parameters (papermill injects these in batch runs)
-params_file = "../params/demo.yaml"
-since = None      # window start: -30m, ISO-8601; None = the params file's window
-until = None
-incident = None
-overrides = "{}"  # JSON of -P key=value overrides"""),
+("params", PARAMS),
 ("code", """from IPython.display import HTML, display
 from perfbook import notebook as pb
 from perfbook.checks import latency, profiles, resources

@@ -1,11 +1,5 @@
-from nbbuild import write
+from nbbuild import PARAMS, write
 
-PARAMS = """# Parameters (papermill injects these in batch runs)
-params_file = "../params/demo.yaml"
-since = None      # window start: -30m, ISO-8601; None = the params file's window
-until = None
-incident = None
-overrides = "{}"  # JSON of -P key=value overrides"""
 
 write("notebooks/load-balancing.ipynb", [
 ("md", """# Load balancing — is the load spread evenly across instances?

@@ -1,11 +1,6 @@
-from nbbuild import write
+from nbbuild import PARAMS as COMMON, write
 
-PARAMS = """# Parameters (papermill injects these in batch runs)
-params_file = "../params/demo.yaml"
-since = None      # window start: -30m, ISO-8601; None = the params file's window
-until = None
-incident = None
-overrides = "{}"  # JSON of -P key=value overrides
+PARAMS = COMMON + """
 # This section's knobs (None = settings.load_test in the params file)
 mode = None            # "load" (fixed users and duration) or "stress" (stages), "off"
 stages = None          # stress stages, e.g. "5,10,20,40" (each stage_duration) or "10x30s,50x30s"

@@ -1,4 +1,4 @@
-from nbbuild import write
+from nbbuild import PARAMS, write
 
 write("notebooks/monitoring.ipynb", [
 ("md", """# Performance monitoring — key metrics, alerts, optimization checklist
@@ -7,12 +7,7 @@ The runbook's *Performance Monitoring* (the ten key metrics, the four performanc
 *Performance Optimization Checklist*, executable: what the dashboard showed over the window, which alerts
 fired and when (evaluated the way Prometheus evaluates them, and beside what the server itself fired), and
 each checklist item answered with its evidence."""),
-("params", """# Parameters (papermill injects these in batch runs)
-params_file = "../params/demo.yaml"
-since = None      # window start: -30m, ISO-8601; None = the params file's window
-until = None
-incident = None
-overrides = "{}"  # JSON of -P key=value overrides"""),
+("params", PARAMS),
 ("code", """from IPython.display import display
 from perfbook import notebook as pb
 from perfbook.checks import alerts, checklist

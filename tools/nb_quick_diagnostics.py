@@ -1,4 +1,4 @@
-from nbbuild import write
+from nbbuild import PARAMS, write
 
 write("notebooks/quick-diagnostics.ipynb", [
 ("md", """# Quick diagnostics — one-page triage
@@ -14,12 +14,7 @@ level held during at least 10 % of the window and at least 20 s (`settings.diagn
 latency and error rate over all requests of the window. Without a Prometheus server (only
 `targets.metrics_urls`), the numbers are since each process started, and rates come from two scrapes a few
 seconds apart."""),
-("params", """# Parameters (papermill injects these in batch runs)
-params_file = "../params/demo.yaml"
-since = None      # window start: -30m, ISO-8601; None = the params file's window
-until = None
-incident = None
-overrides = "{}"  # JSON of -P key=value overrides"""),
+("params", PARAMS),
 ("code", """from IPython.display import HTML, display
 from perfbook import notebook as pb
 from perfbook.checks import latency, resources

@@ -1,11 +1,5 @@
-from nbbuild import write
+from nbbuild import PARAMS, write
 
-PARAMS = """# Parameters (papermill injects these in batch runs)
-params_file = "../params/demo.yaml"
-since = None      # window start: -30m, ISO-8601; None = the params file's window
-until = None
-incident = None
-overrides = "{}"  # JSON of -P key=value overrides"""
 
 write("notebooks/rate-limiting.ipynb", [
 ("md", """# Rate limiting — who is rejected, and are the expensive routes protected?

@@ -1,11 +1,5 @@
-from nbbuild import write
+from nbbuild import PARAMS, write
 
-PARAMS = """# Parameters (papermill injects these in batch runs)
-params_file = "../params/demo.yaml"
-since = None      # window start: -30m, ISO-8601; None = the params file's window
-until = None
-incident = None
-overrides = "{}"  # JSON of -P key=value overrides"""
 
 write("notebooks/scaling.ipynb", [
 ("md", """# Horizontal scaling — scale out, scale in, or leave it, and to how many

@@ -12,6 +12,15 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 
+#: The parameters cell every section notebook starts with (papermill's convention).
+PARAMS = """# Parameters (papermill injects these in batch runs)
+params_file = "../params/demo.yaml"
+since = None      # window start: -30m, ISO-8601; None = the params file's window
+until = None
+incident = None
+overrides = "{}"  # JSON of -P key=value overrides"""
+
+
 def write(path: str, cells: list[tuple[str, str]]) -> None:
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from . import number
 from ..findings import Finding
 from .ratelimit import route_key
 
@@ -34,12 +35,7 @@ def _fmt_pct(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x * 100:.1f} %"
 
 
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
+_num = number
 
 
 # --------------------------------------------------------------------------- hit rate

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
+from . import number
 from ..findings import Finding
 from .quantile import quantiles_by
 
@@ -28,12 +29,7 @@ HEALTHY_WORDS = {"ok", "up", "healthy", "pass", "passing", "green", "available",
 RUNBOOK_BREAKER = {"timeout": 10000, "errorThresholdPercentage": 50, "resetTimeout": 30000}
 
 
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
+_num = number
 
 
 def _ms(seconds: float | None) -> str:

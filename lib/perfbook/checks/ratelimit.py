@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from . import number
 from ..findings import Finding
 
 #: The runbook's limiters (Issue 6, Implementing Rate Limits).
@@ -22,12 +23,7 @@ RUNBOOK_API_LIMITER = {"windowMs": 15 * 60 * 1000, "max": 100}
 RUNBOOK_EXPENSIVE_LIMITER = {"windowMs": 60 * 1000, "max": 5}
 
 
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
+_num = number
 
 
 def _pct(x: float | None) -> str:
