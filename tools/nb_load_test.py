@@ -1,14 +1,13 @@
 from nbbuild import PARAMS as COMMON, write
 
-PARAMS = COMMON + """
-# This section's knobs (None = settings.load_test in the params file)
+PARAMS = COMMON + """# This section's knobs (None = settings.load_test in the params file)
 mode = None            # "load" (fixed users and duration) or "stress" (stages), "off"
 stages = None          # stress stages, e.g. "5,10,20,40" (each stage_duration) or "10x30s,50x30s"
 stage_duration = None  # e.g. "5s"
 users = None           # load mode
 duration = None        # load mode, e.g. "30s"
-think_time = None      # mean pause between a user's requests, e.g. "0.2s"; 0 = none
-host = None            # None = targets.base_url; must be an allowed host"""
+think_time = None      # mean pause between requests of one user, e.g. "0.2s"; 0 means none
+host = None            # None means targets.base_url; it must be an allowed host"""
 
 write("notebooks/load-test.ipynb", [
 ("md", """# Load and stress testing — maximum sustainable load, breaking point, recovery

@@ -13,12 +13,15 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 
 #: The parameters cell every section notebook starts with (papermill's convention).
-PARAMS = """# Parameters (papermill injects these in batch runs)
+PARAMS = """# Parameters (papermill injects these in batch runs).
+# since / until set the window (-30m, now, ISO-8601); None keeps the params file's window.
+# overrides is the JSON of `-P key.path=value` overrides.
 params_file = "../params/demo.yaml"
-since = None      # window start: -30m, ISO-8601; None = the params file's window
+since = None
 until = None
 incident = None
-overrides = "{}"  # JSON of -P key=value overrides"""
+overrides = "{}"
+"""
 
 
 def write(path: str, cells: list[tuple[str, str]]) -> None:
