@@ -283,12 +283,16 @@ def index_html(manifest: dict[str, Any], findings: list[Finding]) -> str:
         if nb["status"] != "ok":
             sev = worst([sev, "error"])
         fg, bg = SEV_STYLE[sev]
+        label = sev.upper()
+        if not fs and nb["status"] == "ok":
+            # A section that concluded nothing (e.g. the load test switched off) is not "OK".
+            fg, bg, label = "#666", "#f4f4f4", "NOTHING CHECKED"
         n_bad = sum(1 for f in fs if f.severity in ("warning", "critical", "error"))
         link = nb.get("html")
         name = f"<a href='{e(link)}'>{e(sec)}</a>" if link else e(sec)
         rows.append(
             f"<tr style='background:{bg}'><td>{name}</td>"
-            f"<td style='color:{fg};font-weight:bold'>{e(sev.upper())}</td>"
+            f"<td style='color:{fg};font-weight:bold'>{e(label)}</td>"
             f"<td>{n_bad} of {len(fs)}</td><td>{e(STATUS_TEXT.get(nb['status'], nb['status']))}"
             + (f": {e(clip(nb.get('error', ''), 200))}" if nb.get("error") else "")
             + f"</td><td>{nb.get('duration_s', 0):.1f} s</td></tr>")

@@ -117,3 +117,10 @@ def test_findings_json_round_trips():
     fs = [Finding("db.bloat", "warning", "b", section="database", evidence={"x": 1})]
     data = json.loads(findings_json(fs))
     assert data[0]["code"] == "db.bloat" and Finding.from_dict(data[0]).evidence == {"x": 1}
+
+
+def test_a_section_without_findings_is_not_shown_as_ok():
+    manifest = {"status": "complete", "header": {}, "notebooks": [
+        {"section": "load-test", "status": "ok", "html": "load-test.html", "duration_s": 1}]}
+    page = index_html(manifest, [])
+    assert "NOTHING CHECKED" in page and ">OK<" not in page
