@@ -325,6 +325,9 @@ def index_html(manifest: dict[str, Any], findings: list[Finding]) -> str:
     if any(nb["status"] != "ok" for nb in manifest.get("notebooks", [])):
         overall = worst([overall, "error"])
     fg, bg = SEV_STYLE[overall]
+    overall_label = overall.upper() if findings or overall != "ok" else "NOTHING CHECKED"
+    if overall_label == "NOTHING CHECKED":
+        fg, bg = "#666", "#f4f4f4"
     head = manifest.get("header", {})
     meta = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{e(clip(k, CLIP['key']))}</th>"
                    f"<td>{e(clip(v, CLIP['header']))}</td></tr>" for k, v in head.items())
@@ -355,7 +358,7 @@ code {{ font-size: .95em; }}
 <h1>perfbook incident report</h1>
 <table style="width:auto">{meta}</table>
 {status_note}
-<div class="verdict"><b style="color:{fg}">{e(overall.upper())}</b> —
+<div class="verdict"><b style="color:{fg}">{e(overall_label)}</b> —
 {counts['critical']} critical, {counts['error']} checks that could not run, {counts['warning']} warnings,
 {counts['info']} info, {counts['ok']} checks passed.</div>
 <h2>Sections</h2>

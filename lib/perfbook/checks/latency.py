@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from typing import Any, Iterable
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
@@ -40,17 +41,29 @@ def _ms(seconds: float) -> str:
     return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
 
 
+def _no_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])) if "@" in parts.netloc else url
+
+
 def percentiles_from_probes(probes: pd.DataFrame) -> pd.DataFrame:
-    """Per endpoint: answered requests, errors, p50/p95/p99 seconds (linear interpolation)."""
+    """Per endpoint: requests, errors, p50/p95/p99 seconds (linear interpolation) of the
+    answered ones, and ``unreachable``: requests that got no answer at all (``error`` without
+    ``seconds``: connection refused/reset, e.g. a target that died mid-probe), with the first
+    such ``reason`` and the endpoint's ``url``."""
     rows = []
     for name, g in probes.groupby("endpoint", sort=False):
         ok = g[g["seconds"].notna()]
+        dead = g[g["seconds"].isna() & (g["error"] != "")]
         row = {"endpoint": name, "requests": len(g), "failed": int((g["error"] != "").sum()),
                "status_5xx": int((g["status"].fillna(0) >= 500).sum())}
         for label, q in PERCENTILES:
             row[label] = float(ok["seconds"].quantile(q)) if len(ok) else float("nan")
+        row.update(unreachable=len(dead), reason=str(dead["error"].iloc[0]) if len(dead) else "",
+                   url=_no_userinfo(str(g["url"].iloc[0])) if "url" in g and len(g) else "")
         rows.append(row)
-    return pd.DataFrame(rows, columns=["endpoint", "requests", "failed", "status_5xx", "p50", "p95", "p99"])
+    return pd.DataFrame(rows, columns=["endpoint", "requests", "failed", "status_5xx", "p50", "p95", "p99",
+                                       "unreachable", "reason", "url"])
 
 
 def slo_breaches(observed: pd.DataFrame, endpoints, source: str = "probes",
@@ -102,6 +115,21 @@ def slo_breaches(observed: pd.DataFrame, endpoints, source: str = "probes",
                     recommendation=f"Open the bottlenecks notebook for {name}: find where the time goes "
                                    f"(database, external calls, CPU/event loop) before scaling. "
                                    f"If CPU is saturated on all instances: `flyctl scale count N`."))
+        dead = rec.get("unreachable")
+        if isinstance(dead, (int, float)) and not pd.isna(dead) and dead > 0:
+            # Requests that got no answer (the target died mid-probe): the percentiles of the
+            # few answers before are no verdict on the endpoint; never report it "ok".
+            answered = int(rec.get("requests") or 0) - int(dead)
+            findings.append(Finding(
+                "source.unreachable", "error",
+                f"{name}: target stopped answering while probed ({answered} answered, then "
+                f"{rec.get('reason') or 'no answer'}){tag}",
+                subject=name,
+                evidence={"source": "http", "target": rec.get("url") or "", "reason": rec.get("reason") or "no answer",
+                          "answered": answered, "unanswered": int(dead)},
+                recommendation=f"Check that the service at {rec.get('url') or 'the probed URL'} is up and "
+                               f"reachable from here; then re-run this section."))
+            continue
         if not breached and not all(pd.isna(rec.get(lbl)) for lbl, _ in PERCENTILES):
             findings.append(Finding(
                 "latency.slo_breach", "ok",

@@ -28,9 +28,11 @@ def probe(specs: list[ProbeSpec], count: int = 20, timeout: float = 10.0, retrie
           session: requests.Session | None = None) -> pd.DataFrame:
     """Request each spec ``count`` times, sequentially. One row per attempt that got an answer.
 
-    Columns: endpoint, method, url, seq, status, seconds, bytes, error. A spec whose every
-    request failed to connect raises SourceUnreachable (naming the first such URL) only if
-    *all* specs failed; otherwise its rows carry ``error`` and ``status`` NaN.
+    Columns: endpoint, method, url, seq, status, seconds, bytes, error. A request that got no
+    answer (connection refused, reset ...) is a row with ``error`` and ``status``/``seconds``
+    NaN, and ends that spec's series (the target is down: a target that dies mid-probe leaves
+    such a row on every spec probed after it). SourceUnreachable (naming the first URL) is
+    raised only if *no* request of any spec got an answer.
     """
     s = session or requests.Session()
     rows = []
@@ -56,9 +58,10 @@ def probe(specs: list[ProbeSpec], count: int = 20, timeout: float = 10.0, retrie
                         time.sleep(backoff * 2 ** attempt)
             if row["status"] is None and row["error"] and not row["error"].startswith("timeout"):
                 reasons.setdefault(spec.url, row["error"])
+                rows.append(row)  # recorded, so the endpoint's failed requests are counted
                 break  # the target is down: one bounded retry series per endpoint is enough
             rows.append(row)
-    if specs and not rows:
+    if specs and all(r["seconds"] is None for r in rows):
         first = specs[0].url
         raise SourceUnreachable("http", _origin(first), reasons.get(first, "no answer"))
     df = pd.DataFrame(rows, columns=["endpoint", "method", "url", "seq", "status", "seconds", "bytes", "error"])
