@@ -47,23 +47,27 @@ def _no_userinfo(url: str) -> str:
 
 
 def percentiles_from_probes(probes: pd.DataFrame) -> pd.DataFrame:
-    """Per endpoint: requests, errors, p50/p95/p99 seconds (linear interpolation) of the
-    answered ones, and ``unreachable``: requests that got no answer at all (``error`` without
-    ``seconds``: connection refused/reset, e.g. a target that died mid-probe), with the first
-    such ``reason`` and the endpoint's ``url``."""
-    rows = []
+    """Per endpoint: answered requests, errors, p50/p95/p99 seconds (linear interpolation).
+
+    Requests that got no answer at all (``error`` without ``seconds``: connection refused or
+    reset, e.g. a target that died mid-probe) are listed in ``attrs["unreachable"]``:
+    endpoint → ``answered``, ``unanswered``, the first ``reason`` and the ``url`` (without
+    credentials); :func:`slo_breaches` turns them into ``source.unreachable`` findings."""
+    rows, dead_by_endpoint = [], {}
     for name, g in probes.groupby("endpoint", sort=False):
         ok = g[g["seconds"].notna()]
-        dead = g[g["seconds"].isna() & (g["error"] != "")]
         row = {"endpoint": name, "requests": len(g), "failed": int((g["error"] != "").sum()),
                "status_5xx": int((g["status"].fillna(0) >= 500).sum())}
         for label, q in PERCENTILES:
             row[label] = float(ok["seconds"].quantile(q)) if len(ok) else float("nan")
-        row.update(unreachable=len(dead), reason=str(dead["error"].iloc[0]) if len(dead) else "",
-                   url=_no_userinfo(str(g["url"].iloc[0])) if "url" in g and len(g) else "")
         rows.append(row)
-    return pd.DataFrame(rows, columns=["endpoint", "requests", "failed", "status_5xx", "p50", "p95", "p99",
-                                       "unreachable", "reason", "url"])
+        dead = g[g["seconds"].isna() & (g["error"] != "")]
+        if len(dead):
+            dead_by_endpoint[name] = {"answered": len(ok), "unanswered": len(dead), "reason": str(dead["error"].iloc[0]),
+                                      "url": _no_userinfo(str(dead["url"].iloc[0])) if "url" in dead else ""}
+    out = pd.DataFrame(rows, columns=["endpoint", "requests", "failed", "status_5xx", "p50", "p95", "p99"])
+    out.attrs["unreachable"] = dead_by_endpoint
+    return out
 
 
 def slo_breaches(observed: pd.DataFrame, endpoints, source: str = "probes",
@@ -81,6 +85,7 @@ def slo_breaches(observed: pd.DataFrame, endpoints, source: str = "probes",
     """
     tag = f" — {source_label}" if source_label else ""
     targets = {e.name: e.targets for e in endpoints}
+    unreachable = observed.attrs.get("unreachable") or {}  # from percentiles_from_probes
     rows, findings = [], []
     for rec in observed.to_dict("records"):
         t = targets.get(rec["endpoint"])
@@ -115,19 +120,18 @@ def slo_breaches(observed: pd.DataFrame, endpoints, source: str = "probes",
                     recommendation=f"Open the bottlenecks notebook for {name}: find where the time goes "
                                    f"(database, external calls, CPU/event loop) before scaling. "
                                    f"If CPU is saturated on all instances: `flyctl scale count N`."))
-        dead = rec.get("unreachable")
-        if isinstance(dead, (int, float)) and not pd.isna(dead) and dead > 0:
+        dead = unreachable.get(rec["endpoint"])
+        if dead:
             # Requests that got no answer (the target died mid-probe): the percentiles of the
             # few answers before are no verdict on the endpoint; never report it "ok".
-            answered = int(rec.get("requests") or 0) - int(dead)
             findings.append(Finding(
                 "source.unreachable", "error",
-                f"{name}: target stopped answering while probed ({answered} answered, then "
-                f"{rec.get('reason') or 'no answer'}){tag}",
+                f"{name}: target stopped answering while probed ({dead['answered']} answered, then "
+                f"{dead['reason']}){tag}",
                 subject=name,
-                evidence={"source": "http", "target": rec.get("url") or "", "reason": rec.get("reason") or "no answer",
-                          "answered": answered, "unanswered": int(dead)},
-                recommendation=f"Check that the service at {rec.get('url') or 'the probed URL'} is up and "
+                evidence={"source": "http", "target": dead["url"], "reason": dead["reason"],
+                          "answered": dead["answered"], "unanswered": dead["unanswered"]},
+                recommendation=f"Check that the service at {dead['url'] or 'the probed URL'} is up and "
                                f"reachable from here; then re-run this section."))
             continue
         if not breached and not all(pd.isna(rec.get(lbl)) for lbl, _ in PERCENTILES):
