@@ -106,3 +106,19 @@ def healthy_run(tmp_path_factory):
     run = _demo_run("healthy", tmp_path_factory)
     yield run
     run.stack.stop()
+
+
+@pytest.fixture
+def seeded_postgres(tmp_path):
+    """A private PostgreSQL (own data dir, free port) with the demo's seeded data, from the
+    cached seed. `make test` installs the server, so a missing one is a failure, not a skip."""
+    from perfbook.demo import seed
+    from perfbook.demo.postgres import PostgresServer
+
+    pg = PostgresServer(tmp_path / "pg")
+    try:
+        seed.prepare(pg, use_cache=True)
+        pg.start()
+        yield pg
+    finally:
+        pg.cleanup()

@@ -31,7 +31,7 @@ def _promtool() -> Path:
     try:
         return find_promtool()
     except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+        pytest.fail(f"{exc} — `make test` installs prometheus (promtool); run it via make")
 
 
 def _params(interval: str, **alert_overrides) -> Params:

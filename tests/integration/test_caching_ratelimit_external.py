@@ -103,7 +103,7 @@ def test_redis_down_is_source_unreachable_and_the_rest_renders(healthy_run):
 def redis_server(tmp_path):
     exe = shutil.which("redis-server")
     if not exe:
-        pytest.skip("redis-server not installed (Debian: apt-get install redis-server)")
+        pytest.fail("redis-server not installed (Debian: apt-get install redis-server; `make test` does it)")
     port = _free_port()
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(tmp_path), "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"],

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from runs import report_dir
+
 psycopg = pytest.importorskip("psycopg")
 
 pytestmark = pytest.mark.integration
@@ -33,29 +35,6 @@ PERFBOOK = [sys.executable, "-m", "perfbook.cli"]
 RUN_TIMEOUT = 90
 SLEEP_SQL = "SELECT pg_sleep(60)"
 LOCK_SQL = "UPDATE categories SET name = name WHERE id = 1"
-
-
-def report_dir(stdout: str) -> Path:
-    lines = [l for l in stdout.splitlines() if l.startswith("Report: ")]
-    assert lines, f"no report path printed:\n{stdout}"
-    return Path(lines[-1].split("Report: ", 1)[1]).parent
-
-
-@pytest.fixture
-def seeded_postgres(tmp_path):
-    from perfbook.demo import seed
-    from perfbook.demo.postgres import PostgresNotFound, PostgresServer
-
-    try:
-        pg = PostgresServer(tmp_path / "pg")
-    except PostgresNotFound as exc:
-        pytest.skip(str(exc))
-    try:
-        seed.prepare(pg, use_cache=True)
-        pg.start()
-        yield pg
-    finally:
-        pg.cleanup()
 
 
 def wait_until(cond, timeout: float, what: str) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from runs import report_dir
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 PERFBOOK = [sys.executable, "-m", "perfbook.cli"]
@@ -50,11 +52,6 @@ def closed_port() -> int:
 def run(args, env=None, timeout=300):
     return subprocess.run(PERFBOOK + args, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                           env=dict(os.environ, **(env or {})))
-
-
-def report_dir(stdout: str) -> Path:
-    line = [l for l in stdout.splitlines() if l.startswith("Report: ")][-1]
-    return Path(line.split("Report: ", 1)[1]).parent
 
 
 def test_every_section_renders_with_the_whole_stack_down(tmp_path):

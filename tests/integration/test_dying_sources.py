@@ -27,16 +27,12 @@ from pathlib import Path
 
 import pytest
 
+from runs import report_dir
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 PERFBOOK = [sys.executable, "-m", "perfbook.cli"]
 RUN_TIMEOUT = 90
-
-
-def report_dir(stdout: str) -> Path:
-    lines = [l for l in stdout.splitlines() if l.startswith("Report: ")]
-    assert lines, f"no report path printed:\n{stdout}"
-    return Path(lines[-1].split("Report: ", 1)[1]).parent
 
 
 def finish(proc: subprocess.Popen, t0: float) -> tuple[int, str, str, float]:
@@ -171,23 +167,6 @@ class HeldPrometheus(BaseHTTPRequestHandler):
 
     def log_message(self, *a):
         pass
-
-
-@pytest.fixture
-def seeded_postgres(tmp_path):
-    from perfbook.demo import seed
-    from perfbook.demo.postgres import PostgresNotFound, PostgresServer
-
-    try:
-        pg = PostgresServer(tmp_path / "pg")
-    except PostgresNotFound as exc:
-        pytest.skip(str(exc))
-    try:
-        seed.prepare(pg, use_cache=True)
-        pg.start()
-        yield pg
-    finally:
-        pg.cleanup()
 
 
 def test_postgres_dies_mid_database_section(tmp_path, seeded_postgres):

@@ -15,6 +15,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from runs import report_dir
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 PERFBOOK = [sys.executable, "-m", "perfbook.cli"]
@@ -64,11 +66,6 @@ settings:
 def run(args, env=None, timeout=240):
     return subprocess.run(PERFBOOK + args, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                           env=dict(os.environ, **(env or {})))
-
-
-def report_dir(stdout: str) -> Path:
-    line = [l for l in stdout.splitlines() if l.startswith("Report: ")][-1]
-    return Path(line.split("Report: ", 1)[1]).parent
 
 
 def test_slow_endpoint_flagged_fast_one_not(tmp_path, server):

@@ -251,7 +251,7 @@ def prometheus(tmp_path_factory):
     """A real Prometheus (127.0.0.1, free port, temp TSDB) scraping a fixed exposition every 1 s."""
     binary = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
     if binary is None:
-        pytest.skip("prometheus binary not installed (Debian package 'prometheus')")
+        pytest.fail("prometheus binary not installed (Debian package 'prometheus'; `make test` installs it)")
     _Exposition.body = _exposition().encode()
     target = ThreadingHTTPServer(("127.0.0.1", 0), _Exposition)
     threading.Thread(target=target.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
