@@ -384,6 +384,10 @@ def n_plus_one_from_statements(stmts: pd.DataFrame, endpoints: Sequence[Any] = (
         if r["calls"] < min_calls or (r["rows_per_call"] or 0) > 1.5:
             continue
         table, key = sh.from_tables[0], sh.key_columns[0]
+        if reqs and any(0.5 <= r["calls"] / n <= 2.0 for n in reqs.values()):
+            # About one lookup per request of some endpoint: a detail page (GET /x/:id), not
+            # N+1 — even when a list query on the same table could pass for its parent.
+            continue
         parent = None
         for p in records:
             ps = shapes[p["queryid"]]
@@ -410,8 +414,6 @@ def n_plus_one_from_statements(stmts: pd.DataFrame, endpoints: Sequence[Any] = (
                 ep_requests = reqs.get(endpoint)
         elif reqs:
             ratios = {e: r["calls"] / n for e, n in reqs.items()}
-            if any(0.5 <= x <= 2.0 for x in ratios.values()):
-                continue  # about one lookup per request of some endpoint: a detail page, not N+1
             cands = {e: x for e, x in ratios.items() if x >= min_ratio}
             if not cands:
                 continue
