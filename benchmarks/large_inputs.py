@@ -112,6 +112,8 @@ def case_pgss(n: int) -> dict:
     steps = {
         "top_statements": lambda: D.top_statements(stmts),
         "slow_queries": lambda: D.slow_queries(stmts),
+        # 10,000 statements, 2 shared CPUs: 6.4 s when every lookup was compared with every
+        # statement (quadratic), 1.2 s with list queries indexed by key (most of it parsing).
         "n_plus_one": lambda: D.n_plus_one_from_statements(stmts, endpoints, None),
         "large_results": lambda: D.large_results(stmts),
     }
