@@ -178,6 +178,16 @@ class TestIncidentStack:
         assert max(growth.values()) >= 20e6, growth
         assert max(promql(incident, "deriv(nodejs_heap_size_used_bytes[1m])").values()) > 0
 
+    def test_cpu_saturation_keeps_api_1_busy(self, incident):
+        api1, api2 = (u.split("//")[1] for u in incident.service_urls)
+        busy = promql(incident, "max_over_time(rate(process_cpu_seconds_total[10s])[10m:1s])")
+        assert busy[api1] >= 0.7 and busy[api2] < busy[api1], busy   # about a core while traffic flows
+
+    def test_memory_pressure_fills_api_2_near_its_heap_limit(self, incident):
+        api1, api2 = (u.split("//")[1] for u in incident.service_urls)
+        used = promql(incident, "max_over_time((nodejs_heap_size_used_bytes / nodejs_heap_size_limit_bytes)[10m:1s])")
+        assert used[api2] >= 0.8, used
+
     def test_rate_limit_rejects_product_requests(self, incident):
         hits = one(incident, 'sum(rate_limit_hits_total{route=~"/api/products.*"})')
         assert hits >= 5
@@ -285,6 +295,10 @@ class TestHealthyStack:
         growth = promql(healthy, "max_over_time(nodejs_heap_size_used_bytes[10m]) "
                                  "- min_over_time(nodejs_heap_size_used_bytes[10m])")
         assert max(growth.values()) < 10e6, growth
+        heap = promql(healthy, "max_over_time((nodejs_heap_size_used_bytes / nodejs_heap_size_limit_bytes)[10m:1s])")
+        assert max(heap.values()) < 0.5, heap
+        cpu = promql(healthy, "quantile_over_time(0.9, rate(process_cpu_seconds_total[10s])[10m:1s])")
+        assert max(cpu.values()) < 0.7, cpu
         assert not promql(healthy, 'sum(http_requests_total{status_code=~"429|5.."}) > 0')
         assert not promql(healthy, "sum(rate_limit_hits_total) > 0")
         assert max(promql(healthy, "max_over_time(prisma_client_queries_wait[10m])").values()) == 0

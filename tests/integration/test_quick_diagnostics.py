@@ -7,6 +7,8 @@ of this section alone points it at a dead Prometheus.
 """
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 
 from groundtruth import compare
@@ -31,6 +33,30 @@ def test_error_fault_found_on_its_route(incident_run):
 def test_event_loop_blocking_found(incident_run):
     found = incident_run.find("eventloop.lag", section=SECTION)
     assert found and all(f["evidence"]["observed"] >= 0.1 for f in found)  # ~300 ms blocks: critical
+
+
+def hostport(url: str) -> str:
+    u = urlsplit(url)
+    return f"{u.hostname}:{u.port}"
+
+
+def test_cpu_saturation_names_the_busy_instance(incident_run):
+    # cpu_saturation: api-1's background export job keeps about a core busy while traffic flows
+    api1, api2 = (hostport(u) for u in incident_run.stack.service_urls)
+    found = incident_run.find("cpu.saturation", section=SECTION)
+    assert [f["subject"] for f in found] == [api1], incident_run.section(SECTION)
+    assert found[0]["evidence"]["observed"] >= 70          # the runbook's Warning level, at least
+    assert api2 not in {f["subject"] for f in incident_run.find("cpu.saturation")}
+
+
+def test_memory_pressure_names_the_full_instance(incident_run):
+    # memory_pressure: api-2 fills its page cache to ~90 % of its 512 MB heap limit at start
+    api1, api2 = (hostport(u) for u in incident_run.stack.service_urls)
+    found = incident_run.find("memory.pressure", section=SECTION)
+    assert api2 in [f["subject"] for f in found], incident_run.section(SECTION)
+    f = next(f for f in found if f["subject"] == api2)
+    assert f["evidence"]["observed"] >= 80 and f["evidence"]["limit_mb"] == 512
+    assert "flyctl" in f["recommendation"]
 
 
 def test_incident_matches_the_ground_truth(incident_run):

@@ -82,6 +82,9 @@ class Fault:
     description: str
     expects: tuple[Expect, ...]
     allows: tuple[Allow, ...] = ()
+    #: The instance it is injected into (1-based; the last one if the stack has fewer);
+    #: None: every instance.
+    instance: int | None = None
 
 
 # Consequences any degraded scenario may show in the summary sections.
@@ -150,6 +153,26 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
                   evidence="nodejs_heap_size_used_bytes and process_resident_memory_bytes rise steadily "
                            "(deriv > 0 across the window)"),),
           (Allow("memory.growth"), Allow("memory.pressure"), *_MONITORING)),
+    Fault("cpu_saturation", "service",
+          "Instance api-1 runs a background export job on two worker threads that compress data in a loop "
+          "while the instance serves traffic: its process CPU stays around a full core (up to ~120 %), above "
+          "the runbook's Critical 85 %, while the event loop stays responsive (the work is off the loop).",
+          (Expect("cpu.saturation", "quick-diagnostics",
+                  evidence="rate(process_cpu_seconds_total{instance_name=\"api-1\"}[1m]) ~0.9-1.2 while "
+                           "traffic flows; nodejs_process_cpu_percent ~90-120; api-2 stays low"),
+           Expect("cpu.saturation", "bottlenecks", evidence="as above (the finding's subject is api-1's "
+                                                                 "instance, host:port)"),),
+          (Allow("cpu.saturation"), Allow("balance.uneven"), Allow("eventloop.lag"), *_SLOWER, *_MONITORING),
+          instance=1),
+    Fault("memory_pressure", "service",
+          "Instance api-2 fills an unbounded in-process page cache at start until it uses ~90 % of its "
+          "512 MB heap limit (--max-old-space-size): memory above the runbook's Warning 80 %.",
+          (Expect("memory.pressure", "quick-diagnostics",
+                  evidence="nodejs_heap_size_used_bytes / nodejs_heap_size_limit_bytes ~0.9 on api-2 "
+                           "(process_resident_memory_bytes ~470 MB); api-1 well under"),
+           Expect("memory.pressure", "bottlenecks", evidence="as above (subject: api-2's host:port)"),),
+          (Allow("memory.pressure"), *_MONITORING),
+          instance=2),
     Fault("rate_limit", "service",
           "The public API limiter on /api/products is far too tight (40 requests per 10 s window per "
           "client instead of 6000 per minute): most listing and detail traffic gets 429.",
@@ -219,6 +242,15 @@ class Scenario:
 
     def has(self, fault: str) -> bool:
         return fault in self.faults
+
+    def faults_of(self, instance: int, instances: int, everywhere: frozenset[str] = frozenset()) -> frozenset[str]:
+        """The faults injected into instance ``instance`` (1-based) of a stack of
+        ``instances``: the ones on every instance, the ones placed on it (or on the last
+        instance when the stack has fewer), and those in ``everywhere``."""
+        def on(name: str) -> bool:
+            where = FAULTS[name].instance
+            return where is None or name in everywhere or min(where, instances) == instance
+        return frozenset(f for f in self.faults if on(f))
 
 
 SCENARIOS: dict[str, Scenario] = {

@@ -31,9 +31,12 @@ import logging
 import math
 import random
 import sys
+import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 
+import psutil
 import requests
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg.rows import dict_row
@@ -52,12 +55,22 @@ from perfbook.demo.resilience import MISSING, BreakerOpen, CallTimeout, CircuitB
 log = logging.getLogger("demo")
 
 SERVICE_FAULTS = {"n_plus_one", "low_cache_hit", "cpu_blocking", "memory_growth", "rate_limit",
-                  "no_rate_limit_on_generate", "pool_saturation", "large_result", "slow_endpoint", "errors"}
+                  "no_rate_limit_on_generate", "pool_saturation", "large_result", "slow_endpoint", "errors",
+                  "cpu_saturation", "memory_pressure"}
 
 #: Products pre-warmed into the cache and favoured by the traffic driver (ids 1..HOT_PRODUCTS).
 HOT_PRODUCTS = 500
 LEAK_CHUNK = 256 * 1024
 LEAK_CAP = 384 * 1024 * 1024
+#: cpu_saturation: the background job works while a request came in this recently (s) ...
+BUSY_WHILE_TRAFFIC_S = 3.0
+#: ... on this many worker threads (as libuv's pool runs a Node job's crypto/zlib work), each
+#: busy this share of the time (work slices of 60 ms, 40 ms pauses): ~1.2 cores when the
+#: machine is free, and still most of a core when the instance competes for 2 busy cores.
+BUSY_THREADS = 2
+BUSY_DUTY = 0.6
+#: memory_pressure: the in-process page cache is filled at start to this share of the heap limit.
+PRESSURE_SHARE = 0.9
 
 
 @dataclass
@@ -182,6 +195,9 @@ class Service:
         self.leak: list[bytes] = []
         self.product_requests = 0
         self.leaked = 0
+        self.last_request = 0.0          # monotonic time of the last request (cpu_saturation)
+        self.page_cache: list[bytes] = []  # memory_pressure's oversized cache
+        self._stop = threading.Event()
 
     # -- database --------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -244,12 +260,18 @@ class Service:
         if self.s.prewarm:
             await self.prewarm()
         self._update_pool_gauges()
+        if self.s.has("memory_pressure"):
+            self.fill_page_cache()
+        if self.s.has("cpu_saturation"):
+            for i in range(BUSY_THREADS):
+                threading.Thread(target=self.export_job, name=f"export-job-{i}", daemon=True).start()
         gc.collect()
         gc.freeze()   # start-up objects out of the collector's way: shorter GC pauses
         self.m.monitor.start()   # lag is measured from when the instance serves
         log.info("instance %s ready faults=%s", self.name, ",".join(sorted(self.s.faults)) or "none")
 
     async def shutdown(self) -> None:
+        self._stop.set()
         await self.m.monitor.stop()
         if self.pool is not None:
             await self.pool.close()
@@ -263,6 +285,32 @@ class Service:
         for category in range(1, 51):
             self.caches["product-lists"].set(self._list_key(category, 1, 20), await self._load_list(category, 1, 20))
         self.caches["analytics"].set("analytics:summary", await self._load_summary())
+
+    def fill_page_cache(self) -> None:
+        """memory_pressure: an unbounded cache of rendered pages, filled at start until the
+        process uses :data:`PRESSURE_SHARE` of its heap limit (as a Node service whose
+        cache holds most of ``--max-old-space-size``). Written, so the pages are resident."""
+        mem = psutil.Process().memory_info()
+        used = mem.rss - getattr(mem, "shared", 0)
+        want = int(PRESSURE_SHARE * self.s.heap_limit_mb * 1024 * 1024) - used
+        chunk = 1024 * 1024
+        self.page_cache = [bytes([i % 251 + 1]) * chunk for i in range(max(0, want // chunk))]
+        log.info("page cache filled: %d MiB", len(self.page_cache))
+
+    def export_job(self) -> None:
+        """cpu_saturation: one worker thread of a background export job (zlib releases
+        the GIL, so the event loop stays responsive), busy :data:`BUSY_DUTY` of the time
+        while the instance serves traffic, idle when no request came in
+        :data:`BUSY_WHILE_TRAFFIC_S` seconds."""
+        data = random.Random(7).randbytes(1024 * 1024)   # ~20 ms per call outside the GIL
+        while not self._stop.is_set():
+            if time.monotonic() - self.last_request > BUSY_WHILE_TRAFFIC_S:
+                self._stop.wait(0.2)
+                continue
+            t0 = time.thread_time()
+            while time.thread_time() - t0 < 0.1 * BUSY_DUTY:
+                zlib.compress(data, 6)
+            self._stop.wait(0.1 * (1 - BUSY_DUTY))
 
     def _update_pool_gauges(self) -> None:
         """Pool gauges at scrape time. Busy and waiting report the high-water mark since
@@ -475,6 +523,7 @@ class ObservabilityMiddleware:
         if path == "/metrics":
             return await self.app(scope, receive, send)
         svc, m = self.svc, self.svc.m
+        svc.last_request = time.monotonic()
         route = self._route(scope)
         method = scope["method"]
         t0 = time.perf_counter()

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import requests
 import yaml
@@ -57,8 +57,11 @@ class Stack:
     """The demo stack for one scenario (see :mod:`perfbook.demo.scenarios`)."""
 
     def __init__(self, scenario: str = "incident", state_dir: Path | str | None = None, instances: int = 2,
-                 *, keep: bool = False, use_cache: bool = True, log: Callable[[str], None] | None = None):
+                 *, keep: bool = False, use_cache: bool = True, log: Callable[[str], None] | None = None,
+                 everywhere: Iterable[str] = ()):
         self.scenario = scenarios.get(scenario)
+        #: faults placed on one instance (scenarios.Fault.instance) put on every instance instead
+        self.everywhere = frozenset(everywhere)
         if instances < 1:
             raise ValueError("instances must be >= 1")
         self.n_instances = instances
@@ -166,8 +169,8 @@ class Stack:
         self.timings["postgres_start"] = round(time.monotonic() - t, 2)
 
         t = time.monotonic()
-        service_faults = ",".join(sorted(self.faults))
         for i in range(1, self.n_instances + 1):
+            service_faults = ",".join(sorted(self.scenario.faults_of(i, self.n_instances, self.everywhere)))
             self._spawn(f"api-{i}", [sys.executable, "-m", "perfbook.demo.service", "--port", str(self.ports[f"api-{i}"]),
                                      "--instance-name", f"api-{i}", "--dsn", self.database_url(seed.APP_USER),
                                      "--external-url", self.external_url, "--faults", service_faults], env)
