@@ -97,6 +97,8 @@ CODES: dict[str, Code] = {
                                     "Performance Testing (Stress Testing)"),
     "loadtest.threshold": Code("A load-test threshold (k6-style) was not met.",
                                "Performance Testing (Load Testing)"),
+    "loadtest.refused": Code("The load test was refused before any request (host not allowed, over a cap).",
+                             "Performance Testing (safety: loopback by default)"),
     "alert.firing": Code("A runbook alert rule fired during the window.",
                          "Performance Monitoring (Performance Alerts)"),
     "checklist.unmet": Code("An item of the optimization checklist is not met.",

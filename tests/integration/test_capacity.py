@@ -218,7 +218,9 @@ def test_a_host_outside_the_allow_list_is_refused_before_any_request(tmp_path):
             "settings": {"load_test": {"mode": "stress", "stages": [{"users": 5, "duration": "3s"}], "recovery": 0}}}))
         res, findings = _cli("run", "load-test", "-p", str(params), "--outputs", str(tmp_path / "out"), timeout=300)
         time.sleep(0.5)
-        refused = [f for f in findings if f["severity"] == "error" and "refused before any request" in f["title"]]
+        refused = [f for f in findings if f["code"] == "loadtest.refused"]
+        assert [f["severity"] for f in refused] == ["error"], findings
+        assert "refused before any request" in refused[0]["title"]
         assert refused, findings
         assert refused[0]["evidence"]["host"] == f"http://127.0.0.2:{listener.port}"
         assert not [f for f in findings if f["code"] == "loadtest.breaking_point"]

@@ -262,7 +262,7 @@ def test_refused_plans_send_nothing():
     with pytest.raises(loadgen.LoadTestRefused):
         loadgen.run_stage(plan, plan.stages[0], "/nonexistent")
     found = loadtest.safety_findings(plan)
-    assert [(f.code, f.severity) for f in found] == [("check.failed", "error")]
+    assert [(f.code, f.severity) for f in found] == [("loadtest.refused", "error")]
     assert "Nothing was sent" in found[0].recommendation
 
 

@@ -417,10 +417,11 @@ def threshold_findings(stages: pd.DataFrame, thresholds: Iterable[str], *, mode:
 
 
 def safety_findings(plan: Any) -> list[Finding]:
-    """What the safety checks decided before any request: an ``error`` (the test did not
-    run) when the plan was refused. ``mode: off`` is no finding (the run's note says so)."""
+    """What the safety checks decided before any request: ``loadtest.refused``, an
+    ``error`` (the test did not run, so nothing is known of the service's capacity), when
+    the plan was refused. ``mode: off`` is no finding (the run's note says so)."""
     if plan.refused and plan.mode != "off":
-        return [Finding("check.failed", "error", f"Load test refused before any request: {plan.refused}",
+        return [Finding("loadtest.refused", "error", f"Load test refused before any request: {plan.refused}",
                         subject=plan.host or "(no host)",
                         evidence={"host": plan.host, "reason": plan.refused, "peak_users": plan.peak_users,
                                   "total_duration_s": plan.total_duration},
