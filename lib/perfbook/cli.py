@@ -126,6 +126,10 @@ def _title(nb: Path) -> str:
 
 
 def cmd_check_params(a: argparse.Namespace) -> int:
+    if (a.file is None) == (a.params_opt is None):
+        print("perfbook check-params: give one params file (FILE or -p FILE)", file=sys.stderr)
+        return 2
+    a.file = a.file or a.params_opt
     params, _ = _load_params(a.file, a.set)
     print(f"{a.file}: ok — service {params.service!r} ({params.environment}), "
           f"{len(params.endpoints)} endpoints, secrets named: {', '.join(params.env_names()) or 'none'}")
@@ -175,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("check-params", help="validate a params file without running anything")
-    p.add_argument("file")
+    p.add_argument("file", nargs="?", help="params YAML")
+    p.add_argument("-p", "--params", dest="params_opt", metavar="FILE", help="the same, as run and batch take it")
     p.add_argument("-P", "--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(fn=cmd_check_params)
 
