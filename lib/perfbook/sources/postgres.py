@@ -26,6 +26,7 @@ inside the kernel; it is never printed. Errors name the server as
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from . import SourceError, SourceUnreachable
+from . import SourceError, SourceProblem, SourceUnreachable
 
 SOURCE = "postgres"
 TAG = "/*perfbook*/"
@@ -43,6 +44,7 @@ __all__ = [
     "Session", "connect", "require", "ReadOnlyViolation", "server_info", "extensions", "statements",
     "statements_sql", "table_stats", "index_stats", "activity", "explain", "explain_analyze",
     "hypothetical_index_cost", "explain_all", "verify_with_hypopg", "endpoint_requests", "pool_usage", "safe_dsn",
+    "StatementTimeout", "timeout_problem",
 ]
 
 
@@ -359,6 +361,68 @@ def _need(db: Session | None) -> Session:
     return db
 
 
+# --------------------------------------------------------------------------- timeouts
+
+
+class StatementTimeout(SourceUnreachable):
+    """The server cancelled one of perfbook's statements at the session's ``lock_timeout``
+    (another session holds a conflicting lock, e.g. a migration's ACCESS EXCLUSIVE lock on
+    a table this check reads) or ``statement_timeout``. The check did not run; the reason
+    names the setting and its value, so the report says why instead of a traceback."""
+
+
+def timeout_problem(exc: BaseException, db: Any) -> SourceProblem | None:
+    """The source problem a psycopg cancellation stands for, or None for any other error:
+
+    - ``LockNotAvailable`` (55P03, "canceling statement due to lock timeout") and
+      ``QueryCanceled`` at the statement timeout → :class:`StatementTimeout`;
+    - ``QueryCanceled`` for another reason (a DBA's ``pg_cancel_backend``) →
+      :class:`SourceError` ("the server cancelled the statement").
+    """
+    import psycopg
+
+    if not isinstance(exc, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)):
+        return None
+    text = str(exc).strip()
+    message = text.splitlines()[0] if text else type(exc).__name__
+    target = getattr(db, "target", "(session)")
+    if isinstance(exc, psycopg.errors.LockNotAvailable) or "lock timeout" in message:
+        limit = getattr(db, "lock_timeout", None)
+        return StatementTimeout(SOURCE, target,
+                                f"lock_timeout{_secs(limit)} reached (settings.database.lock_timeout): another session "
+                                f"holds a conflicting lock on a table this check reads, e.g. a migration or a long "
+                                f"transaction ({message})")
+    if "statement timeout" in message:
+        limit = getattr(db, "statement_timeout", None)
+        return StatementTimeout(SOURCE, target,
+                                f"statement_timeout{_secs(limit)} reached (settings.database.statement_timeout): "
+                                f"no answer in time, blocked on a lock or too slow ({message})")
+    return SourceError(SOURCE, target, f"the server cancelled the statement ({message})")
+
+
+def _secs(value: Any) -> str:
+    return f" of {value:g} s" if isinstance(value, (int, float)) else ""
+
+
+def _bounded(fn):
+    """Turn a statement cancelled at a timeout into :func:`timeout_problem`'s exception.
+    For the functions a notebook calls; :meth:`Session.query` keeps psycopg's errors."""
+
+    @functools.wraps(fn)
+    def wrapper(db: Any, *args: Any, **kwargs: Any) -> Any:
+        import psycopg
+
+        try:
+            return fn(db, *args, **kwargs)
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+            problem = timeout_problem(exc, db)
+            if problem is None:  # pragma: no cover - both classes are mapped
+                raise
+            raise problem from None
+
+    return wrapper
+
+
 # --------------------------------------------------------------------------- server, extensions
 
 SERVER_INFO_SQL = """
@@ -378,6 +442,7 @@ SELECT current_setting('server_version') AS version,
 """
 
 
+@_bounded
 def server_info(db: Session | None) -> dict[str, Any]:
     """Version, limits, privileges and the settings the checks need (one row as a dict)."""
     return _need(db).rows(SERVER_INFO_SQL)[0]
@@ -389,6 +454,7 @@ FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 """
 
 
+@_bounded
 def extensions(db: Session | None) -> dict[str, dict[str, str]]:
     """Installed extensions of the current database: name → {version, schema}."""
     return {r["name"]: {"version": r["version"], "schema": r["schema"]} for r in _need(db).rows(EXTENSIONS_SQL)}
@@ -454,6 +520,7 @@ PGSS_INFO_SQL = "SELECT dealloc, stats_reset FROM {schema}.pg_stat_statements_in
 INSUFFICIENT = "<insufficient privilege>"
 
 
+@_bounded
 def statements(db: Session | None, limit: int = 500) -> pd.DataFrame:
     """The top statements of the current database by total time (see :func:`statements_sql`).
 
@@ -525,6 +592,7 @@ ORDER BY s.seq_tup_read DESC
 """
 
 
+@_bounded
 def table_stats(db: Session | None) -> pd.DataFrame:
     """pg_stat_user_tables with reloptions (autovacuum_enabled=...) and sizes, one row per table."""
     frame = _need(db).query(TABLE_STATS_SQL)
@@ -546,6 +614,7 @@ ORDER BY s.idx_scan ASC, pg_relation_size(s.indexrelid) DESC
 """
 
 
+@_bounded
 def index_stats(db: Session | None) -> pd.DataFrame:
     """pg_stat_user_indexes with uniqueness, constraint use, size and definition."""
     frame = _need(db).query(INDEX_STATS_SQL)
@@ -571,6 +640,7 @@ ORDER BY a.query_start NULLS LAST
 """
 
 
+@_bounded
 def activity(db: Session | None) -> pd.DataFrame:
     """pg_stat_activity (every backend but perfbook's own), ages in seconds, blocking pids."""
     frame = _need(db).query(ACTIVITY_SQL)
@@ -592,6 +662,7 @@ def _param_count(query: str) -> int:
         return max((int(m) for m in re.findall(r"\$(\d+)", query)), default=0)
 
 
+@_bounded
 def explain(db: Session | None, query: str) -> dict[str, Any]:
     """Plain ``EXPLAIN (FORMAT JSON)`` of one SELECT; never runs it.
 
@@ -640,6 +711,7 @@ def is_single_select(query: str) -> bool:
     return True
 
 
+@_bounded
 def explain_analyze(db: Session | None, query: str, params: Any = None) -> dict[str, Any]:
     """``EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)`` of a single SELECT: it *runs* the query.
 
@@ -663,6 +735,7 @@ def explain_analyze(db: Session | None, query: str, params: Any = None) -> dict[
     return plan[0]["Plan"] | {"Execution Time": plan[0].get("Execution Time")}
 
 
+@_bounded
 def explain_analyze_top(db: Session | None, candidates: pd.DataFrame, enabled: bool = False,
                         limit: int = 5) -> pd.DataFrame:
     """:func:`explain_analyze` of up to ``limit`` candidate statements, only when
@@ -691,12 +764,15 @@ def explain_analyze_top(db: Session | None, candidates: pd.DataFrame, enabled: b
                 row.update(execution_ms=plan.get("Execution Time"), node=plan.get("Node Type"),
                            actual_rows=plan.get("Actual Rows"), shared_hit=plan.get("Shared Hit Blocks"),
                            shared_read=plan.get("Shared Read Blocks"))
+            except StatementTimeout as exc:
+                row["skipped"] = f"timed out: {exc.reason[:160]}"
             except psycopg.Error as exc:
                 row["skipped"] = f"{type(exc).__name__}: {str(exc).strip()[:160]}"
         rows.append(row)
     return pd.DataFrame(rows, columns=cols)
 
 
+@_bounded
 def hypothetical_index_cost(db: Session | None, query: str, create_index: str) -> dict[str, float]:
     """The planner's estimated total cost of ``query`` without and with a hypothetical
     index (hypopg; dexter's check). ``create_index`` is a ``CREATE INDEX ... ON t (...)``
@@ -716,6 +792,7 @@ def hypothetical_index_cost(db: Session | None, query: str, create_index: str) -
     return {"cost_before": before, "cost_after": after}
 
 
+@_bounded
 def explain_all(db: Session | None, candidates: pd.DataFrame) -> pd.DataFrame:
     """:func:`explain` for each row (``queryid``, ``query``) of ``candidates``.
 
@@ -729,12 +806,15 @@ def explain_all(db: Session | None, candidates: pd.DataFrame) -> pd.DataFrame:
     for r in candidates.to_dict("records"):
         try:
             plan, err = explain(db, r["query"]), None
+        except StatementTimeout as exc:
+            plan, err = None, f"timed out: {exc.reason[:200]}"
         except (psycopg.Error, ReadOnlyViolation) as exc:
             plan, err = None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
         out.append({"queryid": r["queryid"], "query": r["query"], "plan": plan, "error": err})
     return pd.DataFrame(out, columns=["queryid", "query", "plan", "error"])
 
 
+@_bounded
 def verify_with_hypopg(db: Session | None, suggestions: Iterable[Any]) -> dict | None:
     """Planner cost without/with each suggested index, as hypothetical indexes (hypopg):
     ``{(queryid, table): {"cost_before", "cost_after"}}``; ``None`` when the hypopg
@@ -748,6 +828,8 @@ def verify_with_hypopg(db: Session | None, suggestions: Iterable[Any]) -> dict |
     for s in suggestions:
         try:
             out[(s.queryid, s.table)] = hypothetical_index_cost(db, s.query, s.create_index)
+        except StatementTimeout as exc:
+            out[(s.queryid, s.table)] = {"cost_before": None, "cost_after": None, "error": f"timed out: {exc.reason[:200]}"}
         except psycopg.Error as exc:
             out[(s.queryid, s.table)] = {"cost_before": None, "cost_after": None, "error": str(exc)[:200]}
     return out

@@ -2,7 +2,11 @@
 
 I/O only. Each reader yields one :class:`Statement` per executed statement, reading the
 file line by line (memory does not grow with the file; ``.gz`` files are read through
-gzip). The analysis (fingerprints, N+1 runs) is :mod:`perfbook.checks.querylog`.
+gzip). The analysis (fingerprints, N+1 runs) is :mod:`perfbook.checks.querylog`. A file
+that is missing raises :class:`~perfbook.sources.SourceUnreachable` when opened; one that
+dies under the reader (truncated in place by log rotation, a read error, a ``.gz`` that
+ends early) raises it when the reader gets there, so part of a log never passes for all
+of it (:func:`_lines`).
 
 PostgreSQL (``log_min_duration_statement = 0``, stderr format, any ``log_line_prefix``
 that has ``%c`` or ``%p``): records are grouped and split into prefix, severity and
@@ -27,7 +31,9 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import re
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, NamedTuple
@@ -62,6 +68,41 @@ def _open(path: str | Path) -> io.TextIOBase:
         raise SourceUnreachable(SOURCE, str(p), "is a directory, not a log file") from None
     except PermissionError:
         raise SourceUnreachable(SOURCE, str(p), "permission denied (run as a user who can read the log)") from None
+
+
+def _lines(f: io.TextIOBase, path: str | Path) -> Iterator[str]:
+    """The lines of an open log, guarded against the file dying under the reader.
+
+    A read error (EIO on a failing disk or a lost network mount, a ``.gz`` that ends
+    early) raises :class:`SourceUnreachable`. So does a file that shrank while it was read
+    (truncated in place, e.g. logrotate's ``copytruncate``) before the reader got to the
+    size it had when opened: the reads after the truncation end early and silently, and the
+    statements never read must not pass for a clean log. A file renamed away by rotation
+    while open is read to its end (the descriptor keeps it), so it is complete as of its
+    opening; a file that grows meanwhile (the server still logging) is fine too.
+    """
+    try:
+        fd = f.fileno()
+        st = os.fstat(fd)
+        regular, opened_size = stat.S_ISREG(st.st_mode), st.st_size
+    except (OSError, AttributeError, io.UnsupportedOperation):  # not a file on disk: nothing to compare
+        fd, regular, opened_size = -1, False, 0
+    try:
+        yield from f
+    except EOFError:  # gzip: "Compressed file ended before the end-of-stream marker was reached"
+        raise SourceUnreachable(SOURCE, str(path), "the compressed file ends early (truncated or still being "
+                                                   "written): its statements could not all be read") from None
+    except OSError as exc:
+        raise SourceUnreachable(SOURCE, str(path), f"read failed: {exc.strerror or exc}; its statements could "
+                                                   f"not all be read") from None
+    if not regular:  # a pipe (process substitution) has no size to compare with
+        return
+    position, size = os.lseek(fd, 0, os.SEEK_CUR), os.fstat(fd).st_size
+    if size < position and position < opened_size:
+        raise SourceUnreachable(SOURCE, str(path),
+                                f"the file was truncated while being read (from {opened_size:,} to {size:,} bytes, "
+                                f"after {position:,} bytes were read; log rotation with copytruncate?): the rest of "
+                                f"its statements could not be read; point the params at the rotated copy or re-run")
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -137,7 +178,7 @@ def read_postgres_log(path: str | Path, prefix: str = DEFAULT_PREFIX, since: dat
     key = "session" if prefix_parser.has_session else "pid"
     with _open(path) as f:
         parser = LogParser(prefix_parser, filters=_StatementsOnly())
-        for rec in parser.parse(f):
+        for rec in parser.parse(_lines(f, path)):
             if isinstance(rec, UnknownData):
                 continue
             d = rec.__dict__
@@ -191,7 +232,7 @@ def read_prisma_log(path: str | Path, since: datetime | None = None,
     name = str(path)
     lo, hi = _window(since, until)
     with _open(path) as f:
-        for line in f:
+        for line in _lines(f, path):
             if "prisma:query" in line:
                 m = _PRISMA.search(line)
                 if not m:

@@ -56,8 +56,9 @@ def _call(url: str, fn):
 def _reason(exc: Exception) -> str:
     text = str(exc)
     # redis-py puts host:port in its messages; the target already says where.
-    for phrase in ("Connection refused", "Timeout", "timed out", "Name or service not known",
-                   "Authentication required", "invalid password", "WRONGPASS", "NOAUTH", "NOPERM"):
+    for phrase in ("Connection refused", "Connection reset", "Connection closed by server", "Timeout", "timed out",
+                   "Name or service not known", "Authentication required", "invalid password", "WRONGPASS", "NOAUTH",
+                   "NOPERM"):
         if phrase.lower() in text.lower():
             return phrase
     return f"{type(exc).__name__}: {text[:200]}"
