@@ -343,3 +343,13 @@ def test_safe_dsn_drops_credentials():
         "postgresql://db.internal:6543/shop"
     assert P.safe_dsn("host=db user=app password=s3cret dbname=shop") == "postgresql://db:5432/shop"
     assert "s3cret" not in P.safe_dsn("postgresql://app:s3cret@")
+
+
+def test_large_results_ok_says_what_it_could_not_check_without_table_sizes():
+    stmts = pd.DataFrame([{"queryid": 1, "query": "SELECT id, name FROM products", "calls": 50, "rows": 50 * 300,
+                           "rows_per_call": 300.0, "total_ms": 100.0, "mean_ms": 2.0}])
+    _, with_sizes = D.large_results(stmts, pd.DataFrame([{"table": "products", "n_live_tup": 500}]))
+    _, without = D.large_results(stmts, None)
+    assert [f.severity for f in with_sizes] == [f.severity for f in without] == ["ok"]
+    assert with_sizes[0].evidence["table_sizes_known"] and "not checked" not in with_sizes[0].title
+    assert not without[0].evidence["table_sizes_known"] and "not checked" in without[0].title

@@ -859,7 +859,9 @@ def large_results(stmts: pd.DataFrame, tables: pd.DataFrame | None = None, max_r
     """Statements returning many rows per call (``settings.database.large_result_rows``,
     1000 by default; critical from 10×), or SELECTs with no LIMIT and no WHERE on a
     table of ≥ ``min_rows_table`` rows returning ≥ 100 rows per call. Called at least
-    ``min_calls`` times (one-off exports and warm-ups are not the runbook's concern)."""
+    ``min_calls`` times (one-off exports and warm-ups are not the runbook's concern).
+    Without ``tables`` (pg_stat_user_tables unreadable) the second part cannot be judged,
+    and an ``ok`` finding says so."""
     q = _queries(stmts)
     cols = ["query", "calls", "rows_per_call", "mean_ms", "has_limit", "tables"]
     if q.empty:
@@ -890,11 +892,15 @@ def large_results(stmts: pd.DataFrame, tables: pd.DataFrame | None = None, max_r
                       "threshold_rows": max_rows},
             recommendation=pagination_fix(table or "items", sh)))
     if not found:
+        sizes_known = tables is not None and not tables.empty
         found.append(Finding("db.large_result", "ok",
-                             f"No statement returns more than {max_rows} rows per call",
+                             f"No statement returns more than {max_rows} rows per call"
+                             + ("" if sizes_known else " (table sizes unknown: SELECTs without LIMIT on large "
+                                                       "tables not checked)"),
                              subject="pg_stat_statements",
                              evidence={"statements": len(q), "threshold_rows": max_rows,
-                                       "max_rows_per_call": float(q["rows_per_call"].max())}))
+                                       "max_rows_per_call": float(q["rows_per_call"].max()),
+                                       "table_sizes_known": sizes_known}))
     return pd.DataFrame(rows, columns=cols), found
 
 
