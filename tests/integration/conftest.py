@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class DemoRun:
     params_path: Path
     env: dict
     run_dir: Path | None = None
+    traffic_until: float = 0.0       # epoch seconds: the driven traffic ended (the batch came after)
     exit_code: int | None = None
     stdout: str = ""
     stderr: str = ""
@@ -78,7 +80,7 @@ def _demo_run(scenario: str, tmp_path_factory) -> DemoRun:
         arm_alert_rules(stack)
         stack.drive(TRAFFIC_S)
         params = write_demo_params(stack, base / "params.yaml")
-        run = DemoRun(scenario, stack, params, stack.env())
+        run = DemoRun(scenario, stack, params, stack.env(), traffic_until=time.time())
         res = subprocess.run([sys.executable, "-m", "perfbook.cli", "batch", "-p", str(params), "--outputs",
                               str(base / "out"), "--incident", f"test-{scenario}", "--timeout", "400"],
                              capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, **run.env), timeout=900)

@@ -1,17 +1,18 @@
 """The demo stack against its raw sources.
 
-Starts real services on 127.0.0.1: PostgreSQL 15 (pg_stat_statements, seeded from the
-cache), Prometheus scraping every second, the AI-API stand-in and two demo-service
-instances. One ``incident`` stack (every fault) and one ``healthy`` stack, each driven
-with ~20-25 s of traffic, then each fault's evidence is looked for where production
-would show it: pg_stat_statements, pg_stat_user_tables, PromQL, /metrics, response
-headers, the PostgreSQL log. Finally each stack must stop without leaving a process, a
-port or its state folder behind.
+Uses the shared session stacks of conftest.py (``incident_run``, ``healthy_run``: PostgreSQL
+15 with pg_stat_statements seeded from the cache, Prometheus scraping every second, the
+AI-API stand-in and two demo-service instances, driven with 40 s of traffic, then diagnosed
+by a batch) and looks for each fault's evidence where production would show it:
+pg_stat_statements, pg_stat_user_tables, PromQL, /metrics, response headers, the PostgreSQL
+log. PromQL is evaluated at the end of the driven traffic (``time=``), so what the batch's
+own probes and load test sent later does not count. Two more stacks (no traffic) are
+started and must stop without leaving a process, a port or their state folder behind.
 """
 from __future__ import annotations
 
 import re
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -43,9 +44,20 @@ LIST_JOIN_LIKE = "%JOIN categories c ON c.id = p.category_id%WHERE p.category_id
 
 
 # -- raw sources -------------------------------------------------------------------
-def promql(stack: Stack, query: str) -> dict[str, float]:
-    """Instant query; {instance (or the whole label set): value}."""
-    r = requests.get(f"{stack.prometheus_url}/api/v1/query", params={"query": query}, timeout=10)
+@dataclass
+class Evidence:
+    """A session stack, with the time its driven traffic ended (PromQL is evaluated then)."""
+    stack: Stack
+    at: float
+
+    def __getattr__(self, name):
+        return getattr(self.stack, name)
+
+
+def promql(stack: Evidence, query: str) -> dict[str, float]:
+    """Instant query at the end of the traffic; {instance (or the whole label set): value}."""
+    r = requests.get(f"{stack.prometheus_url}/api/v1/query", params={"query": query, "time": stack.at},
+                     timeout=10)
     r.raise_for_status()
     out = {}
     for row in r.json()["data"]["result"]:
@@ -87,12 +99,6 @@ def scrape(url: str) -> set[str]:
     return names
 
 
-def _drive(stack: Stack, seconds: float) -> None:
-    stats = stack.drive(seconds)
-    print(f"\n{stack.scenario.name}: start {stack.timings}; traffic {stats.summary()}")
-    time.sleep(2.5)  # let Prometheus take its last scrapes
-
-
 def _assert_stops_cleanly(stack: Stack, stopper) -> None:
     pids = {n: p for n, p in stack.procs.items()}
     ports = list(stack.ports.values())
@@ -119,15 +125,9 @@ def _assert_stops_cleanly(stack: Stack, stopper) -> None:
 
 
 # -- incident: every fault --------------------------------------------------------
-@pytest.fixture(scope="class")
-def incident():
-    stack = Stack("incident", instances=2)
-    stack.start()
-    try:
-        _drive(stack, 25)
-        yield stack
-    finally:
-        stack.stop()
+@pytest.fixture(scope="module")
+def incident(incident_run):
+    return Evidence(incident_run.stack, incident_run.traffic_until + 2)  # + the last scrapes
 
 
 @pytest.mark.usefixtures("incident")
@@ -250,20 +250,11 @@ class TestIncidentStack:
         assert requests.get(t["external_health_urls"]["ai-api"], timeout=5).status_code in (200, 503)
         assert params["window"]["since"] < params["window"]["until"]
 
-    def test_zz_incident_stack_stops_cleanly(self, incident):
-        _assert_stops_cleanly(incident, incident.stop)
-
 
 # -- healthy: no fault -----------------------------------------------------------
-@pytest.fixture(scope="class")
-def healthy():
-    stack = Stack("healthy", instances=2)
-    stack.start()
-    try:
-        _drive(stack, 20)
-        yield stack
-    finally:
-        stack.stop()
+@pytest.fixture(scope="module")
+def healthy(healthy_run):
+    return Evidence(healthy_run.stack, healthy_run.traffic_until + 2)
 
 
 @pytest.mark.usefixtures("healthy")
@@ -313,6 +304,20 @@ class TestHealthyStack:
         assert "RateLimit-Limit" in r.headers
         assert requests.get(f"{healthy.external_url}/health", timeout=5).status_code == 200
 
-    def test_zz_healthy_stack_stops_cleanly_from_its_saved_state(self, healthy):
-        # as `perfbook demo stop` does it from another process: PIDs from stack.json
-        _assert_stops_cleanly(healthy, lambda: Stack.load_state(healthy.state_file).stop())
+
+
+# -- start and stop ----------------------------------------------------------------
+def test_incident_stack_stops_cleanly():
+    stack = Stack("incident", instances=2)
+    stack.start()
+    try:
+        assert requests.get(f"{stack.service_urls[1]}/health", timeout=5).status_code == 200
+    finally:
+        _assert_stops_cleanly(stack, stack.stop)
+
+
+def test_healthy_stack_stops_cleanly_from_its_saved_state():
+    # as `perfbook demo stop` does it from another process: PIDs from stack.json
+    stack = Stack("healthy", instances=2)
+    stack.start()
+    _assert_stops_cleanly(stack, lambda: Stack.load_state(stack.state_file).stop())

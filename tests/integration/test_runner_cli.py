@@ -153,7 +153,7 @@ def test_failing_and_hanging_notebooks_do_not_stop_the_others(tmp_path, server):
         nbformat.write(nb, str(nbdir / f"{name}.ipynb"))
     params = write_params(tmp_path / "p.yaml", server.server_port)
     t0 = time.monotonic()
-    res = run(["batch", "-p", str(params), "--outputs", str(tmp_path / "out"), "--timeout", "20", "--jobs", "3"],
+    res = run(["batch", "-p", str(params), "--outputs", str(tmp_path / "out"), "--timeout", "10", "--jobs", "3"],
               env={"PERFBOOK_NOTEBOOKS": str(nbdir)})
     assert time.monotonic() - t0 < 120
     assert res.returncode == 3, res.stderr
