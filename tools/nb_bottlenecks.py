@@ -36,6 +36,8 @@ healthy service."""),
     wm = src.open_window(ctx)
 with pb.check(ctx, "metrics source (fallback to /metrics)"):
     wm = wm or src.snapshot_fallback(ctx)
+if wm:  # one instance's /metrics down of several: the others are read, the dead one said
+    pb.emit_unreachable(ctx, wm.new_dead(), "metrics source")
 pb.note(f"Metrics: {wm.basis}." if wm else "No metrics source answered or none is in the params "
         "(targets.prometheus, targets.metrics_urls): only the profile steps can run.")"""),
 ("md", """## 1. Application performance — which endpoints are slow, and which take the time
@@ -63,6 +65,7 @@ window: the route that rises and falls with CPU is the first suspect for the hot
 ("code", """if wm:
     with pb.check(ctx, "CPU saturation"):
         cpu = src.cpu_percent(wm, p)
+        pb.emit_unreachable(ctx, wm.new_dead())
         busy, rate = src.route_series(wm, p)
         correlated = resources.cpu_route_correlation(cpu, busy, rate, m.method_label, m.route_label)
         table, found = resources.cpu_saturation(cpu, th.cpu_percent, d.sustained_quantile, correlated=correlated,

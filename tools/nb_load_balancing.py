@@ -30,6 +30,7 @@ single thread sees it), peak resident memory, p95 latency, and requests in fligh
 (`http_connections_active`, or request rate × mean latency by Little's law)."""),
 ("code", """with pb.check(ctx, "per-instance load"):
     series = balance.instance_series(wm, ctx.params.metrics)
+    pb.emit_unreachable(ctx, wm.new_dead())   # snapshot mode: a metrics URL of several that did not answer
     summary = balance.instance_summary(series, ctx.params.targets.memory_limit_bytes())
     pb.table(summary, f"Per instance over the window — {wm.basis}")
     display(plots.instances_over_time(series, ("rps", "cpu", "p95")) or plots.instance_bars(summary))

@@ -42,6 +42,8 @@ healthy service."""),
     wm = src.open_window(ctx)
 with pb.check(ctx, "metrics source (fallback to /metrics)"):
     wm = wm or src.snapshot_fallback(ctx)
+if wm:  # one instance's /metrics down of several: the others are read, the dead one said
+    pb.emit_unreachable(ctx, wm.new_dead(), "metrics source")
 pb.note(f"Metrics: {wm.basis}." if wm else "No metrics source answered or none is in the params "
         "(targets.prometheus, targets.metrics_urls): only the response-time probes run.")"""),
 ("md", """## 1. Response time per endpoint — from the service's histogram
@@ -91,7 +93,8 @@ warning 70 %, critical 85 %."""),
         table, found = resources.cpu_saturation(src.cpu_percent(wm, p), p.thresholds.cpu_percent, d.sustained_quantile,
                                                 min_hold_s=d.sustained_for)
         pb.table(table, "CPU % per instance")
-        pb.emit(ctx, found)"""),
+        pb.emit(ctx, found)
+        pb.emit_unreachable(ctx, wm.new_dead())"""),
 ("md", """## 5. Memory
 
 Peak memory over the window against the limit: RSS over `targets.memory_limit` when the params give it, else

@@ -189,6 +189,31 @@ def emit(ctx: Context, *findings: Finding | Iterable[Finding]) -> list[Finding]:
     return flat
 
 
+def unreachable_finding(exc: Any, name: str, part: str = "") -> Finding:
+    """The ``source.unreachable`` finding for a source that did not answer (or answered
+    with an error) while check ``name`` needed it; ``part``: what of the check still ran."""
+    from .sources import SourceUnreachable
+
+    what = "unreachable" if isinstance(exc, SourceUnreachable) else "answered with an error"
+    return Finding(
+        "source.unreachable", "error",
+        f"{exc.source} {what}: '{name}' could not be checked" + (f" {part}" if part else ""),
+        subject=exc.source,
+        evidence={"target": exc.target, "reason": exc.reason, "check": name},
+        recommendation=f"Check that {exc.source} at {exc.target} is up and reachable from here, "
+                       f"and the params file points at it; then re-run this section.",
+        check=name)
+
+
+def emit_unreachable(ctx: Context, problems: Iterable[Any], name: str | None = None) -> None:
+    """One ``source.unreachable`` finding per source that did not answer while the check went
+    on with the others (e.g. one instance's /metrics of several): the check's findings
+    cover only the sources that answered."""
+    name = name or ctx._current_check or ctx.section
+    for exc in problems:
+        emit(ctx, unreachable_finding(exc, name, f"for {exc.target} (the other sources were)"))
+
+
 @contextmanager
 def check(ctx: Context, name: str) -> Iterator[None]:
     """Run a check; a dead source or an exception becomes an error finding, never a crash."""
@@ -198,16 +223,7 @@ def check(ctx: Context, name: str) -> Iterator[None]:
     try:
         yield
     except (SourceUnreachable, SourceError) as exc:
-        unreachable = isinstance(exc, SourceUnreachable)
-        emit(ctx, Finding(
-            "source.unreachable", "error",
-            f"{exc.source} {'unreachable' if unreachable else 'answered with an error'}: "
-            f"'{name}' could not be checked",
-            subject=exc.source,
-            evidence={"target": exc.target, "reason": exc.reason, "check": name},
-            recommendation=f"Check that {exc.source} at {exc.target} is up and reachable from here, "
-                           f"and the params file points at it; then re-run this section.",
-            check=name))
+        emit(ctx, unreachable_finding(exc, name))
     except Exception as exc:  # noqa: BLE001 - a check must never take the report down
         tb = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3)
         emit(ctx, Finding(

@@ -360,6 +360,35 @@ def test_metrics_endpoint_dies_mid_batch(stack, tmp_path):
     assert not [f for f in r.findings if f["section"] == "bottlenecks" and f["severity"] == "ok"], r.summary
 
 
+def test_one_instance_of_two_down_in_snapshot_mode(stack, tmp_path):
+    # Snapshot mode with two metrics URLs, the second instance dead before the batch (a free
+    # port nothing listens on): every check reads the live instance, and each section names the
+    # dead one once — neither all checks lost nor the dead instance silently left out.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/metrics"
+    live = f"{stack.service_urls[0]}/metrics"
+    live_instance = stack.service_urls[0].split("//")[1]
+    sections = ["quick-diagnostics", "bottlenecks", "load-balancing"]
+    params = write_params(tmp_path / "p.yaml", "one-down", {"base_url": stack.service_urls[0], "metrics_urls": [live, dead]},
+                          {"probes": {"count": 3, "timeout": "2s", "retries": 0}, "diagnostics": {"snapshot_interval": "1s"}})
+    res, took = perfbook(["batch", "-p", str(params), "--sections", ",".join(sections)], tmp_path)
+    assert took < TIMEOUT, f"batch took {took:.0f} s"
+    assert res.returncode == 1, (res.stdout[-2000:], res.stderr[-2000:])
+    r = Report(res, sections)
+    r.assert_rendered()
+    for section in sections:
+        dead_found = [f for f in r.findings if f["section"] == section and f["code"] == "source.unreachable"]
+        assert [(f["severity"], f["subject"], f["evidence"]["target"]) for f in dead_found] == \
+            [("error", "metrics", dead)], (section, r.summary)
+        assert "the other sources were" in dead_found[0]["title"]
+    for section in ("quick-diagnostics", "bottlenecks"):
+        cpu = [f for f in r.findings if f["section"] == section and f["code"] == "cpu.saturation"]
+        assert cpu and cpu[0]["severity"] == "ok" and cpu[0]["evidence"]["instance"] == live_instance, r.summary
+    # load balancing judged what it could see: one instance answered
+    assert [f for f in r.findings if f["section"] == "load-balancing" and f["code"] == "balance.uneven"], r.summary
+
+
 # --------------------------------------------------------------------------- Redis
 
 

@@ -15,6 +15,7 @@ from perfbook.checks import resources as r
 from perfbook.params import Level, Params
 from perfbook.sources import prometheus as prom
 from perfbook.sources.window_metrics import WindowMetrics
+from perfbook.sources import SourceUnreachable
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "promclient"
 T0 = pd.Timestamp("2025-11-01T10:00:00Z")
@@ -301,6 +302,35 @@ def test_snapshot_mode_rates_come_from_two_scrapes():
         assert wm.scrape()["value"][wm.scrape()["metric"] == "nodejs_eventloop_lag_seconds"].iloc[0] == \
             pytest.approx(0.054217179)  # gauges now read from the second scrape
         assert wm.rate_series("process_cpu_seconds_total", ["instance"]) is None
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_snapshot_mode_reads_the_instances_that_answer_and_names_the_dead_one():
+    # one instance's /metrics down of two: the other's numbers, and the dead URL said once
+    import socket
+
+    before = (FIX / "metrics.txt").read_bytes()
+    _Sequence.bodies = [before, before, (FIX / "metrics.after.txt").read_bytes()]  # scrape, then the two rounds
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Sequence)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]          # released: nothing listens there
+    try:
+        live, dead = f"http://127.0.0.1:{srv.server_port}/metrics", f"http://127.0.0.1:{dead_port}/metrics"
+        wm = WindowMetrics(Params(service="t", targets={"metrics_urls": [dead, live]}), T0, T0 + pd.Timedelta(minutes=5))
+        assert set(wm.scrape()["instance"]) == {f"127.0.0.1:{srv.server_port}"}
+        told = wm.new_dead()
+        assert [(e.source, e.target) for e in told] == [("metrics", dead)] and "refused" in told[0].reason.lower()
+        cpu = wm.snapshot_rates("process_cpu_seconds_total", ["instance"], interval_s=0.3)
+        assert list(cpu["instance"]) == [f"127.0.0.1:{srv.server_port}"] and cpu["value"].iloc[0] > 0
+        assert wm.new_dead() == []              # told once, not at every round
+
+        gone = WindowMetrics(Params(service="t", targets={"metrics_urls": [dead]}), T0, T0 + pd.Timedelta(minutes=5))
+        with pytest.raises(SourceUnreachable):  # none answered: the check cannot run at all
+            gone.scrape()
     finally:
         srv.shutdown()
         srv.server_close()

@@ -21,6 +21,7 @@ come back as ``None``. :attr:`WindowMetrics.basis` says which of the two a numbe
 from __future__ import annotations
 
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Iterable, Mapping
@@ -84,6 +85,9 @@ class WindowMetrics:
         self._scraped: pd.DataFrame | None = None
         self._scrape_pair: tuple[pd.DataFrame, pd.DataFrame] | None = None  # snapshot_rates()
         self._scrape_timeout = scrape_timeout
+        #: snapshot mode: the metrics URLs that did not answer (one error each, in order)
+        self.dead: list[SourceProblem] = []
+        self._dead_told = 0
         p = params.targets.prometheus
         if client is not None or p is not None:
             self.mode = "prometheus"
@@ -119,11 +123,37 @@ class WindowMetrics:
             raise SourceUnreachable("metrics", "(none configured)",
                                     "the params file names neither targets.prometheus nor targets.metrics_urls")
         if self._scraped is None:
-            urls = list(self.params.targets.metrics_urls)
-            with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
-                frames = list(pool.map(lambda u: prom.scrape(u, self._scrape_timeout), urls))
-            self._scraped = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+            self._scraped = self._scrape_all()
         return self._scraped
+
+    def _scrape_all(self) -> pd.DataFrame:
+        """One round: every metrics URL scraped concurrently. One instance down of several
+        is the usual bad day: the answers of the others are returned and each URL that did
+        not answer is kept in :attr:`dead` (once); only when none answered does this raise
+        (the first URL's error)."""
+        urls = list(self.params.targets.metrics_urls)
+
+        def one(url: str) -> pd.DataFrame | SourceProblem:
+            try:
+                return prom.scrape(url, self._scrape_timeout)
+            except SourceProblem as exc:      # unreachable, or an error answer
+                return exc
+
+        with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
+            results = list(pool.map(one, urls))
+        failed = [r for r in results if isinstance(r, SourceProblem)]
+        known = {e.target for e in self.dead}
+        self.dead.extend(e for e in failed if e.target not in known)
+        frames = [r for r in results if not isinstance(r, SourceProblem)]
+        if not frames:
+            raise failed[0]
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+    def new_dead(self) -> list[SourceProblem]:
+        """The metrics URLs found dead since the last call (each is told once)."""
+        out = self.dead[self._dead_told:]
+        self._dead_told = len(self.dead)
+        return out
 
     def _snapshot(self, metric: str, by: list[str], match: Mapping[str, str] | None) -> pd.DataFrame:
         df = self.scrape()
@@ -195,9 +225,11 @@ class WindowMetrics:
         if self.mode != "snapshot":
             return None
         by = list(by)
-        if self._scrape_pair is None:
-            before, after = prom.scrape_twice(list(self.params.targets.metrics_urls), interval_s,
-                                              self._scrape_timeout)
+        if self._scrape_pair is None:    # two rounds, the second interval_s after the first began
+            started = time.monotonic()
+            before = self._scrape_all()
+            time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
+            after = self._scrape_all()
             self._scrape_pair = (after, prom.rates(before, after))
             self._scraped = after
         rates = self._scrape_pair[1]
