@@ -46,6 +46,14 @@ if wm:  # one instance's /metrics down of several: the others are read, the dead
     pb.emit_unreachable(ctx, wm.new_dead(), "metrics source")
 pb.note(f"Metrics: {wm.basis}." if wm else "No metrics source answered or none is in the params "
         "(targets.prometheus, targets.metrics_urls): only the response-time probes run.")"""),
+("md", """**Instances up.** The runbook's `flyctl status`, from Prometheus: an instance whose scrapes failed
+(`up == 0`) in the window was down or unreachable — critical when still down at the end, warning when it came
+back. Its own numbers below cover only the time it answered; the others carried its traffic."""),
+("code", """if wm and wm.mode == "prometheus":
+    with pb.check(ctx, "instances up"):
+        table, found = resources.instances_down(src.gauge(wm, p, "up"))
+        pb.table(table, "Scrapes per instance in the window (Prometheus up)")
+        pb.emit(ctx, found)"""),
 ("md", """## 1. Response time per endpoint — from the service's histogram
 
 The runbook's `curl /metrics | grep http_request_duration`, done properly: p50/p95/p99 per route from

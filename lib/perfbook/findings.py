@@ -55,6 +55,8 @@ CODES: dict[str, Code] = {
                             "Issue 1 §3 Memory Bottleneck"),
     "memory.growth": Code("Memory grows steadily across the window: leak suspected.",
                           "Issue 1 §3 Memory Bottleneck (Memory Leaks)"),
+    "instance.down": Code("An instance stopped answering its scrapes (Prometheus up == 0) in the window.",
+                          "Quick Diagnostics (flyctl status)"),
     "eventloop.lag": Code("Event-loop lag is at or above the Warning/Critical level.",
                           "Performance Baselines / Issue 1 §2 (Synchronous Operations)"),
     "db.connections": Code("Database connections (pool or server) are near their limit.",

@@ -4,7 +4,7 @@ Uses the shared session runs ``incident_run`` / ``healthy_run`` (tests/integrati
 conftest.py: a private PostgreSQL with pg_stat_statements, a Prometheus server, two
 demo-service instances and the external-API stand-in on 127.0.0.1, traffic driven, then
 ``perfbook batch`` through papermill). The scale-out test starts its own two-instance
-``cpu_saturation`` stack, the scale-in test a four-instance healthy one; the allow-list test needs no stack: a listener on a loopback
+``cpu_saturation`` stack, the scale-in and instance-down tests a four-instance healthy one; the allow-list test needs no stack: a listener on a loopback
 alias that is not on the allow-list counts connections.
 """
 from __future__ import annotations
@@ -134,15 +134,21 @@ def test_scaling_recommends_scale_out_at_the_runbooks_70_percent(tmp_path):
     assert [f["severity"] for f in findings if f["code"] == "scaling.scale_in"] == ["ok"]
 
 
-def test_scaling_recommends_scale_in_when_over_provisioned(tmp_path):
-    """Starts a healthy stack of four instances and drives light traffic: every instance
-    far under 20 % CPU, every endpoint well within target, more instances than the
-    runbook's minimum of 2 — scale in to 2, one step at a time."""
+@pytest.fixture(scope="module")
+def four_instances(tmp_path_factory):
+    """A healthy stack of four instances (over-provisioned for the demo's traffic)."""
     from perfbook.demo.stack import Stack
 
-    with Stack("healthy", state_dir=tmp_path / "stack", instances=4) as stack:
-        # idle is idle from the start: no need to wait for the rate() range to fill
-        cpu, findings = _scaling_on(stack, tmp_path, 25, settle_s=10, workers=2, think_time=0.3)
+    with Stack("healthy", state_dir=tmp_path_factory.mktemp("four") / "stack", instances=4) as stack:
+        yield stack
+
+
+def test_scaling_recommends_scale_in_when_over_provisioned(four_instances, tmp_path):
+    """Light traffic on four healthy instances: every instance far under 20 % CPU, every
+    endpoint well within target, more instances than the runbook's minimum of 2 — scale
+    in to 2, one step at a time."""
+    # idle is idle from the start: no need to wait for the rate() range to fill
+    cpu, findings = _scaling_on(four_instances, tmp_path, 25, settle_s=10, workers=2, think_time=0.3)
     assert len(cpu) == 4 and max(cpu.values()) < 20, cpu
     scale_in = [f for f in findings if f["code"] == "scaling.scale_in"]
     assert [f["severity"] for f in scale_in] == ["info"], findings
@@ -150,6 +156,33 @@ def test_scaling_recommends_scale_in_when_over_provisioned(tmp_path):
     assert ev["instances"] == 4 and ev["scale_to"] == 2, ev
     assert "flyctl scale count 2 --app demo-api" in scale_in[0]["recommendation"]
     assert [f["severity"] for f in findings if f["code"] == "scaling.scale_out"] == ["ok"]
+
+
+def test_an_instance_that_dies_is_named_down(four_instances, tmp_path):
+    """api-4 is killed (SIGKILL, a crash) in the middle of the traffic: quick diagnostics says
+    instance.down, critical (still down at the end of the window), for api-4 alone, and
+    points to the load-balancing section."""
+    import signal
+
+    from perfbook.demo import traffic
+    from perfbook.demo_cli import write_demo_params
+
+    stack = four_instances
+    t0 = time.time()
+    stack.drive(6, workers=2, think_time=0.2)
+    os.kill(stack.procs["api-4"].pid, signal.SIGKILL)
+    traffic.drive(stack.service_urls[:3], 6, workers=2, think_time=0.2)
+    time.sleep(3)                                   # Prometheus scrapes every second
+    params_path = write_demo_params(stack, tmp_path / "params.yaml")
+    res, findings = _cli("run", "quick-diagnostics", "-p", str(params_path), "--outputs", str(tmp_path / "out"),
+                         "--since", _iso(t0 - 10), "--until", _iso(time.time()), env=stack.env())
+    dead = _hostport(stack.service_urls[3])
+    down = [f for f in findings if f["code"] == "instance.down" and f["severity"] != "ok"]
+    assert [(f["severity"], f["subject"]) for f in down] == [("critical", dead)], findings
+    assert down[0]["evidence"]["failed_scrapes"] >= 3 and down[0]["evidence"]["down_at_end"]
+    run_dir = Path([l for l in res.stdout.splitlines() if l.startswith("Report: ")][-1][8:]).parent
+    html = (run_dir / "quick-diagnostics.html").read_text(encoding="utf-8")
+    assert "Instances up" in html and "instance down in the window" in html
 
 
 # --------------------------------------------------------------------------- load / stress test

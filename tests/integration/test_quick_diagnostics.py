@@ -76,7 +76,7 @@ def test_healthy_stack_raises_nothing(healthy_run):
     assert not [f for f in healthy_run.section(SECTION) if f["severity"] == "error"]
     codes = {f["code"] for f in healthy_run.section(SECTION)}
     assert {"latency.slo_breach", "errors.high_rate", "cpu.saturation", "memory.pressure", "eventloop.lag",
-            "db.connections"} <= codes  # every check ran and said so
+            "db.connections", "instance.down"} <= codes  # every check ran and said so
     assert compare(healthy_run.run_dir / "findings.json", "healthy", sections=[SECTION]).ok
 
 

@@ -376,3 +376,34 @@ def test_open_next_points_where_the_evidence_does():
     assert "50% of request time is in DB queries" in nxt.loc["database", "why"]
     assert nxt.loc["load-balancing", "why"].startswith("requests unevenly spread: a gets 80%")
     assert r.open_next([], {}).empty  # healthy: nothing to open
+
+
+# --------------------------------------------------------------------------- instances up
+
+
+def _up(values: dict[str, list[float]]) -> pd.DataFrame:
+    rows = [{"timestamp": T0 + pd.Timedelta(seconds=15 * i), "instance": k, "value": v}
+            for k, vs in values.items() for i, v in enumerate(vs)]
+    return pd.DataFrame(rows)
+
+
+def test_instance_still_down_is_critical_and_one_that_came_back_a_warning():
+    table, found = r.instances_down(_up({"a:1": [1] * 10, "b:2": [1, 1, 0, 0, 0, 1, 1, 1, 1, 1],
+                                         "c:3": [1] * 7 + [0, 0, 0]}))
+    by = {f.subject: f for f in found}
+    assert set(by) == {"b:2", "c:3"}
+    assert by["c:3"].severity == "critical" and by["c:3"].evidence["down_at_end"]
+    assert by["b:2"].severity == "warning" and by["b:2"].evidence["failed_scrapes"] == 3
+    assert by["b:2"].evidence["down_s"] == 45 and "back up since" in by["b:2"].title
+    assert "flyctl status" in by["c:3"].recommendation
+    assert list(table.sort_values("instance")["failed"]) == [0, 3, 3]
+    verdict = r.verdict_table(found)
+    assert list(verdict["area"]) == ["Instances up", "Instances up"] and list(verdict["verdict"]) == ["critical", "warning"]
+    nxt = r.open_next(found)
+    assert list(nxt["section"]) == ["load-balancing"] and nxt["severity"].iloc[0] == "critical"
+
+
+def test_every_instance_up_is_ok_and_no_series_is_no_finding():
+    _, found = r.instances_down(_up({"a:1": [1] * 5, "b:2": [1] * 5}))
+    assert [(f.severity, f.subject) for f in found] == [("ok", "all instances")]
+    assert r.instances_down(None)[1] == [] and r.instances_down(pd.DataFrame())[1] == []

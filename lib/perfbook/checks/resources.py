@@ -62,7 +62,7 @@ MIN_ERRORS = 5
 POOL_WAIT_WARNING, POOL_WAIT_CRITICAL = 0.20, 0.50
 
 #: Areas of the verdict table, by finding code, in the runbook's order.
-AREAS = {"latency.slo_breach": "Response time", "errors.high_rate": "Error rate (5xx)",
+AREAS = {"instance.down": "Instances up", "latency.slo_breach": "Response time", "errors.high_rate": "Error rate (5xx)",
          "cpu.saturation": "CPU", "memory.pressure": "Memory", "memory.growth": "Memory growth",
          "eventloop.lag": "Event-loop lag", "db.connections": "DB connections"}
 
@@ -239,6 +239,52 @@ def moving_with_cpu(correlated: pd.DataFrame | None, min_r: float = 0.5, top: in
 def limits_by_instance(series: pd.DataFrame | None) -> dict[str, float]:
     """Per instance, the largest value of a limit gauge (e.g. the heap limit) in the window."""
     return {k: float(v) for k, v in _max_by_instance(series).items() if v and v > 0}
+
+
+# --------------------------------------------------------------------------- instances up
+
+DOWN_ADVICE = ("`flyctl status` and `flyctl logs -i <machine>`: did it crash (OOM: memory section), fail its health "
+               "check, or get stopped? While it is down the others carry its traffic: check their CPU and latency "
+               "here, and `flyctl machine restart <id>` if it does not come back.")
+
+
+def instances_down(up: pd.DataFrame | None) -> tuple[pd.DataFrame, list[Finding]]:
+    """``instance.down``: instances whose scrapes failed (Prometheus ``up == 0``) in the
+    window — critical when still down at its last scrape, warning when it came back. Time
+    down is the failed scrapes times the scrape interval. Nothing in snapshot mode (no
+    ``up`` series there; a metrics URL that does not answer is ``source.unreachable``)."""
+    df = _clean_series(up)
+    cols = ["instance", "scrapes", "failed", "down_s", "first_down", "last_down", "up_at_end"]
+    if df.empty or "timestamp" not in df.columns:
+        return pd.DataFrame(columns=cols), []
+    rows, found = [], []
+    for inst, g in df.sort_values("timestamp").groupby("instance"):
+        t = pd.to_datetime(g["timestamp"], utc=True)
+        interval = t.diff().dt.total_seconds().median() if len(g) > 1 else float("nan")
+        down = g["value"] < 0.5
+        rows.append({"instance": inst, "scrapes": len(g), "failed": int(down.sum()),
+                     "down_s": float(down.sum() * interval) if interval == interval else float("nan"),
+                     "first_down": t[down].min() if down.any() else None,
+                     "last_down": t[down].max() if down.any() else None, "up_at_end": bool(not down.iloc[-1])})
+    table = pd.DataFrame(rows, columns=cols)
+    for rec in table[table["failed"] > 0].to_dict("records"):
+        still = not rec["up_at_end"]
+        span = f"{rec['first_down']:%H:%M:%S}–{rec['last_down']:%H:%M:%S} UTC"
+        found.append(Finding(
+            "instance.down", "critical" if still else "warning",
+            f"{rec['instance']} did not answer {rec['failed']} of {rec['scrapes']} scrapes (~{_fmt(rec['down_s'], 's')} "
+            f"down, {span})" + ("; still down at the end of the window" if still else "; back up since"),
+            subject=str(rec["instance"]),
+            evidence={"instance": rec["instance"], "failed_scrapes": rec["failed"], "scrapes": rec["scrapes"],
+                      "down_s": rec["down_s"], "first_down": rec["first_down"].isoformat(),
+                      "last_down": rec["last_down"].isoformat(), "down_at_end": still, "statistic": "up == 0"},
+            recommendation=DOWN_ADVICE))
+    if not found:
+        found.append(Finding("instance.down", "ok",
+                             f"All {len(table)} instance(s) answered every scrape in the window (up == 1)",
+                             subject="all instances", evidence={"instances": len(table),
+                                                                "scrapes": int(table["scrapes"].sum())}))
+    return table, found
 
 
 # --------------------------------------------------------------------------- memory
@@ -733,6 +779,14 @@ def verdict_table(findings: Iterable[Finding], endpoints: pd.DataFrame | None = 
             continue
         if f.code not in AREAS or f.code == "latency.slo_breach":
             continue
+        if f.code == "instance.down":
+            ev = f.evidence
+            rows.append({"area": AREAS[f.code], "subject": f.subject or "",
+                         "observed": (f"{ev.get('failed_scrapes')} of {ev.get('scrapes')} scrapes failed"
+                                      if f.severity != "ok" else f"{ev.get('instances')} up"),
+                         "normal": "every scrape answered", "warning": "down, back up", "critical": "still down",
+                         "statistic": "Prometheus up == 0", "verdict": f.severity})
+            continue
         ev = f.evidence
         unit = ev.get("unit")
         if unit is None:  # info: metric absent, limit unknown, profile findings...
@@ -818,7 +872,8 @@ def open_next(findings: Iterable[Finding], signals: dict[str, Any] | None = None
     latency breaches + much request time in DB queries, DB connection pressure → *database*;
     a breaker that opened, failing or slow external calls → *external-apis*;
     CPU, event-loop lag, memory, or a latency breach not explained by DB/external time → *bottlenecks*;
-    429s → *rate-limiting*; one instance with ≥ 1.5x the requests of another → *load-balancing*;
+    429s → *rate-limiting*; one instance with ≥ 1.5x the requests of another, or an instance
+    down in the window → *load-balancing*;
     cache hit rate under target → *caching*; CPU high on every instance → *scaling*.
     """
     sig = signals or {}
@@ -837,6 +892,9 @@ def open_next(findings: Iterable[Finding], signals: dict[str, Any] | None = None
         sev = [f.severity for f in bad if f.code == code]
         return max(sev, key=severity_rank) if sev else None
 
+    if (s := worst("instance.down")):
+        down = sorted({f.subject for f in bad if f.code == "instance.down"})
+        point("load-balancing", f"instance down in the window ({', '.join(down)}): the others carried its traffic", s)
     lat = [f for f in bad if f.code == "latency.slo_breach"]
     db_share, ext_share = sig.get("db_share"), sig.get("external_share")
     lat_sev = worst("latency.slo_breach")
