@@ -17,24 +17,36 @@ from perfbook import notebook as pb
 from perfbook.checks import balance
 from perfbook.plots import capacity as plots
 from perfbook.sources import flytoml
-from perfbook.sources.window_metrics import WindowMetrics
+from perfbook.sources import resources as src
 
 ctx = pb.start("load-balancing", params_file, since=since, until=until, incident=incident, overrides=overrides)
-wm = WindowMetrics.from_context(ctx)
-series = summary = fly = None"""),
+wm = series = summary = fly = None"""),
+("md", """## 0. Where the numbers come from
+
+The Prometheus server named in the params (over the report's window), or — when it is down or not
+configured — each instance's own `/metrics` (totals since each process started, the instance named by its
+URL). An instance whose `/metrics` does not answer is named; the others are still compared."""),
+("code", """with pb.check(ctx, "metrics source"):
+    wm = src.open_window(ctx)
+with pb.check(ctx, "metrics source (fallback to /metrics)"):
+    wm = wm or src.snapshot_fallback(ctx)
+if wm:
+    pb.emit_unreachable(ctx, wm.new_dead(), "metrics source")
+pb.note(f"Metrics: {wm.basis}." if wm else "No metrics source answered or none is in the params "
+        "(targets.prometheus, targets.metrics_urls): the load cannot be compared across instances.")"""),
 ("md", """## 1. Instance load distribution
 
 The runbook's `flyctl status`, from metrics: per instance (the `instance` label in Prometheus, or each
 metrics URL scraped directly), the mean request rate and its share, CPU (% of one core, as Node's
 single thread sees it), peak resident memory, p95 latency, and requests in flight
 (`http_connections_active`, or request rate × mean latency by Little's law)."""),
-("code", """with pb.check(ctx, "per-instance load"):
-    series = balance.instance_series(wm, ctx.params.metrics)
-    pb.emit_unreachable(ctx, wm.new_dead())   # snapshot mode: a metrics URL of several that did not answer
-    summary = balance.instance_summary(series, ctx.params.targets.memory_limit_bytes())
-    pb.table(summary, f"Per instance over the window — {wm.basis}")
-    display(plots.instances_over_time(series, ("rps", "cpu", "p95")) or plots.instance_bars(summary))
-    pb.details("PromQL", wm.promql_text())"""),
+("code", """if wm:
+    with pb.check(ctx, "per-instance load"):
+        series = balance.instance_series(wm, ctx.params.metrics)
+        summary = balance.instance_summary(series, ctx.params.targets.memory_limit_bytes())
+        pb.table(summary, f"Per instance over the window — {wm.basis}")
+        display(plots.instances_over_time(series, ("rps", "cpu", "p95")) or plots.instance_bars(summary))
+        pb.details("PromQL", wm.promql_text())"""),
 ("md", """## 2. The app's load-balancing configuration
 
 The runbook's `cat deploy/fly.production.toml`: `[[services]]` with `[services.concurrency]`

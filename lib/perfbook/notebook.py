@@ -189,15 +189,17 @@ def emit(ctx: Context, *findings: Finding | Iterable[Finding]) -> list[Finding]:
     return flat
 
 
-def unreachable_finding(exc: Any, name: str, part: str = "") -> Finding:
+def unreachable_finding(exc: Any, name: str, partial: bool = False) -> Finding:
     """The ``source.unreachable`` finding for a source that did not answer (or answered
-    with an error) while check ``name`` needed it; ``part``: what of the check still ran."""
+    with an error) while check ``name`` needed it; ``partial``: the check went on with the
+    other sources of the same kind (one instance's /metrics of several)."""
     from .sources import SourceUnreachable
 
     what = "unreachable" if isinstance(exc, SourceUnreachable) else "answered with an error"
+    title = (f"{exc.source} {what} at {exc.target}: '{name}' ran on the other sources only" if partial
+             else f"{exc.source} {what}: '{name}' could not be checked")
     return Finding(
-        "source.unreachable", "error",
-        f"{exc.source} {what}: '{name}' could not be checked" + (f" {part}" if part else ""),
+        "source.unreachable", "error", title,
         subject=exc.source,
         evidence={"target": exc.target, "reason": exc.reason, "check": name},
         recommendation=f"Check that {exc.source} at {exc.target} is up and reachable from here, "
@@ -211,7 +213,7 @@ def emit_unreachable(ctx: Context, problems: Iterable[Any], name: str | None = N
     cover only the sources that answered."""
     name = name or ctx._current_check or ctx.section
     for exc in problems:
-        emit(ctx, unreachable_finding(exc, name, f"for {exc.target} (the other sources were)"))
+        emit(ctx, unreachable_finding(exc, name, partial=True))
 
 
 @contextmanager

@@ -30,7 +30,7 @@ EXPECTED_UNREACHABLE = {
     "quick-diagnostics": {"http", "metrics", "prometheus", "postgres"},
     "bottlenecks": {"metrics", "prometheus"},
     "database": {"postgres", "prometheus", "logs"},
-    "load-balancing": {"prometheus"},
+    "load-balancing": {"metrics", "prometheus"},   # falls back to /metrics, dead too
     "scaling": {"prometheus"},
     "caching": {"prometheus", "redis"},
     "rate-limiting": {"http", "prometheus"},

@@ -381,7 +381,7 @@ def test_one_instance_of_two_down_in_snapshot_mode(stack, tmp_path):
         dead_found = [f for f in r.findings if f["section"] == section and f["code"] == "source.unreachable"]
         assert [(f["severity"], f["subject"], f["evidence"]["target"]) for f in dead_found] == \
             [("error", "metrics", dead)], (section, r.summary)
-        assert "the other sources were" in dead_found[0]["title"]
+        assert dead_found[0]["check"] == "metrics source" and "ran on the other sources only" in dead_found[0]["title"]
     for section in ("quick-diagnostics", "bottlenecks"):
         cpu = [f for f in r.findings if f["section"] == section and f["code"] == "cpu.saturation"]
         assert cpu and cpu[0]["severity"] == "ok" and cpu[0]["evidence"]["instance"] == live_instance, r.summary
