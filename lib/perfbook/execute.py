@@ -65,6 +65,28 @@ def _import_jsonschema_without_iri_grammar() -> None:
         import jsonschema  # noqa: F401,F811 - slow, but what jsonschema asked for
 
 
+#: jupyter_client's errors when a kernel dies or stays silent before its first reply: no cell
+#: has run yet, so running the notebook again from the start is safe.
+KERNEL_START_FAILURES = ("Kernel died before replying to kernel_info", "Kernel didn't respond")
+
+
+def retry_kernel_start(execute, attempts: int = 3) -> int:
+    """Call ``execute`` (one papermill run); when its kernel fails to start, try again, up
+    to ``attempts`` times in all. Several kernels started at once can race for the same
+    free TCP port (jupyter_client picks ports by binding and releasing them, so two
+    processes may pick one port; nteract/papermill#239): the loser dies before its first
+    reply. Returns the number of retries; raises the last error."""
+    for attempt in range(attempts):
+        try:
+            execute()
+            return attempt
+        except RuntimeError as exc:
+            if attempt == attempts - 1 or not str(exc).startswith(KERNEL_START_FAILURES):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return attempts - 1
+
+
 def run(notebook: Path, output: Path, html_out: Path, parameters: dict, cwd: Path,
         cell_timeout: int | None) -> dict:
     _import_jsonschema_without_iri_grammar()
@@ -76,9 +98,12 @@ def run(notebook: Path, output: Path, html_out: Path, parameters: dict, cwd: Pat
     result: dict = {"status": "ok", "error": "", "timings": {}}
     t0 = time.monotonic()
     try:
-        pm.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(cwd),
-                            kernel_name="python3", progress_bar=False, log_output=False,
-                            request_save_on_cell_execute=False, execution_timeout=cell_timeout)
+        retries = retry_kernel_start(lambda: pm.execute_notebook(
+            str(notebook), str(output), parameters=parameters, cwd=str(cwd), kernel_name="python3",
+            progress_bar=False, log_output=False, request_save_on_cell_execute=False,
+            execution_timeout=cell_timeout))
+        if retries:  # shown in manifest.json, next to the timings
+            result["timings"]["kernel_start_retries"] = retries
     except PapermillExecutionError as exc:
         result.update(status="failed", error=f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"[:2000])
     except Exception as exc:  # noqa: BLE001 - kernel died, bad notebook, ...

@@ -77,3 +77,32 @@ def test_nothing_hidden_once_either_is_loaded(already):
         print("ok")
     """)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-3000:]
+
+
+def test_a_kernel_that_dies_at_start_is_started_again_other_errors_are_not():
+    from perfbook.execute import retry_kernel_start
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+
+    assert retry_kernel_start(flaky) == 2 and len(calls) == 3
+
+    def always_dies():
+        raise RuntimeError("Kernel died before replying to kernel_info")
+
+    with pytest.raises(RuntimeError, match="kernel_info"):
+        retry_kernel_start(always_dies)
+
+    other = []
+
+    def boom():
+        other.append(1)
+        raise RuntimeError("something else")
+
+    with pytest.raises(RuntimeError, match="something else"):
+        retry_kernel_start(boom)
+    assert len(other) == 1
