@@ -2,6 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from perfbook.demo.processes import free_port  # noqa: F401 - a free (closed) port on 127.0.0.1, for tests
+
+
+def hostport(url: str) -> str:
+    """``host:port`` of a URL: the ``instance`` label Prometheus gives a scraped target."""
+    u = urlsplit(url)
+    return f"{u.hostname}:{u.port}"
 
 
 def report_dir(stdout: str) -> Path:

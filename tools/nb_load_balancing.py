@@ -17,7 +17,6 @@ from perfbook import notebook as pb
 from perfbook.checks import balance
 from perfbook.plots import capacity as plots
 from perfbook.sources import flytoml
-from perfbook.sources import resources as src
 
 ctx = pb.start("load-balancing", params_file, since=since, until=until, incident=incident, overrides=overrides)
 wm = series = summary = fly = None"""),
@@ -26,14 +25,7 @@ wm = series = summary = fly = None"""),
 The Prometheus server named in the params (over the report's window), or — when it is down or not
 configured — each instance's own `/metrics` (totals since each process started, the instance named by its
 URL). An instance whose `/metrics` does not answer is named; the others are still compared."""),
-("code", """with pb.check(ctx, "metrics source"):
-    wm = src.open_window(ctx)
-with pb.check(ctx, "metrics source (fallback to /metrics)"):
-    wm = wm or src.snapshot_fallback(ctx)
-if wm:
-    pb.emit_unreachable(ctx, wm.new_dead(), "metrics source")
-pb.note(f"Metrics: {wm.basis}." if wm else "No metrics source answered or none is in the params "
-        "(targets.prometheus, targets.metrics_urls): the load cannot be compared across instances.")"""),
+("code", """wm = pb.metrics_window(ctx, "the load cannot be compared across instances.")"""),
 ("md", """## 1. Instance load distribution
 
 The runbook's `flyctl status`, from metrics: per instance (the `instance` label in Prometheus, or each

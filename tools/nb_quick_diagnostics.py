@@ -38,14 +38,7 @@ The Prometheus server named in the params (over the report's window), or the ser
 (snapshot mode). A dead Prometheus is reported once here, and the checks fall back to `/metrics` when the
 params list the endpoints (numbers since each process started); a source that is down is never taken for a
 healthy service."""),
-("code", """with pb.check(ctx, "metrics source"):
-    wm = src.open_window(ctx)
-with pb.check(ctx, "metrics source (fallback to /metrics)"):
-    wm = wm or src.snapshot_fallback(ctx)
-if wm:  # one instance's /metrics down of several: the others are read, the dead one said
-    pb.emit_unreachable(ctx, wm.new_dead(), "metrics source")
-pb.note(f"Metrics: {wm.basis}." if wm else "No metrics source answered or none is in the params "
-        "(targets.prometheus, targets.metrics_urls): only the response-time probes run.")"""),
+("code", """wm = pb.metrics_window(ctx, "only the response-time probes run.")"""),
 ("md", """**Instances up.** The runbook's `flyctl status`, from Prometheus: an instance whose scrapes failed
 (`up == 0`) in the window was down or unreachable — critical when still down at the end, warning when it came
 back. Its own numbers below cover only the time it answered; the others carried its traffic."""),

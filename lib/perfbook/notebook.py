@@ -240,6 +240,26 @@ def check(ctx: Context, name: str) -> Iterator[None]:
         ctx._current_check = previous
 
 
+def metrics_window(ctx: Context, without: str) -> Any:
+    """The section's metrics (a :class:`~perfbook.sources.window_metrics.WindowMetrics`),
+    or None: the Prometheus server of the params, checked once ("metrics source"); when it
+    is down or not configured, the instances' own ``/metrics`` ("metrics source (fallback
+    to /metrics)"). A metrics URL of several that does not answer is named once; the note
+    says where the numbers come from, or ``without``: what runs with no metrics at all."""
+    from .sources import resources as src
+
+    wm = None
+    with check(ctx, "metrics source"):
+        wm = src.open_window(ctx)
+    with check(ctx, "metrics source (fallback to /metrics)"):
+        wm = wm or src.snapshot_fallback(ctx)
+    if wm:
+        emit_unreachable(ctx, wm.new_dead(), "metrics source")
+    note(f"Metrics: {wm.basis}." if wm else "No metrics source answered or none is in the params "
+         f"(targets.prometheus, targets.metrics_urls): {without}")
+    return wm
+
+
 # --------------------------------------------------------------------------- display helpers
 
 

@@ -15,16 +15,11 @@ import time
 import pytest
 
 from groundtruth import compare
+from runs import free_port
 
 pytestmark = pytest.mark.integration
 
 SECTIONS = ["caching", "rate-limiting", "external-apis"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- incident
@@ -88,7 +83,7 @@ def test_healthy_generate_route_is_limited(healthy_run):
 
 
 def test_redis_down_is_source_unreachable_and_the_rest_renders(healthy_run):
-    port = _free_port()  # nothing listens here
+    port = free_port()  # nothing listens here
     res, run_dir, findings = healthy_run.run_section(
         "caching", "-P", "targets.redis_env=PERFBOOK_TEST_REDIS_URL",
         env={"PERFBOOK_TEST_REDIS_URL": f"redis://127.0.0.1:{port}/0"})
@@ -104,7 +99,7 @@ def redis_server(tmp_path):
     exe = shutil.which("redis-server")
     if not exe:
         pytest.fail("redis-server not installed (Debian: apt-get install redis-server; `make test` does it)")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(tmp_path), "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -17,19 +17,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from runs import hostport
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _hostport(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port}"
 
 
 def _cli(*args: str, env: dict | None = None, timeout: int = 600) -> tuple[subprocess.CompletedProcess, list[dict]]:
@@ -45,7 +40,7 @@ def _cli(*args: str, env: dict | None = None, timeout: int = 600) -> tuple[subpr
 
 
 def test_uneven_load_is_found_and_the_hot_instance_named(incident_run):
-    hot = _hostport(incident_run.stack.service_urls[0])      # the driver sends it ~80 %
+    hot = hostport(incident_run.stack.service_urls[0])      # the driver sends it ~80 %
     found = incident_run.find("balance.uneven", section="load-balancing")
     assert found, incident_run.section("load-balancing")
     f = found[0]
@@ -176,7 +171,7 @@ def test_an_instance_that_dies_is_named_down(four_instances, tmp_path):
     params_path = write_demo_params(stack, tmp_path / "params.yaml")
     res, findings = _cli("run", "quick-diagnostics", "-p", str(params_path), "--outputs", str(tmp_path / "out"),
                          "--since", _iso(t0 - 10), "--until", _iso(time.time()), env=stack.env())
-    dead = _hostport(stack.service_urls[3])
+    dead = hostport(stack.service_urls[3])
     down = [f for f in findings if f["code"] == "instance.down" and f["severity"] != "ok"]
     assert [(f["severity"], f["subject"]) for f in down] == [("critical", dead)], findings
     assert down[0]["evidence"]["failed_scrapes"] >= 3 and down[0]["evidence"]["down_at_end"]

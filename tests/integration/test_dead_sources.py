@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from runs import report_dir
+from runs import free_port as closed_port, report_dir
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,13 +40,6 @@ EXPECTED_UNREACHABLE = {
 }
 # Codes whose "ok" would be a claim of health that needs a live source.
 HEALTH_CODES = re.compile(r"^(latency\.slo_breach|cpu\.saturation|db\..*|cache\.low_hit_rate|external\..*)$")
-
-
-def closed_port() -> int:
-    """A free port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(args, env=None, timeout=300):

@@ -39,7 +39,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from runs import report_dir
+from runs import free_port, hostport, report_dir
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,9 +188,7 @@ def redis_port(tmp_path):
     exe = shutil.which("redis-server")
     if not exe:
         pytest.fail("redis-server not installed (Debian: apt-get install redis-server; `make test` does it)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -364,11 +362,9 @@ def test_one_instance_of_two_down_in_snapshot_mode(stack, tmp_path):
     # Snapshot mode with two metrics URLs, the second instance dead before the batch (a free
     # port nothing listens on): every check reads the live instance, and each section names the
     # dead one once — neither all checks lost nor the dead instance silently left out.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}/metrics"
+    dead = f"http://127.0.0.1:{free_port()}/metrics"      # nothing listens there
     live = f"{stack.service_urls[0]}/metrics"
-    live_instance = stack.service_urls[0].split("//")[1]
+    live_instance = hostport(stack.service_urls[0])
     sections = ["quick-diagnostics", "bottlenecks", "load-balancing"]
     params = write_params(tmp_path / "p.yaml", "one-down", {"base_url": stack.service_urls[0], "metrics_urls": [live, dead]},
                           {"probes": {"count": 3, "timeout": "2s", "retries": 0}, "diagnostics": {"snapshot_interval": "1s"}})

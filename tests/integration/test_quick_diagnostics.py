@@ -7,11 +7,10 @@ of this section alone points it at a dead Prometheus.
 """
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import pytest
 
 from groundtruth import compare
+from runs import hostport
 
 pytestmark = pytest.mark.integration
 SECTION = "quick-diagnostics"
@@ -33,11 +32,6 @@ def test_error_fault_found_on_its_route(incident_run):
 def test_event_loop_blocking_found(incident_run):
     found = incident_run.find("eventloop.lag", section=SECTION)
     assert found and all(f["evidence"]["observed"] >= 0.1 for f in found)  # ~300 ms blocks: critical
-
-
-def hostport(url: str) -> str:
-    u = urlsplit(url)
-    return f"{u.hostname}:{u.port}"
 
 
 def test_cpu_saturation_names_the_busy_instance(incident_run):

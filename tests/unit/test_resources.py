@@ -15,6 +15,7 @@ from perfbook.checks import resources as r
 from perfbook.params import Level, Params
 from perfbook.sources import prometheus as prom
 from perfbook.sources.window_metrics import WindowMetrics
+from perfbook.demo.processes import free_port
 from perfbook.sources import SourceUnreachable
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "promclient"
@@ -309,15 +310,11 @@ def test_snapshot_mode_rates_come_from_two_scrapes():
 
 def test_snapshot_mode_reads_the_instances_that_answer_and_names_the_dead_one():
     # one instance's /metrics down of two: the other's numbers, and the dead URL said once
-    import socket
-
     before = (FIX / "metrics.txt").read_bytes()
     _Sequence.bodies = [before, before, (FIX / "metrics.after.txt").read_bytes()]  # scrape, then the two rounds
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Sequence)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead_port = s.getsockname()[1]          # released: nothing listens there
+    dead_port = free_port()                     # nothing listens there
     try:
         live, dead = f"http://127.0.0.1:{srv.server_port}/metrics", f"http://127.0.0.1:{dead_port}/metrics"
         wm = WindowMetrics(Params(service="t", targets={"metrics_urls": [dead, live]}), T0, T0 + pd.Timedelta(minutes=5))

@@ -263,7 +263,7 @@ def instances_down(up: pd.DataFrame | None) -> tuple[pd.DataFrame, list[Finding]
         interval = t.diff().dt.total_seconds().median() if len(g) > 1 else float("nan")
         down = g["value"] < 0.5
         rows.append({"instance": inst, "scrapes": len(g), "failed": int(down.sum()),
-                     "down_s": float(down.sum() * interval) if interval == interval else float("nan"),
+                     "down_s": float(down.sum() * interval),   # NaN with a single scrape
                      "first_down": t[down].min() if down.any() else None,
                      "last_down": t[down].max() if down.any() else None, "up_at_end": bool(not down.iloc[-1])})
     table = pd.DataFrame(rows, columns=cols)

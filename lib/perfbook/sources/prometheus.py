@@ -40,7 +40,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -51,10 +51,10 @@ from prometheus_client.parser import text_string_to_metric_families as _parse_te
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from perfbook.sources import SourceError, SourceUnreachable, safe_target
+from perfbook.sources import SourceError, SourceProblem, SourceUnreachable, safe_target
 
 __all__ = [
-    "parse_exposition", "scrape", "scrape_twice", "rates",
+    "parse_exposition", "scrape", "scrape_all", "scrape_twice", "rates",
     "PromClient", "split_range", "auto_step",
     "normalize_selector", "with_selector", "render",
     "MAX_POINTS_PER_SERIES",
@@ -263,39 +263,61 @@ def scrape(
     return frame
 
 
+def scrape_all(
+    urls: Sequence[str],
+    timeout: float = 5,
+    on_failure: Callable[[SourceProblem], None] | None = None,
+    **scrape_kwargs: Any,
+) -> pd.DataFrame:
+    """Every URL scraped once, concurrently, the frames concatenated (the ``instance``
+    column tells them apart).
+
+    Without ``on_failure``, raises what :func:`scrape` raises for the first URL that
+    fails. With it, each URL that fails is passed to it and the others' answers are
+    returned — one instance down of several is the usual bad day — and only when none
+    answered is the first failure raised.
+    """
+    def one(url: str) -> pd.DataFrame | SourceProblem:
+        try:
+            return scrape(url, timeout, **scrape_kwargs)
+        except SourceProblem as exc:  # unreachable, or an error answer
+            return exc
+
+    with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
+        results = list(pool.map(one, urls))
+    failed = [r for r in results if isinstance(r, SourceProblem)]
+    frames = [r for r in results if not isinstance(r, SourceProblem)]
+    if failed and (on_failure is None or not frames):
+        raise failed[0]
+    for exc in failed:
+        on_failure(exc)
+    return _concat(frames)
+
+
 def scrape_twice(
     urls: str | Iterable[str],
     interval_s: float,
     timeout: float = 5,
+    on_failure: Callable[[SourceProblem], None] | None = None,
     **scrape_kwargs: Any,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Two snapshots of one or more /metrics URLs, ``interval_s`` seconds apart.
-
-    Each snapshot scrapes every URL concurrently and concatenates the frames (the
-    ``instance`` column tells them apart). The second round starts ``interval_s``
-    after the first started. Pass both to :func:`rates`.
+    """Two snapshots of one or more /metrics URLs (:func:`scrape_all`), ``interval_s``
+    seconds apart: the second round starts ``interval_s`` after the first started. Pass
+    both to :func:`rates`. ``on_failure``: as in :func:`scrape_all`, for each round.
 
     Note: prom-client resets its event-loop delay histogram at every collect, so in the
     second snapshot ``nodejs_eventloop_lag_p50/p90/p99_seconds`` describe the interval
     between the two scrapes — which is what snapshot mode wants.
-
-    Raises what :func:`scrape` raises, for the first URL that fails.
     """
     url_list = [urls] if isinstance(urls, str) else list(urls)
     if not url_list:
         raise ValueError("scrape_twice needs at least one URL")
     if interval_s <= 0:
         raise ValueError("interval_s must be positive")
-
-    def snapshot() -> pd.DataFrame:
-        with ThreadPoolExecutor(max_workers=min(8, len(url_list))) as pool:
-            frames = list(pool.map(lambda u: scrape(u, timeout, **scrape_kwargs), url_list))
-        return _concat(frames)
-
     started = time.monotonic()
-    before = snapshot()
+    before = scrape_all(url_list, timeout, on_failure, **scrape_kwargs)
     time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
-    after = snapshot()
+    after = scrape_all(url_list, timeout, on_failure, **scrape_kwargs)
     return before, after
 
 

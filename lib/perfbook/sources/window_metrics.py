@@ -21,8 +21,6 @@ come back as ``None``. :attr:`WindowMetrics.basis` says which of the two a numbe
 from __future__ import annotations
 
 import math
-import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
@@ -60,6 +58,24 @@ def _matchers(match: Mapping[str, str] | None) -> str:
 
 def _escape(value: str) -> str:
     return str(value).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _sum_by(frame: pd.DataFrame, metric: str, by: list[str], match: Mapping[str, str] | None) -> pd.DataFrame:
+    """Snapshot mode: ``metric``'s rows of a scrape (or of its rates) matching ``match``,
+    summed by the ``by`` labels: label columns + ``value`` (a missing label is NaN)."""
+    df = frame[frame["metric"] == metric]
+    for k, v in (match or {}).items():
+        df = df[df[k].astype(str) == str(v)] if k in df.columns else df.iloc[0:0]
+    df = _ensure_columns(df.copy(), by)
+    if df.empty:
+        return pd.DataFrame({**{c: pd.Series(dtype=object) for c in by}, "value": pd.Series(dtype=float)})
+    keys = {c: df[c].astype(object).where(df[c].notna(), "") for c in by}
+    out = pd.DataFrame(keys).assign(value=df["value"].to_numpy())
+    out = out.groupby(by, sort=True, dropna=False)["value"].sum().reset_index() if by else \
+        pd.DataFrame({"value": [out["value"].sum()]})
+    for c in by:
+        out[c] = out[c].mask(out[c] == "")
+    return out
 
 
 def _ensure_columns(frame: pd.DataFrame, by: Iterable[str]) -> pd.DataFrame:
@@ -127,27 +143,14 @@ class WindowMetrics:
         return self._scraped
 
     def _scrape_all(self) -> pd.DataFrame:
-        """One round: every metrics URL scraped concurrently. One instance down of several
-        is the usual bad day: the answers of the others are returned and each URL that did
-        not answer is kept in :attr:`dead` (once); only when none answered does this raise
-        (the first URL's error)."""
-        urls = list(self.params.targets.metrics_urls)
+        """One round of every metrics URL (:func:`prom.scrape_all`): the instances that
+        answered; each URL that did not is kept in :attr:`dead` (once). Raises only when
+        none answered."""
+        return prom.scrape_all(list(self.params.targets.metrics_urls), self._scrape_timeout, self._dead_url)
 
-        def one(url: str) -> pd.DataFrame | SourceProblem:
-            try:
-                return prom.scrape(url, self._scrape_timeout)
-            except SourceProblem as exc:      # unreachable, or an error answer
-                return exc
-
-        with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
-            results = list(pool.map(one, urls))
-        failed = [r for r in results if isinstance(r, SourceProblem)]
-        known = {e.target for e in self.dead}
-        self.dead.extend(e for e in failed if e.target not in known)
-        frames = [r for r in results if not isinstance(r, SourceProblem)]
-        if not frames:
-            raise failed[0]
-        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    def _dead_url(self, exc: SourceProblem) -> None:
+        if exc.target not in {e.target for e in self.dead}:
+            self.dead.append(exc)
 
     def new_dead(self) -> list[SourceProblem]:
         """The metrics URLs found dead since the last call (each is told once)."""
@@ -156,20 +159,7 @@ class WindowMetrics:
         return out
 
     def _snapshot(self, metric: str, by: list[str], match: Mapping[str, str] | None) -> pd.DataFrame:
-        df = self.scrape()
-        df = df[df["metric"] == metric]
-        for k, v in (match or {}).items():
-            df = df[df[k].astype(str) == str(v)] if k in df.columns else df.iloc[0:0]
-        df = _ensure_columns(df.copy(), by)
-        if df.empty:
-            return pd.DataFrame({**{c: pd.Series(dtype=object) for c in by}, "value": pd.Series(dtype=float)})
-        keys = {c: df[c].astype(object).where(df[c].notna(), "") for c in by}
-        out = pd.DataFrame(keys).assign(value=df["value"].to_numpy())
-        out = out.groupby(by, sort=True, dropna=False)["value"].sum().reset_index() if by else \
-            pd.DataFrame({"value": [out["value"].sum()]})
-        for c in by:
-            out[c] = out[c].mask(out[c] == "")
-        return out
+        return _sum_by(self.scrape(), metric, by, match)
 
     def uptime_seconds(self) -> float | None:
         """Snapshot mode: the youngest instance's uptime (from process_start_time_seconds)."""
@@ -225,29 +215,15 @@ class WindowMetrics:
         if self.mode != "snapshot":
             return None
         by = list(by)
-        if self._scrape_pair is None:    # two rounds, the second interval_s after the first began
-            started = time.monotonic()
-            before = self._scrape_all()
-            time.sleep(max(0.0, interval_s - (time.monotonic() - started)))
-            after = self._scrape_all()
+        if self._scrape_pair is None:
+            before, after = prom.scrape_twice(list(self.params.targets.metrics_urls), interval_s,
+                                              self._scrape_timeout, self._dead_url)
             self._scrape_pair = (after, prom.rates(before, after))
             self._scraped = after
         rates = self._scrape_pair[1]
-        df = rates[rates["metric"] == metric]
-        for k, v in (match or {}).items():
-            df = df[df[k].astype(str) == str(v)] if k in df.columns else df.iloc[0:0]
-        df = _ensure_columns(df.copy(), by)
+        out = _sum_by(rates, metric, by, match)
         when = rates["timestamp"].max() if len(rates) else pd.Timestamp.now(tz="UTC")
-        if df.empty:
-            return pd.DataFrame({"timestamp": pd.Series(dtype="datetime64[ns, UTC]"),
-                                 **{c: pd.Series(dtype=object) for c in by}, "value": pd.Series(dtype=float)})
-        keys = {c: df[c].astype(object).where(df[c].notna(), "") for c in by}
-        out = pd.DataFrame(keys).assign(value=df["value"].to_numpy())
-        out = out.groupby(by, sort=True, dropna=False)["value"].sum().reset_index() if by else \
-            pd.DataFrame({"value": [out["value"].sum()]})
-        for c in by:
-            out[c] = out[c].mask(out[c] == "")
-        out.insert(0, "timestamp", when)
+        out.insert(0, "timestamp", pd.Series([when] * len(out), index=out.index, dtype="datetime64[ns, UTC]"))
         return out
 
     def samples(self, metric: str, match: Mapping[str, str] | None = None, title: str = "") -> pd.DataFrame:
