@@ -4,10 +4,17 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.perfbook-installed
+NODESVC := tests/nodesvc
 
-.PHONY: setup system demo test unit lab clean-outputs
+.PHONY: setup system hooks demo test unit lab clean-outputs
 
-setup: system $(STAMP)
+setup: system $(STAMP) hooks $(NODESVC)/node_modules/.package-lock.json
+
+# The pre-commit hook that refuses notebooks/*.ipynb with outputs (only when none is installed).
+hooks:
+	@if [ -d .git ] && [ ! -e .git/hooks/pre-commit ]; then \
+	  mkdir -p .git/hooks && cp tools/pre-commit .git/hooks/pre-commit && chmod +x .git/hooks/pre-commit && \
+	  echo "perfbook: installed .git/hooks/pre-commit (refuses notebooks/*.ipynb with outputs)"; fi
 
 system:
 	@tools/bootstrap.sh system
@@ -15,6 +22,10 @@ system:
 $(STAMP): pyproject.toml
 	@tools/bootstrap.sh venv $(VENV)
 	@touch $(STAMP)
+
+# The stock Node.js service the tests run (tests/integration/test_node_service.py).
+$(NODESVC)/node_modules/.package-lock.json: $(NODESVC)/package-lock.json
+	@tools/bootstrap.sh npm $(NODESVC)
 
 # Exit 1 means "the report has critical findings" — what the incident scenario is for.
 demo: setup
@@ -26,12 +37,11 @@ test: setup
 unit: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not integration" $(PYTEST_ARGS)
 
-# JupyterLab on notebooks/. With a stack left up by `perfbook demo --keep`, its database URL is
-# exported for the kernels and PERFBOOK_DEMO_PARAMS names its params file.
+# JupyterLab on a workspace of its own (outputs/YYYY-MM-DD/HHMMSS-lab-<incident>/): the demo stack
+# `perfbook demo --keep` left up, else a new one (stopped when Lab exits); LAB_ARGS="-p FILE" for a
+# real service. The notebooks there already point at it; `perfbook report FOLDER` makes the report.
 lab: setup
-	@eval "$$($(VENV)/bin/perfbook demo env 2>/dev/null)"; \
-	  if [ -n "$$PERFBOOK_DEMO_PARAMS" ]; then echo "demo stack params: $$PERFBOOK_DEMO_PARAMS (set params_file to it)"; fi; \
-	  $(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+	@$(VENV)/bin/perfbook lab $(LAB_ARGS)
 
 clean-outputs:
 	@echo "Reports are never deleted by make; remove outputs/<date>/ folders by hand if you must."

@@ -31,6 +31,27 @@ BAD_UTF8 = b"/bad\xff\xfe\xc3(\xed\xa0\x80"
 SERVICE = f"shop{PAYLOAD}{ENTITIES}"[:200]
 INCIDENT = f"INC-{PAYLOAD}"
 
+# Secrets, in the environment variables the params file names (never in the file): the
+# database's is a libpq key=value DSN whose quoted password holds a quote, an apostrophe, a
+# backslash and a space; Redis's password is digits only (a weak secret: masked in context).
+DB_PASSWORD = 'q"uo\'te\\Zq9 Sec'
+REDIS_PASSWORD = "12345"
+SECRET_ENV = {
+    "PB_HOSTILE_DB": "host=127.0.0.1 port=1 dbname=shop user=app connect_timeout=2 password='"
+                     + DB_PASSWORD.replace("\\", "\\\\").replace("'", "\\'") + "'",
+    "PB_HOSTILE_REDIS": f"redis://:{REDIS_PASSWORD}@127.0.0.1:1/0",
+}
+#: Where a secret reaches the service's answers and labels: raw, as password=, in a URL DSN,
+#: in libpq's "missing =" error, as an api_key in a query string, quoted with a space.
+SECRET_ROUTES = [
+    f"/s1?password={DB_PASSWORD}", f"/s2 {DB_PASSWORD} raw", f"/s3 redis://:{REDIS_PASSWORD}@cache:6379/0",
+    f"/s4 password={REDIS_PASSWORD}", "/s5?api_key=Zq9ApiKeyValue&x=1", "/s6 password='a b Zq9Quoted'",
+    '/s7 missing "=" after "Zq9Frag" in connection info string',
+] + [  # the secret across every clip boundary (keys 80, values 120/300, subjects 200, titles 400)
+    f"/c{'c' * n}{DB_PASSWORD}/tail" for b in (80, 120, 200, 300, 400) for n in range(b - 24, b + 1, 4)]
+#: Text that must never appear in any file of the run (the passwords and their starts).
+SECRET_NEEDLES = [DB_PASSWORD, "Zq9 Sec", 'q"uo', "Zq9ApiKeyValue", "Zq9Quoted", "Zq9Frag"]
+
 
 def _esc(label: str) -> str:
     return label.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
@@ -38,7 +59,7 @@ def _esc(label: str) -> str:
 
 def exposition() -> bytes:
     """prom-client-shaped /metrics whose route labels are hostile."""
-    routes = [HOSTILE_ROUTE.encode(), LONG_ROUTE.encode(), BAD_UTF8, b"/ok"]
+    routes = [HOSTILE_ROUTE.encode(), LONG_ROUTE.encode(), BAD_UTF8, b"/ok"] + [r.encode() for r in SECRET_ROUTES]
     lines = [b"# HELP http_request_duration_seconds Duration of HTTP requests in seconds " + PAYLOAD.encode(),
              b"# TYPE http_request_duration_seconds histogram"]
     for r in routes:
@@ -72,7 +93,9 @@ class HostileHandler(BaseHTTPRequestHandler):
         else:
             if not self.path.startswith("/ok"):
                 time.sleep(0.03)
-            body = (json.dumps({"error": PAYLOAD, "detail": ENTITIES, "echo": self.path}).encode()[:-1]
+            body = (json.dumps({"error": PAYLOAD, "detail": ENTITIES, "echo": self.path,
+                                "dsn": f"postgresql://app:{DB_PASSWORD}@db/shop", "password": DB_PASSWORD,
+                                "note": f"password={DB_PASSWORD}"}).encode()[:-1]
                     + b', "raw": "\xff\xfe\xc3("}')
             ctype = "application/json"
         self.send_response(200)
@@ -98,7 +121,8 @@ def write_params(path: Path, port: int) -> Path:
         "service": SERVICE,
         "environment": "test",
         "window": {"since": "-5m", "until": "now"},
-        "targets": {"base_url": f"http://127.0.0.1:{port}", "metrics_urls": [f"http://127.0.0.1:{port}/metrics"]},
+        "targets": {"base_url": f"http://127.0.0.1:{port}", "metrics_urls": [f"http://127.0.0.1:{port}/metrics"],
+                    "database_env": "PB_HOSTILE_DB", "redis_env": "PB_HOSTILE_REDIS"},
         "endpoints": [
             {"method": "GET", "route": HOSTILE_ROUTE, "probe_path": quote(HOSTILE_ROUTE, safe="/"),
              "targets": {"p50": "1ms", "p95": "2ms", "p99": "3ms"}},
@@ -138,7 +162,7 @@ def hostile_run(tmp_root: Path) -> HostileRun:
         res = subprocess.run([sys.executable, "-m", "perfbook.cli", "batch", "-p", str(params), "--sections",
                               "quick-diagnostics", "--incident", INCIDENT, "--outputs", str(tmp_root / "out"),
                               "--timeout", "300"],
-                             capture_output=True, text=True, timeout=400, cwd=ROOT, env=dict(os.environ))
+                             capture_output=True, text=True, timeout=400, cwd=ROOT, env=dict(os.environ, **SECRET_ENV))
     finally:
         srv.shutdown()
         srv.server_close()

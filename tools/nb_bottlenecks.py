@@ -9,8 +9,9 @@ event loop, and the share of request time spent in the database and in external 
 (`targets.cpu_profile`) it names the hot paths; with two heap snapshots (`targets.heap_snapshots`) the objects
 that leak.
 
-Levels are judged as in the quick-diagnostics section (CPU and lag at the level held during at least 10 % of
-the window and 20 s, memory at its maximum); growth is a straight-line fit over the window: at least
+Levels are judged as in the quick-diagnostics section (CPU at the level held during at least 10 % of the window
+and 20 s, event-loop lag at the level its stalls reach again and again, memory at its maximum; the source is
+first asked which configured metrics it has, and a missing one is named with what stands in for it); growth is a straight-line fit over the window: at least
 `settings.diagnostics.growth_min_mb_per_min` MB/min, R² ≥ `growth_min_r2` and ≥ `growth_min_share` of the
 starting level. Over-time views need a Prometheus server; with only `/metrics` the page shows the current
 values."""),
@@ -32,7 +33,18 @@ The Prometheus server named in the params (over the report's window), or the ser
 (snapshot mode). A dead Prometheus is reported once here, and the checks fall back to `/metrics` when the
 params list the endpoints (numbers since each process started); a source that is down is never taken for a
 healthy service."""),
-("code", """wm = pb.metrics_window(ctx, "only the profile steps can run.")"""),
+("code", """wm = pb.metrics_window(ctx, "only the profile steps can run.")
+present = None
+if wm:
+    with pb.check(ctx, "which metrics exist"):
+        present = src.discover(wm, p, src.BOTTLENECK_FIELDS)
+        coverage, found = resources.metric_coverage(present, p, src.BOTTLENECK_FIELDS, wm.basis)
+        pb.table(coverage[~coverage["present"]], "Configured metrics the source does not have, and what stands in")
+        pb.emit(ctx, found)
+
+
+def gauge(name):  # a gauge's samples, or None when the source does not have it (no query for it)
+    return src.gauge(wm, p, name) if resources.metric_exists(name, present) else None"""),
 ("md", """## 1. Application performance — which endpoints are slow, and which take the time
 
 The runbook's `grep http_request_duration` and "review p95/p99 latencies": each route's share of all request
@@ -71,15 +83,17 @@ window: the route that rises and falls with CPU is the first suspect for the hot
         pb.emit(ctx, found)"""),
 ("md", """## 3. Memory bottleneck — heap, RSS, and steady growth
 
-The runbook's `process.memoryUsage()` over the window: V8 heap used against the heap limit, and the
-process's RSS (against `targets.memory_limit` when given). A straight line is fitted per instance; a steady
+The runbook's `process.memoryUsage()` over the window: the process's RSS against `targets.memory_limit`, and
+V8 heap used against the heap-limit gauge where the service exports one (stock prom-client does not; its
+committed heap, `nodejs_heap_size_total_bytes`, is not a limit). A straight line is fitted per instance; a steady
 rise (slope, R², total growth above the thresholds) is a leak suspicion, critical when at that slope the
 memory reaches its limit within `settings.diagnostics.growth_critical_horizon`."""),
 ("code", """if wm:
     with pb.check(ctx, "memory: heap, RSS, growth"):
-        heap_used, rss, heap_limit = (src.gauge(wm, p, x) for x in (m.heap_used, m.resident_memory, m.heap_limit))
+        heap_used, rss, heap_limit = (gauge(x) for x in (m.heap_used, m.resident_memory, m.heap_limit))
         table, pressure = resources.memory_pressure(rss, heap_used, heap_limit, th.memory_percent,
-                                                    p.targets.memory_limit_bytes())
+                                                    p.targets.memory_limit_bytes(), heap_total=gauge(m.heap_total),
+                                                    names=m.model_dump())
         growth, grew = resources.memory_growth(heap_used, rss, resources.limits_by_instance(heap_limit),
                                                p.targets.memory_limit_bytes(), d.growth_min_mb_per_min,
                                                d.growth_min_r2, d.growth_min_share, d.growth_critical_horizon)
@@ -91,15 +105,18 @@ memory reaches its limit within `settings.diagnostics.growth_critical_horizon`."
         pb.emit(ctx, pressure, grew)"""),
 ("md", """## 4. Event loop — synchronous work
 
-prom-client's event-loop gauges over the window: the p99 delay since the previous scrape (solid) and the
-lag at each scrape (dotted). Lag means callbacks wait: every request on the instance is delayed while
+prom-client's event-loop gauges over the window: the worst delay since the previous scrape (max, dashed), the
+p99 delay since the previous scrape (solid) and the lag at each scrape (dotted). prom-client resets its delay
+histogram at every scrape, so a loop blocked now and then shows in max long before p99: the typical delay
+(p99) is judged against warning and critical, the stalls (max) against critical only. Lag means callbacks wait: every request on the instance is delayed while
 something synchronous runs (the runbook's *Synchronous Operations in Event Loop*)."""),
 ("code", """if wm:
     with pb.check(ctx, "event-loop lag"):
-        lag, lag_p99 = src.gauge(wm, p, m.eventloop_lag), src.gauge(wm, p, m.eventloop_lag_p99)
-        table, found = resources.eventloop_lag(lag, lag_p99, th.eventloop_lag_seconds, d.sustained_quantile, d.sustained_for)
+        lag, lag_p99, lag_max = gauge(m.eventloop_lag), gauge(m.eventloop_lag_p99), gauge(m.eventloop_lag_max)
+        table, found = resources.eventloop_lag(lag, lag_p99, th.eventloop_lag_seconds, d.sustained_quantile, d.sustained_for,
+                                               lag_max=lag_max, names=m.model_dump())
         pb.table(table, "Event-loop lag per instance (ms)")
-        plots.show(plots.lag_over_time(lag, lag_p99, th.eventloop_lag_seconds))
+        plots.show(plots.lag_over_time(lag, lag_p99, th.eventloop_lag_seconds, lag_max))
         pb.emit(ctx, found)"""),
 ("md", """## 5. Database and external calls — their share of request time
 

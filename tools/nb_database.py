@@ -10,8 +10,15 @@ each step ending in the SQL or code that fixes what it found.
 **Safe on production.** perfbook's session is read-only (`default_transaction_read_only=on`), bounded
 (`statement_timeout`, `lock_timeout`), tagged (`application_name=perfbook`, `/*perfbook*/` on every statement)
 and refuses any statement that is not a read before sending it. Plain `EXPLAIN` only — `EXPLAIN ANALYZE` runs
-only when the params ask for it, for single SELECTs, in a transaction that is rolled back. The real guarantee is
-the role: connect as one that cannot write (`CREATE ROLE perfbook LOGIN; GRANT pg_monitor TO perfbook;`)."""),
+only when the params ask for it, for single SELECTs calling only allow-listed functions, in a transaction that is
+rolled back. The real guarantee is the role: connect as one that cannot write
+(`CREATE ROLE perfbook LOGIN; GRANT pg_monitor TO perfbook;`).
+
+**Three privilege levels, each fully useful.** `pg_monitor` only (the recommended default) reaches every
+conclusion the statistics and the statement texts allow — index candidates included, from the statement text;
+`+ pg_read_all_data` adds EXPLAIN, which verifies (or refutes, saying why) each candidate; `+ hypopg` adds the
+planner's cost with each index, created hypothetically. The page says below which level it ran with, and what
+the next one would add."""),
 ("params", PARAMS),
 ("code", """from IPython.display import display
 from perfbook import notebook as pb
@@ -24,7 +31,8 @@ ctx = pb.start("database", params_file, since=since, until=until, incident=incid
 s, t = ctx.params.settings.database, ctx.params.targets
 p = t.prometheus
 prom = PromClient.from_env(p.url, p.bearer_token_env, timeout=p.timeout, selector=p.selector) if p else None
-db = info = stmts = tables = indexes = activity = requests = candidates = None
+db = info = stmts = tables = indexes = activity = requests = candidates = privileges = None
+level = None
 nplus1 = []"""),
 ("md", """## Connect (read-only)
 
@@ -34,6 +42,15 @@ The DSN is read from the environment variable the params name (`targets.database
     info = postgres.server_info(db)
     pb.note(f"PostgreSQL {info['version']} — database {info['database']} as {info['user']} "
             f"(superuser: {info['superuser']}, pg_read_all_stats: {info['read_all_stats']}); {db!r}")"""),
+("md", """## Privilege level
+
+Which of the three levels this role has — `pg_monitor` only; `+ pg_read_all_data` (or SELECT on the tables);
+`+ hypopg` — read from the catalog (`pg_has_role`, `has_table_privilege`, `pg_extension`), and what the next
+level would add (the `db.privileges` finding, with the GRANT)."""),
+("code", """with pb.check(ctx, "privilege level"):
+    privileges = postgres.privileges(db)
+    level, found = database.privilege_level(privileges)
+    pb.emit(ctx, found)"""),
 ("md", """## 1. Slow queries
 
 The runbook's *Top 10 slow queries* from `pg_stat_statements` (cumulative since its last reset), by total time —
@@ -54,8 +71,11 @@ A statement is slow when it averages ≥ `settings.database.slow_query_mean` (20
 *Issue 2: N+1 Query Problem.* Two independent views:
 
 - **pg_stat_statements:** a key lookup (`SELECT … FROM categories WHERE id = $1`) called about once per row of a
-  list query that returns its key, and many times per request of the endpoint behind it (requests per endpoint
-  from Prometheus' `http_requests_total` over the window).
+  list query that returns its key. The endpoint behind it comes from evidence: requests per endpoint from
+  Prometheus' `http_requests_total` over the window (the list query runs at most about once per request of its
+  endpoint; its route names the list's table). Health and metrics routes (`/health*`, `/ready*`, `/metrics`) are
+  never blamed; when the evidence fits several endpoints equally, the finding says so and lists them. A lookup
+  called about once per request of some endpoint is a detail page, not an N+1.
 - **Query logs** (the runbook's "check logs for repeated similar queries"): the PostgreSQL statement log
   (`targets.postgres_logs`) and Prisma `prisma:query` lines (`targets.app_logs`), streamed and fingerprinted
   with pglast; a run of ≥ 5 back-to-back identical lookups in one session is an N+1 (Sentry's rule)."""),
@@ -71,28 +91,46 @@ A statement is slow when it averages ≥ `settings.database.slow_query_mean` (20
     pb.emit(ctx, nplus1)"""),
 ("code", """with pb.check(ctx, "N+1 from the query logs"):
     files = [*t.postgres_logs, *t.app_logs]
-    analysis = querylog.analyze(logs.read(files, s.log_line_prefix, ctx.start, ctx.end),
-                                s.n_plus_one_min_repeats, s.n_plus_one_min_total * 1000)
+    limits = ctx.params.settings.limits
+    analysis = querylog.analyze(logs.read(files, s.log_line_prefix, ctx.start, ctx.end, limits),
+                                s.n_plus_one_min_repeats, s.n_plus_one_min_total * 1000,
+                                max_fingerprints=limits.max_fingerprints)
     table, found = querylog.n_plus_one_from_log(analysis, ctx.params.endpoints, nplus1, files)
     pb.table(table, f"Runs of identical lookups in one session ({analysis.statements:,} statements read)")
     pb.table(analysis.top(s.top_n), "Top statements in the logs by total time")
     pb.emit(ctx, found)"""),
 ("md", """## 3. Missing indexes
 
-*Issue 2: Missing Indexes.* Tables read mostly by sequential scans (≥ 10k rows, < 95 % of scans by index), then a
-plain `EXPLAIN (FORMAT JSON)` of the top statements that read a large table (a generic plan for `$n` texts:
-`EXPLAIN (GENERIC_PLAN)` on PostgreSQL 16+, `PREPARE` + `plan_cache_mode = force_generic_plan` before). A scan
-with a filter on a large table, feeding a sort, asks for an index on the filtered, then sorted columns — the
-runbook's `products(category_id, created_at DESC)`. With the hypopg extension the index is created
-hypothetically (in this session's memory only) and kept only if the planner's cost at least halves (dexter's rule)."""),
+*Issue 2: Missing Indexes.* At every privilege level: tables read mostly by sequential scans (≥ 10k rows, ≥ 10
+sequential scans, < 95 % of scans by index), and the statements that read them, ranked by their share of all
+statement time (≥ `settings.database.index_candidate_min_share`, 5 %). Each statement is parsed with pglast: the
+columns its WHERE compares with a value — equality first, then ranges — then its ORDER BY columns with their
+direction (before the range columns under a LIMIT, so the index returns the rows in order) make the index
+candidate, unless an index already leads with them or the statement returns a large share of the table anyway.
+The runbook's `products(category_id, created_at DESC)`.
+
+With SELECT on the tables (`pg_read_all_data`), a plain `EXPLAIN (FORMAT JSON)` of each candidate's statement and
+of the top statements (a generic plan for `$n` texts: `EXPLAIN (GENERIC_PLAN)` on PostgreSQL 16+, `PREPARE` +
+`plan_cache_mode = force_generic_plan` before) verifies it: a scan with a filter on the large table confirms the
+candidate; a plan that reads the table otherwise refutes it, and the finding says what the plan does. Without
+that privilege the statement is not sent, and each candidate says "not verified by EXPLAIN". With the hypopg
+extension the index is created hypothetically (in this session's memory only) and kept only if the planner's
+cost at least halves (dexter's rule). A missing index is critical when its statement takes ≥
+`missing_index_critical_share` (50 %) of all statement time or is slow by the slow-query bar, at every level."""),
 ("code", """with pb.check(ctx, "missing indexes (table scans + EXPLAIN)"):
     tables, indexes = postgres.table_stats(db), postgres.index_stats(db)
     pb.table(database.seq_scan_tables(tables, s.min_table_rows, s.seq_scan_index_share), "Tables read mostly by sequential scans")
-    candidates = database.explain_candidates(postgres.require(stmts, "pg_stat_statements"), tables, s.top_n, s.min_table_rows)
+    considered, from_text = database.index_candidates(postgres.require(stmts, "pg_stat_statements"), tables, indexes,
+                                                      s.min_table_rows, s.seq_scan_index_share, s.index_candidate_min_share)
+    pb.table(considered, "Statements read for index candidates (statement text, pglast), largest share of time first")
+    candidates = database.explain_candidates(stmts, tables, s.top_n, s.min_table_rows, from_text, privileges)
     plans = postgres.explain_all(db, candidates)
     suggestions = database.index_suggestions(plans, tables, indexes, s.min_table_rows)
-    table, found = database.missing_indexes(tables, suggestions, stmts, postgres.verify_with_hypopg(db, suggestions),
-                                            s.min_table_rows, s.seq_scan_index_share, s.slow_query_mean * 1000, s.slow_query_calls)
+    verified = postgres.verify_with_hypopg(db, database.hypopg_targets(from_text, suggestions, plans))
+    table, found = database.missing_indexes(tables, suggestions, stmts, verified, s.min_table_rows,
+                                            s.seq_scan_index_share, s.slow_query_mean * 1000, s.slow_query_calls,
+                                            candidates=from_text, plans=plans, considered=considered,
+                                            critical_share=s.missing_index_critical_share, level=level)
     pb.table(table, "Suggested indexes")
     pb.details("SQL: pg_stat_user_tables", tables.attrs["sql"], "sql")
     pb.details("EXPLAIN plans (JSON)", database.plans_text(plans), "json")
@@ -104,11 +142,16 @@ hypothetically (in this session's memory only) and kept only if the planner's co
 ("md", """## 4. Large result sets
 
 *Issue 2: Large Result Sets.* Statements returning more than `settings.database.large_result_rows` (1000) rows
-per call, or reading a large table with no LIMIT and no WHERE. The fix is the runbook's pagination."""),
+per call, or reading a large table with no LIMIT and no WHERE, judged by what they cost: a finding when called
+≥ `large_result_calls` (10) times, or having returned ≥ `large_result_total_rows` (100,000) rows in all, or taking
+≥ `large_result_time_share` (5 %) of all statement time — one export of 200k rows every 20 s is a finding. The fix
+is the runbook's pagination."""),
 ("code", """with pb.check(ctx, "large result sets"):
     table, found = database.large_results(postgres.require(stmts, "pg_stat_statements"), tables,
-                                          s.large_result_rows, s.min_table_rows)
-    pb.table(table, "Statements returning many rows per call")
+                                          s.large_result_rows, s.min_table_rows, s.large_result_calls,
+                                          s.large_result_total_rows, s.large_result_time_share,
+                                          s.large_result_critical_share)
+    pb.table(table, "Statements returning many rows, and what they cost")
     pb.emit(ctx, found)"""),
 ("md", """## 5. Table bloat and unused indexes
 

@@ -21,9 +21,12 @@ prom, evaluations = None, []"""),
 ("md", """## 1. Key metrics to monitor
 
 The runbook's Grafana dashboard, over the window: response time (p50/p95/p99), throughput, error rate, CPU,
-heap used against its limit, event-loop lag, database query time (p95), external API time (p95), cache hit
+memory used against its limit, event-loop lag, database query time (p95), external API time (p95), cache hit
 rate and active connections. Dashed lines are the runbook's Warning/Critical levels, targets and alert
-thresholds from the params file."""),
+thresholds from the params file. The runbook's queries name two metrics stock prom-client does not have:
+CPU is `rate(process_cpu_seconds_total) × 100` (not `nodejs_process_cpu_percent`), memory is RSS over
+`targets.memory_limit` (and heap used over `nodejs_heap_size_limit_bytes` only where a service exports it);
+event-loop lag shows prom-client's max gauge, the worst delay since the previous scrape."""),
 ("code", """with pb.check(ctx, "key metrics dashboard"):
     prom = source.prometheus_client(ctx.params, ctx.secret)
     panels = plots.key_metric_panels(ctx.params)
@@ -34,7 +37,8 @@ thresholds from the params file."""),
 ("md", """## 2. Performance alerts
 
 The runbook's four alerts (HighResponseTime, HighCPU, HighMemory, EventLoopLag) with the params file's
-expressions, thresholds and `for` durations. Each rule is evaluated over the window as Prometheus does it:
+expressions, thresholds and `for` durations, written to evaluate on stock prom-client metrics (the table shows
+each rule's PromQL). Each rule is evaluated over the window as Prometheus does it:
 at every evaluation interval; *pending* as soon as the condition holds, *firing* once it has held for `for`,
 back to inactive at the first evaluation where it does not hold (or has no data)."""),
 ("code", """pb.table(alerts.rules_table(ctx.params), "Alert rules (as exported by `perfbook alerts export`)")

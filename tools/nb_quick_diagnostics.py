@@ -8,10 +8,12 @@ its target, the error rate, CPU, memory, event-loop lag and database connections
 Normal / Warning / Critical table — then **which section to open next**. Run it first; the verdict just
 below is the whole story at a glance, the numbered steps are its evidence.
 
-How a window is judged (one spike is not a level): CPU % and event-loop lag at their *sustained level*, the
-level held during at least 10 % of the window and at least 20 s (`settings.diagnostics.sustained_quantile`,
-`sustained_for`; on a long window, the 90th percentile of the scrapes), memory and connections at their maximum,
-latency and error rate over all requests of the window. Without a Prometheus server (only
+How a window is judged (one spike is not a level): CPU % at its *sustained level*, the level held during at
+least 10 % of the window and at least 20 s (`settings.diagnostics.sustained_quantile`, `sustained_for`; on a
+long window, the 90th percentile of the scrapes); event-loop lag at the levels its delays reach again and again
+(in at least 10 % of the scrapes, recurring over at least 20 s); memory and connections at their maximum,
+latency and error rate over all requests of the window. The source is first asked which of the configured
+metrics it has: a missing one is named (`metrics.missing`) with what stands in for it. Without a Prometheus server (only
 `targets.metrics_urls`), the numbers are since each process started, and rates come from two scrapes a few
 seconds apart."""),
 ("params", PARAMS),
@@ -38,13 +40,26 @@ The Prometheus server named in the params (over the report's window), or the ser
 (snapshot mode). A dead Prometheus is reported once here, and the checks fall back to `/metrics` when the
 params list the endpoints (numbers since each process started); a source that is down is never taken for a
 healthy service."""),
-("code", """wm = pb.metrics_window(ctx, "only the response-time probes run.")"""),
+("code", """wm = pb.metrics_window(ctx, "only the response-time probes run.")
+present = None
+if wm:
+    with pb.check(ctx, "which metrics exist"):
+        present = src.discover(wm, p, src.QUICK_FIELDS)
+        coverage, found = resources.metric_coverage(present, p, src.QUICK_FIELDS, wm.basis)
+        pb.table(coverage[~coverage["present"]], "Configured metrics the source does not have, and what stands in")
+        pb.emit(ctx, found)
+
+
+def gauge(name):  # a gauge's samples, or None when the source does not have it (no query for it)
+    return src.gauge(wm, p, name) if resources.metric_exists(name, present) else None"""),
 ("md", """**Instances up.** The runbook's `flyctl status`, from Prometheus: an instance whose scrapes failed
-(`up == 0`) in the window was down or unreachable — critical when still down at the end, warning when it came
-back. Its own numbers below cover only the time it answered; the others carried its traffic."""),
+(`up == 0`) for at least `settings.diagnostics.down_for` (15 s) in a row was down or unreachable — critical
+when still down at the end, warning when it came back; its own numbers below cover only the time it answered,
+the others carried its traffic. Shorter failures are flaps, not outages. Scrapes that *every* instance missed at
+once are a monitoring gap (the scraper or its machine stalled), not an instance down."""),
 ("code", """if wm and wm.mode == "prometheus":
     with pb.check(ctx, "instances up"):
-        table, found = resources.instances_down(src.gauge(wm, p, "up"))
+        table, found = resources.instances_down(src.gauge(wm, p, "up"), d.down_for)
         pb.table(table, "Scrapes per instance in the window (Prometheus up)")
         pb.emit(ctx, found)"""),
 ("md", """## 1. Response time per endpoint — from the service's histogram
@@ -80,7 +95,8 @@ The runbook's step 5 (`grep http_request_errors_total`): the share of 5xx answer
 `http_requests_total` by status code. Warning at 1 %, critical at 5 % (`thresholds.error_rate`)."""),
 ("code", """if wm:
     with pb.check(ctx, "error rate (5xx)"):
-        table, found = resources.error_rates(src.requests_by_status(wm, p), p.thresholds.error_rate, d.min_requests,
+        counter = m.http_requests if resources.metric_exists(m.http_requests, present) else m.http_duration + "_count"
+        table, found = resources.error_rates(src.requests_by_status(wm, p, counter), p.thresholds.error_rate, d.min_requests,
                                              m.method_label, m.route_label, m.status_label, basis=wm.basis)
         pb.table(table, "5xx share per route")
         pb.emit(ctx, found)"""),
@@ -98,26 +114,33 @@ warning 70 %, critical 85 %."""),
         pb.emit_unreachable(ctx, wm.new_dead())"""),
 ("md", """## 5. Memory
 
-Peak memory over the window against the limit: RSS over `targets.memory_limit` when the params give it, else
-V8 heap used over the heap limit. Normal 40-60 %, warning 80 %, critical 90 %."""),
+Peak memory over the window against the limit: RSS over `targets.memory_limit` (the instance's memory, what
+the OOM killer compares), and V8 heap used over the heap-limit gauge where the service exports one — the
+higher share is judged. Stock prom-client has no heap-limit gauge (`nodejs_heap_size_limit_bytes`), so set
+`targets.memory_limit`; the committed heap is shown but is not a limit (V8 grows it on demand). Normal 40-60 %,
+warning 80 %, critical 90 %."""),
 ("code", """if wm:
     with pb.check(ctx, "memory %"):
-        table, found = resources.memory_pressure(src.gauge(wm, p, m.resident_memory), src.gauge(wm, p, m.heap_used),
-                                                 src.gauge(wm, p, m.heap_limit), p.thresholds.memory_percent,
-                                                 p.targets.memory_limit_bytes())
+        table, found = resources.memory_pressure(gauge(m.resident_memory), gauge(m.heap_used), gauge(m.heap_limit),
+                                                 p.thresholds.memory_percent, p.targets.memory_limit_bytes(),
+                                                 heap_total=gauge(m.heap_total), names=m.model_dump())
         pb.table(table, "Memory per instance (MB, % of the limit)")
         pb.emit(ctx, found)"""),
 ("md", """## 6. Event-loop lag
 
-The runbook's step 4 (`grep nodejs_eventloop_lag_seconds`): how late the event loop runs its callbacks. Judged
-on prom-client's p99 lag gauge (the loop's p99 delay between two scrapes) at its sustained level over the
-window; the instantaneous lag gauge is shown too but misses blocking between scrapes. Normal < 10 ms, warning 50 ms, critical
-100 ms."""),
+The runbook's step 4 (`grep nodejs_eventloop_lag_seconds`): how late the event loop runs its callbacks.
+prom-client resets its delay histogram at every scrape, so its max and p99 gauges describe the time since the
+previous scrape; at a 15 s scrape interval a loop blocked 300 ms every few seconds reads p99 ≈ 10-14 ms but
+max 300 ms. Two readings, each at the level reached again and again: the typical delay (p99 gauge) against
+warning 50 ms and critical 100 ms, and the stalls (max gauge: the worst delay since the previous scrape) against
+critical 100 ms only — on a busy machine the worst delay of a scrape interval is well above the typical one.
+The finding names the gauge that decided; the instantaneous lag gauge misses blocking between scrapes."""),
 ("code", """if wm:
     with pb.check(ctx, "event-loop lag"):
-        table, found = resources.eventloop_lag(src.gauge(wm, p, m.eventloop_lag), src.gauge(wm, p, m.eventloop_lag_p99),
+        table, found = resources.eventloop_lag(gauge(m.eventloop_lag), gauge(m.eventloop_lag_p99),
                                                p.thresholds.eventloop_lag_seconds, d.sustained_quantile,
-                                               d.sustained_for)
+                                               d.sustained_for, lag_max=gauge(m.eventloop_lag_max),
+                                               names=m.model_dump())
         pb.table(table, "Event-loop lag per instance (ms)")
         pb.emit(ctx, found)"""),
 ("md", """## 7. Database connections
@@ -134,8 +157,8 @@ if p.targets.database_env:
         pb.table(by_state, f"pg_stat_activity: {server} client connections by application and state")
 if wm:
     with pb.check(ctx, "DB connections"):
-        table, found = resources.db_connections(src.gauge(wm, p, m.db_pool_open), src.gauge(wm, p, m.db_pool_busy),
-                                                src.gauge(wm, p, m.db_pool_wait), p.thresholds.db_connections, server)
+        table, found = resources.db_connections(gauge(m.db_pool_open), gauge(m.db_pool_busy), gauge(m.db_pool_wait),
+                                                p.thresholds.db_connections, server)
         pb.table(table, "Connection pool per instance")
         pb.emit(ctx, found)"""),
 ("md", """## Open next — and the verdict

@@ -6,6 +6,8 @@
     perfbook batch -p FILE [--sections a,b]    every section in parallel → a dated report folder
     perfbook demo [--scenario NAME] [--keep]   the built-in demo stack, diagnosed end to end
     perfbook demo stop                         stop a stack left up with --keep
+    perfbook lab [-p FILE] [--incident ID]     JupyterLab on a workspace of its own (outputs/…-lab-…/)
+    perfbook report FOLDER                     a `perfbook lab` workspace → HTML report, findings.json, index
     perfbook alerts export -p FILE             the params' alert rules as a Prometheus rules file
 """
 from __future__ import annotations
@@ -27,6 +29,8 @@ EXIT_CODES_HELP = """exit status:
   1    critical findings, or checks that could not run (source.unreachable)
   2    bad input (params file, option, section): nothing ran
   3    a notebook failed or timed out (its HTML report is still written)
+  4    perfbook itself failed (disk full, ...): the other notebooks were stopped;
+       manifest.json is "failed" with the reason, and nothing unredacted is left
   130  interrupted; the run folder's manifest.json says which sections finished
 """
 
@@ -71,8 +75,10 @@ def _load_params(path: str, overrides: list[str]) -> tuple[Any, dict[str, Any]]:
 
 
 def run_batch(params_file: str, sections: list[str] | None, *, incident=None, since=None, until=None,
-              overrides: list[str] | None = None, jobs=None, timeout=600.0, outputs="outputs",
+              overrides: list[str] | None = None, jobs=None, timeout=None, outputs="outputs",
               quiet=False) -> int:
+    if timeout is not None and not timeout > 0:
+        raise BadInput(f"--timeout: must be a number of seconds above 0, got {timeout:g}")
     params, ov = _load_params(params_file, overrides or [])
     chosen = validate_sections(sections)
     if not chosen:
@@ -81,9 +87,13 @@ def run_batch(params_file: str, sections: list[str] | None, *, incident=None, si
     batch = Batch(params_file, params, chosen, incident=incident, since=since, until=until, overrides=ov,
                   jobs=jobs, timeout=timeout, outputs=outputs, progress=None if quiet else printer)
     if not quiet:
+        each = (f"timeout {timeout:.0f}s each" if timeout is not None else "timeout per section: "
+                + ", ".join(f"{r.section} {r.timeout_s:.0f}s" for r in batch.results))
         sys.stderr.write(f"perfbook {__version__}: {len(chosen)} section(s), {batch.jobs} at a time, "
-                         f"timeout {timeout:.0f}s each → {batch.run_dir}\n")
+                         f"{each} → {batch.run_dir}\n")
     result = batch.run()  # handles SIGINT/SIGTERM/SIGHUP itself
+    if batch.failure:
+        _err(batch.failure)
     findings = result.findings
     crit = sum(f.severity == "critical" for f in findings)
     errs = sum(f.severity == "error" for f in findings)
@@ -125,12 +135,36 @@ def _title(nb: Path) -> str:
     return ""
 
 
+def weak_secret_warnings(path: str, params: Any, environ: dict[str, str] | None = None) -> list[str]:
+    """One line per secret (the value of a variable the params file names, as set now) that
+    cannot be redacted safely: shorter than 8 characters or a common word. Such a secret is
+    masked only where it stands as a secret (a DSN password, ``password=``...), never in
+    ordinary text (see :class:`perfbook.report.Redactor`)."""
+    from .report import Redactor, secret_weakness
+
+    environ = os.environ if environ is None else environ
+    t = params.targets
+    fields = [("targets.database_env", t.database_env), ("targets.redis_env", t.redis_env),
+              ("targets.prometheus.bearer_token_env", t.prometheus.bearer_token_env if t.prometheus else None)]
+    out = []
+    for field, name in fields:
+        if not name or not environ.get(name):
+            continue
+        why = next((w for part in Redactor.secret_parts(environ[name]) if (w := secret_weakness(part))), None)
+        if why:
+            out.append(f"warning: {path}: {field}: the secret in ${name} cannot be redacted safely ({why}); "
+                       "reports mask it only where it stands as a password or token: use a long random one")
+    return out
+
+
 def cmd_check_params(a: argparse.Namespace) -> int:
     if (a.file is None) == (a.params_opt is None):
         print("perfbook check-params: give one params file (FILE or -p FILE)", file=sys.stderr)
         return 2
     a.file = a.file or a.params_opt
     params, _ = _load_params(a.file, a.set)
+    for line in weak_secret_warnings(a.file, params):
+        _err(line)
     print(f"{a.file}: ok — service {params.service!r} ({params.environment}), "
           f"{len(params.endpoints)} endpoints, secrets named: {', '.join(params.env_names()) or 'none'}")
     return 0
@@ -152,10 +186,22 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return demo_main(a)
 
 
+def cmd_lab(a: argparse.Namespace) -> int:
+    from .lab import lab_main
+    return lab_main(a)
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from .lab import report_main
+    return report_main(a)
+
+
 def cmd_alerts(a: argparse.Namespace) -> int:
-    from .checks.alerts import rules_yaml
+    from .checks.alerts import export_notes, rules_yaml
     params, _ = _load_params(a.params, a.set)
     text = rules_yaml(params)
+    for note in export_notes(params):  # a rule stock prom-client cannot feed: said, not silent
+        _err(f"note: {note}")
     if a.output in (None, "-"):
         sys.stdout.write(text)
     else:
@@ -191,8 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--until", help="window end: now or ISO-8601 (overrides the params file)")
         p.add_argument("-P", "--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a params field, e.g. -P settings.probes.count=50")
-        p.add_argument("--timeout", type=float, default=float(os.environ.get("PERFBOOK_TIMEOUT", 600)),
-                       help="per-notebook timeout in seconds (default 600)")
+        env_timeout = os.environ.get("PERFBOOK_TIMEOUT")
+        p.add_argument("--timeout", type=float, default=float(env_timeout) if env_timeout else None,
+                       help="per-notebook timeout in seconds, for every notebook (default: each section's "
+                            "expected duration, e.g. the load test's stages and recovery, + 25%% + 600 s)")
         p.add_argument("--outputs", default=os.environ.get("PERFBOOK_OUTPUTS", "outputs"),
                        help="report root (default ./outputs)")
 
@@ -217,12 +265,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", default="run", choices=["run", "stop", "scenarios", "env"])
     p.add_argument("--scenario", default="incident", help="incident (all faults, default), healthy, or one fault")
     p.add_argument("--keep", action="store_true", help="leave the stack up (then `make lab`, `perfbook demo stop`)")
+    p.add_argument("--db-role", default="monitor", choices=["monitor", "read_all", "hypopg"],
+                   help="the privilege level perfbook connects with: monitor (pg_monitor only, the default and the "
+                        "README's recommendation), read_all (+ pg_read_all_data: EXPLAIN verifies index candidates), "
+                        "hypopg (+ the hypopg extension, when the server has it)")
+    p.add_argument("--tsdb", default="prometheus", choices=["prometheus", "victoriametrics", "both"],
+                   help="the time-series database scraping the stack: prometheus (default), victoriametrics (the "
+                        "engine of Fly.io's managed Prometheus), or both (the batch runs against each, same window, "
+                        "and the verdicts are compared)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of traffic before the batch (default 60)")
     p.add_argument("--sections", help="comma-separated subset of sections")
     p.add_argument("--jobs", type=int, default=None)
-    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--timeout", type=float, default=None, help="per-notebook timeout (default: per section)")
     p.add_argument("--outputs", default=os.environ.get("PERFBOOK_OUTPUTS", "outputs"))
     p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("lab", help="JupyterLab on a new investigation workspace (demo stack or -p FILE)",
+                       description="Copy the section notebooks, parameters filled in, into "
+                                   "outputs/YYYY-MM-DD/HHMMSS-lab-<incident>/ and open JupyterLab there (works as "
+                                   "root). Without -p: the demo stack `perfbook demo --keep` left up, or a new one "
+                                   "that stops when Lab exits. Afterwards: perfbook report FOLDER.")
+    p.add_argument("-p", "--params", help="params YAML of the service to investigate (default: a demo stack)")
+    p.add_argument("--incident", help="incident ID; names the workspace folder")
+    p.add_argument("--since", help="window start for every notebook: -30m, now, or ISO-8601")
+    p.add_argument("--until", help="window end: now or ISO-8601")
+    p.add_argument("-P", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a params field")
+    p.add_argument("--port", type=int, default=0, help="Lab's port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--open", action="store_true", help="open a browser on this machine")
+    p.add_argument("--scenario", default="incident", help="the demo stack's scenario when one is started")
+    p.add_argument("--outputs", default=os.environ.get("PERFBOOK_OUTPUTS", "outputs"),
+                   help="where the workspace folder goes (default ./outputs)")
+    p.set_defaults(fn=cmd_lab)
+
+    p = sub.add_parser("report", help="turn a `perfbook lab` workspace into an HTML report with findings.json and index")
+    p.add_argument("folder", help="the workspace folder `perfbook lab` printed")
+    p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("alerts", help="alert rules: export the params' thresholds as Prometheus rules")
     p.add_argument("action", choices=["export"])

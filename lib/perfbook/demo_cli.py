@@ -30,8 +30,8 @@ def _demo_settings() -> dict[str, Any]:
     }
 
 
-def demo_params(stack) -> dict[str, Any]:
-    data = stack.params_dict()
+def demo_params(stack, tsdb: str | None = None) -> dict[str, Any]:
+    data = stack.params_dict(tsdb)
     settings = data.setdefault("settings", {})
     for key, value in _demo_settings().items():
         settings.setdefault(key, value)
@@ -40,20 +40,22 @@ def demo_params(stack) -> dict[str, Any]:
     return data
 
 
-def write_demo_params(stack, path: Path) -> Path:
+def write_demo_params(stack, path: Path, tsdb: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     header = (f"# perfbook params for the demo stack (scenario {stack.scenario.name}); "
               f"secrets come from the environment: {', '.join(stack.env())}\n")
-    path.write_text(header + yaml.safe_dump(demo_params(stack), sort_keys=False), encoding="utf-8")
+    path.write_text(header + yaml.safe_dump(demo_params(stack, tsdb), sort_keys=False), encoding="utf-8")
     return path
 
 
-def arm_alert_rules(stack) -> Path:
+def arm_alert_rules(stack) -> Path | None:
     """Load the demo params' alert rules into the stack's Prometheus (before traffic), so the
     monitoring section can compare its own evaluation with the alerts Prometheus fires."""
     from .checks.alerts import rules_yaml
     from .params import Params
 
+    if stack.prometheus is None:  # VictoriaMetrics alone keeps no rules (they live in vmalert)
+        return None
     path = stack.state_dir / "perfbook-alerts.rules.yml"
     path.write_text(rules_yaml(Params.model_validate(demo_params(stack))), encoding="utf-8")
     if str(path) not in stack.prometheus.rule_files:
@@ -90,8 +92,37 @@ def _stats(stats) -> str:
     return f"· {n} requests" if n is not None else ""
 
 
+def _second_backend(stack, params: Path, sections, a) -> int:
+    """``--tsdb both``: the same batch, same window, against VictoriaMetrics (fed by Prometheus's
+    remote_write, so it holds the same samples), and the time-series verdicts compared."""
+    import json
+
+    from .cli import run_batch
+    from .demo.victoriametrics import verdict_differences
+
+    window = yaml.safe_load(params.read_text(encoding="utf-8"))["window"]
+    vm_params = write_demo_params(stack, stack.state_dir / "params-victoriametrics.yaml", "victoriametrics")
+    text = yaml.safe_load(vm_params.read_text(encoding="utf-8"))
+    text["window"] = window  # the very same window as the Prometheus batch
+    vm_params.write_text(yaml.safe_dump(text, sort_keys=False), encoding="utf-8")
+    _say("\nThe same batch against VictoriaMetrics (same samples, same window):")
+    runs = sorted(Path(a.outputs).glob(f"*/*-demo-{a.scenario}"), key=lambda p: p.stat().st_mtime)
+    code = run_batch(str(vm_params), sections, incident=f"demo-{a.scenario}-victoriametrics", jobs=a.jobs,
+                     timeout=a.timeout, outputs=a.outputs)
+    vm_runs = sorted(Path(a.outputs).glob(f"*/*-demo-{a.scenario}-victoriametrics"), key=lambda p: p.stat().st_mtime)
+    if runs and vm_runs:
+        load = lambda run: json.loads((run / "findings.json").read_text(encoding="utf-8"))  # noqa: E731
+        diff, near = verdict_differences(load(runs[-1]), load(vm_runs[-1]))
+        _say("Time-series verdicts: " + ("the same on Prometheus and VictoriaMetrics." if not diff else
+                                         f"{len(diff)} differ:\n  " + "\n  ".join(diff)))
+        if near:
+            _say("  " + "\n  ".join(near))
+    return code
+
+
 def demo_main(a) -> int:
     from .demo import scenarios
+    from .demo.postgres import HypopgUnavailable
     from .demo.stack import Stack
     from .runner import EXIT_BAD_INPUT
 
@@ -124,14 +155,19 @@ def demo_main(a) -> int:
     except KeyError:
         _say(f"perfbook: --scenario: unknown scenario {a.scenario!r}; known: {', '.join(scenarios.SCENARIOS)}")
         return EXIT_BAD_INPUT
-    stack = Stack(a.scenario, keep=a.keep, log=lambda m: _say(f"  {m}"))
-    _say(f"perfbook demo: scenario {a.scenario!r} — starting PostgreSQL, Prometheus, "
+    tsdb = getattr(a, "tsdb", "prometheus")
+    stack = Stack(a.scenario, keep=a.keep, log=lambda m: _say(f"  {m}"), db_role=getattr(a, "db_role", "monitor"),
+                  tsdb=tsdb)
+    _say(f"perfbook demo: scenario {a.scenario!r} — starting PostgreSQL, "
+         f"{' and '.join(stack.tsdb_names).replace('victoriametrics', 'VictoriaMetrics').replace('prometheus', 'Prometheus')}, "
          f"{stack.n_instances} service instances and the external-API stand-in on 127.0.0.1")
     ok = False
     try:
         timings = stack.start()
         _say(f"  stack up in {timings['total']:.1f} s (goal < 30 s): "
              + ", ".join(f"{k} {v}" for k, v in timings.items() if k != "total"))
+        _say(f"  perfbook connects to PostgreSQL as {stack.monitor_user} (privilege level {stack.db_role}; "
+             f"--db-role monitor|read_all|hypopg)")
         arm_alert_rules(stack)
         t0 = time.monotonic()
         stack.drive(a.duration, progress=lambda done, total, stats: _bar(done, total, _stats(stats)))
@@ -144,11 +180,16 @@ def demo_main(a) -> int:
         sections = [s.strip() for s in a.sections.split(",")] if a.sections else None
         code = run_batch(str(params), sections, incident=f"demo-{a.scenario}", jobs=a.jobs, timeout=a.timeout,
                          outputs=a.outputs)
+        if tsdb == "both":
+            code = max(code, _second_backend(stack, params, sections, a))
         ok = True
         if a.keep:
             _say(f"\nThe stack is still up (--keep):\n{stack.describe()}\n"
                  f"params: {params}\nexplore: make lab   ·   stop: perfbook demo stop")
         return code
+    except HypopgUnavailable as exc:
+        _say(f"perfbook: {exc}")
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         _say("\ninterrupted: stopping the demo stack")
         return 130

@@ -2,8 +2,11 @@
 
 The runner starts one ``python -m perfbook.execute`` per notebook: papermill's
 in-process parallel runs clash (ZMQ ports, cwd), and a separate process can be killed
-cleanly on timeout. Output goes to a private work folder; the runner redacts it and links
-it into the run folder.
+cleanly on timeout. Output goes to a private work folder outside outputs/: papermill's
+raw notebook (``<name>.raw.ipynb``) is redacted on structure (:func:`perfbook.report.redact_notebook`,
+with the secrets named in ``PERFBOOK_REDACT_ENV``) into ``--output`` and removed, and the HTML
+page is exported from the redacted notebook; the runner checks both and links them into the
+run folder.
 
 Prints one JSON line on stdout: ``{"status": "ok"|"failed", "error": "...", "timings": {...}}``.
 """
@@ -93,29 +96,44 @@ def run(notebook: Path, output: Path, html_out: Path, parameters: dict, cwd: Pat
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    from .report import error_html, notebook_html
+    from .report import active_redactor, error_html, notebook_html, redact_notebook
 
     result: dict = {"status": "ok", "error": "", "timings": {}}
+    raw = output.with_name(output.stem + ".raw.ipynb")
+    redact = active_redactor()
     t0 = time.monotonic()
     try:
         retries = retry_kernel_start(lambda: pm.execute_notebook(
-            str(notebook), str(output), parameters=parameters, cwd=str(cwd), kernel_name="python3",
+            str(notebook), str(raw), parameters=parameters, cwd=str(cwd), kernel_name="python3",
             progress_bar=False, log_output=False, request_save_on_cell_execute=False,
             execution_timeout=cell_timeout))
         if retries:  # shown in manifest.json, next to the timings
             result["timings"]["kernel_start_retries"] = retries
     except PapermillExecutionError as exc:
-        result.update(status="failed", error=f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"[:2000])
+        result.update(status="failed", error=redact(f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}")[:2000])
     except Exception as exc:  # noqa: BLE001 - kernel died, bad notebook, ...
-        result.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        result.update(status="failed", error=redact(f"{type(exc).__name__}: {exc}")[:2000])
     result["timings"]["execute_s"] = round(time.monotonic() - t0, 3)
 
     t1 = time.monotonic()
+    if raw.exists():
+        import nbformat
+
+        try:
+            nb = redact_notebook(nbformat.read(str(raw), as_version=4), redact)
+            tmp_nb = output.with_name(f".{output.name}.tmp")
+            nbformat.write(nb, str(tmp_nb))
+            os.replace(tmp_nb, output)
+        except Exception as exc:  # noqa: BLE001 - unreadable output: no notebook, the error says why
+            result.update(status="failed", error=result["error"] or
+                          redact(f"could not read the executed notebook: {type(exc).__name__}: {exc}")[:2000])
+        finally:
+            raw.unlink(missing_ok=True)
     try:
         page = notebook_html(output) if output.exists() else error_html(
             f"{notebook.stem}: did not run", result["error"] or "no output notebook")
     except Exception as exc:  # noqa: BLE001
-        page = error_html(f"{notebook.stem}: HTML export failed", f"{type(exc).__name__}: {exc}\n\n{result['error']}")
+        page = error_html(f"{notebook.stem}: HTML export failed", redact(f"{type(exc).__name__}: {exc}\n\n{result['error']}"))
     tmp = html_out.with_name(f".{html_out.name}.tmp")
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, html_out)  # the runner never sees half a page

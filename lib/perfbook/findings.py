@@ -57,6 +57,12 @@ CODES: dict[str, Code] = {
                           "Issue 1 §3 Memory Bottleneck (Memory Leaks)"),
     "instance.down": Code("An instance stopped answering its scrapes (Prometheus up == 0) in the window.",
                           "Quick Diagnostics (flyctl status)"),
+    "monitoring.gap": Code("Every instance missed the same scrapes: the scraper (Prometheus) or the machine it "
+                           "runs on, not one instance, is the likely cause.",
+                           "Performance Monitoring (Key Metrics to Monitor)"),
+    "metrics.missing": Code("A metric the params name is not exported under the selector; the finding names "
+                            "the fallback used instead, or what could not be judged.",
+                            "Performance Monitoring (Key Metrics to Monitor)"),
     "eventloop.lag": Code("Event-loop lag is at or above the Warning/Critical level.",
                           "Performance Baselines / Issue 1 §2 (Synchronous Operations)"),
     "db.connections": Code("Database connections (pool or server) are near their limit.",
@@ -77,6 +83,9 @@ CODES: dict[str, Code] = {
                           "Issue 1 §4 Database Bottleneck"),
     "db.unused_index": Code("An index is never scanned but costs writes and space.",
                             "Issue 2 Missing Indexes"),
+    "db.privileges": Code("The database role's privilege level (pg_monitor, + pg_read_all_data, + hypopg): "
+                          "what the checks could verify, and what the next level adds.",
+                          "Issue 1 §4 Database Bottleneck"),
     "cache.low_hit_rate": Code("Cache hit rate is under the 60 % target.",
                                "Issue 5 Caching Optimization (Cache Monitoring)"),
     "ratelimit.rejections": Code("Requests are being rejected by rate limits (HTTP 429).",
@@ -182,9 +191,10 @@ def sort_key(f: Finding) -> tuple:
     return (-severity_rank(f.severity), f.section, f.code, f.subject or "")
 
 
-def collect(notebook_path: str | Path) -> list[Finding]:
-    """Read the findings a notebook recorded in its outputs (no re-execution)."""
-    nb = json.loads(Path(notebook_path).read_text(encoding="utf-8"))
+def collect(notebook: str | Path | dict) -> list[Finding]:
+    """Read the findings a notebook (a path, or the notebook object) recorded in its outputs
+    (no re-execution)."""
+    nb = notebook if isinstance(notebook, dict) else json.loads(Path(notebook).read_text(encoding="utf-8"))
     found: list[Finding] = []
     for cell in nb.get("cells", []):
         for out in cell.get("outputs", []) or []:

@@ -28,7 +28,8 @@ from typing import Any, Iterable, Iterator
 from . import __version__
 from .findings import MIME_TYPE, Finding, severity_rank
 from .params import Params, env_value, load, resolve_time
-from .report import CLIP, clip
+from .report import CLIP, Redactor, clip, use_redactor
+from .tables import NO_MATH
 
 DEFAULT_PARAMS = "../params/demo.yaml"
 
@@ -58,7 +59,8 @@ class Context:
 
     def probe_options(self) -> dict[str, Any]:
         s = self.params.settings.probes
-        return {"count": s.count, "timeout": s.timeout, "retries": s.retries}
+        return {"count": s.count, "timeout": s.timeout, "retries": s.retries,
+                "max_bytes": self.params.settings.limits.max_response_bytes}
 
     @property
     def window_seconds(self) -> float:
@@ -71,6 +73,10 @@ def _display(bundle: dict[str, Any]) -> None:
     except ImportError:  # plain Python (tests): print the text form
         print(bundle.get("text/plain", ""))
         return
+    html_out = bundle.get("text/html")
+    if isinstance(html_out, str) and NO_MATH not in html_out[:200]:
+        # Never typeset as math in JupyterLab (``$1 … $2`` in SQL is text, not LaTeX).
+        bundle = {**bundle, "text/html": f"<div class='{NO_MATH}'>{html_out}</div>"}
     display(bundle, raw=True)
 
 
@@ -89,6 +95,8 @@ def start(section: str, params_file: str, since: str | None = None, until: str |
         # `make lab` against a stack left up by `perfbook demo --keep`: use its ports.
         params_file = demo
     params = load(params_file, ov)
+    # clip() redacts before it cuts, with this file's secrets (in JupyterLab too, not only in batch).
+    use_redactor(Redactor.for_env(params.env_names()))
     now = datetime.now(timezone.utc)
     p_since, p_until = params.window.resolve(now)
     start_t = resolve_time(since, now) if since else p_since
@@ -111,6 +119,7 @@ def _configure_display() -> None:
         import pandas as pd
         pd.set_option("display.max_rows", 60)
         pd.set_option("display.max_colwidth", 120)
+        pd.set_option("display.html.use_mathjax", False)  # a DataFrame shown as is: `$` stays text
     except ImportError:
         pass
 
@@ -130,7 +139,7 @@ def header_html(ctx: Context) -> str:
             ("incident", ctx.incident or "—"),
             ("run at (UTC)", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")),
             ("perfbook", f"{__version__} ({_git_revision()})"),
-            ("params", os.path.basename(ctx.params_file))]
+            ("params", os.path.abspath(ctx.params_file))]
     cells = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{e(k)}</th><td>{e(clip(v, CLIP['header']))}</td></tr>"
                     for k, v in rows)
     return (f"<div class='perfbook-header' style='border-left:4px solid #455a64;padding:4px 12px;"
@@ -147,8 +156,8 @@ MAX_EVIDENCE_ITEMS = 30
 def callout_html(f: Finding) -> str:
     bg, border, label = COLOURS[f.severity]
     e = html.escape
-    items = list(f.evidence.items())
-    ev = "".join(f"<li><code>{e(clip(k, CLIP['key']))}</code>: {e(_fmt(v))}</li>"
+    items = [(k, v) for k, v in f.evidence.items() if not _missing(v)]
+    ev = "".join(f"<li><code>{e(clip(k, CLIP['key']))}</code>: {e(_fmt(v, k))}</li>"
                  for k, v in items[:MAX_EVIDENCE_ITEMS])
     if len(items) > MAX_EVIDENCE_ITEMS:
         ev += f"<li><i>{len(items) - MAX_EVIDENCE_ITEMS} more evidence items not shown</i></li>"
@@ -165,12 +174,16 @@ def callout_html(f: Finding) -> str:
             + f"<div style='color:#555;font-size:0.85em'>runbook: {e(f.runbook_ref)}</div></div>")
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
+def _missing(v: Any) -> bool:
+    from .tables import _missing as missing
+    return missing(v)
+
+
+def _fmt(v: Any, key: str = "") -> str:
+    from .tables import value
     if isinstance(v, (list, dict)):
         return clip(json.dumps(v, default=str), CLIP["value"])
-    return clip(str(v), CLIP["value"])
+    return clip(value(v, key), CLIP["value"])
 
 
 def emit(ctx: Context, *findings: Finding | Iterable[Finding]) -> list[Finding]:
@@ -263,35 +276,14 @@ def metrics_window(ctx: Context, without: str) -> Any:
 # --------------------------------------------------------------------------- display helpers
 
 
-def table(df: Any, caption: str = "", max_rows: int = 200) -> None:
-    """Show a DataFrame as an escaped HTML table, truncated with a note on what was left out."""
-    import pandas as pd
+def table(df: Any, caption: str = "", max_rows: int = 200, lead: list[str] | tuple = ()) -> None:
+    """Show a DataFrame readably (:func:`perfbook.tables.render`): evidence columns first, fits a
+    1280 px window (the rest in a details block), long text clipped with the whole on hover,
+    numbers, durations and times formatted, escaped and never typeset as math."""
+    from .tables import render
 
-    if df is None or (isinstance(df, pd.DataFrame) and df.empty):
-        _display({"text/html": f"<p><i>{html.escape(caption)}: no rows.</i></p>" if caption else "<p><i>no rows.</i></p>",
-                  "text/plain": f"{caption}: no rows"})
-        return
-    left = max(0, len(df) - max_rows)
-    shown = _clip_cells(df.head(max_rows))
-    body = shown.to_html(escape=True, index=False, float_format=lambda x: f"{x:.4g}", border=0,
-                         classes="perfbook-table")
-    note = f"<p><i>{left} more rows not shown (of {len(df)}).</i></p>" if left else ""
-    cap = f"<p><b>{html.escape(clip(caption, CLIP['title']))}</b></p>" if caption else ""
-    _display({"text/html": cap + body + note, "text/plain": (caption + "\n" if caption else "") + shown.to_string()})
-
-
-def _clip_cells(df: Any, limit: int = CLIP["cell"]) -> Any:
-    """Long strings in a table's cells and column names cut to ``limit`` characters, saying so."""
-    import pandas as pd
-
-    out = df.copy()
-    for i in range(out.shape[1]):
-        col = out.iloc[:, i]
-        if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
-            out.isetitem(i, col.map(lambda v: clip(v, limit) if isinstance(v, str) and len(v) > limit else v))
-    if not isinstance(out.columns, pd.MultiIndex):
-        out.columns = [clip(c, 120) if isinstance(c, str) else c for c in out.columns]
-    return out
+    body, text = render(df, caption, max_rows=max_rows, lead=lead)
+    _display({"text/html": body, "text/plain": text})
 
 
 def details(summary: str, text: str, language: str = "") -> None:

@@ -19,7 +19,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 from pydantic import (
@@ -104,12 +104,21 @@ def _env_name(value: str) -> str:
 EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
+#: Query parameters that carry credentials (``?api_key=``, ``&token=``, ``&X-Amz-Signature=``...).
+_QUERY_SECRET = re.compile(r"(pass(word|wd)?|pwd|secret|token|api[_-]?key|apikey|^key$|access[_-]?key|"
+                           r"signature|^sig$|auth|credential|session)", re.I)
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
     if parts.password:
         raise ValueError("contains a password; secrets are named by environment variable, never written inline")
+    for key, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if _QUERY_SECRET.search(key):
+            raise ValueError(f"carries a secret in its query string ({key}=…); secrets are named by "
+                             "environment variable, never written inline (use a header, e.g. bearer_token_env)")
     try:
         parts.port
     except ValueError:
@@ -295,6 +304,26 @@ class LatencyTargets(Strict):
         return self
 
 
+def path_problem(path: object) -> str | None:
+    """Why ``path`` is not a plain path on ``targets.base_url``'s host (None when it is).
+
+    A path must start with exactly one ``/``; it may not hold a backslash (browsers and
+    some clients read it as ``/``), whitespace or control characters, nor ``://`` before
+    its query string (an absolute URL written as a path: ``/https://other.example/x``).
+    """
+    if not isinstance(path, str) or not path.startswith("/"):
+        return f"must be a path starting with '/', got {path!r}"
+    if path.startswith("//"):
+        return f"{path!r} starts with '//', which names another host; write one '/'"
+    if "\\" in path:
+        return f"{path!r} holds a backslash, which some clients read as '/'; percent-encode it (%5C)"
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return f"{path!r} holds whitespace or a control character; percent-encode it"
+    if "://" in path.split("?", 1)[0].split("#", 1)[0]:
+        return f"{path!r} holds '://': an absolute URL written as a path; give a path on targets.base_url's host"
+    return None
+
+
 class Endpoint(Strict):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
     route: str = Field(description="the route as the metrics label it, e.g. /api/products/:id")
@@ -308,6 +337,16 @@ class Endpoint(Strict):
     def _path(cls, v: str | None) -> str | None:
         if v is not None and not v.startswith("/"):
             raise ValueError(f"must start with '/', got {v!r}")
+        return v
+
+    @field_validator("probe_path")
+    @classmethod
+    def _on_base_host(cls, v: str | None) -> str | None:
+        # Probes, bursts and the checklist send requests to targets.base_url + this path
+        # (perfbook.sources.http.build_url, which re-checks the host): it must stay a path.
+        problem = path_problem(v) if v is not None else None
+        if problem:
+            raise ValueError(f"must be a path on targets.base_url's host: {problem}")
         return v
 
     @property
@@ -370,6 +409,9 @@ class Metrics(Strict):
     resident_memory: str = "process_resident_memory_bytes"
     eventloop_lag: str = "nodejs_eventloop_lag_seconds"
     eventloop_lag_p99: str = "nodejs_eventloop_lag_p99_seconds"
+    # prom-client resets its event-loop delay histogram at every scrape: p99 and max describe
+    # the time since the previous scrape, and a loop blocked 300 ms now and then shows in max.
+    eventloop_lag_max: str = "nodejs_eventloop_lag_max_seconds"
     heap_used: str = "nodejs_heap_size_used_bytes"
     heap_total: str = "nodejs_heap_size_total_bytes"
     heap_limit: str = "nodejs_heap_size_limit_bytes"
@@ -413,13 +455,29 @@ class Database(Strict):
     # pghero: slow = mean >= 20 ms and calls >= 100.
     slow_query_mean: Duration = 0.020
     slow_query_calls: int = Field(100, ge=1)
-    large_result_rows: int = Field(1000, ge=1)
+    # Large results, judged by what they cost: more than large_result_rows rows per call AND any of
+    # >= large_result_calls calls, >= large_result_total_rows rows returned in all (since
+    # pg_stat_statements' reset), >= large_result_time_share of all statement time. Critical when
+    # over 10x the rows per call and frequent or >= large_result_critical_share of the time.
+    large_result_rows: int = Field(1000, ge=1, description="rows per call above which a result is large")
+    large_result_calls: int = Field(10, ge=1, description="a large result called this often costs")
+    large_result_total_rows: int = Field(
+        100_000, ge=1, description="a large result that returned this many rows in all costs (one 200k-row export)")
+    large_result_time_share: float = Field(
+        0.05, gt=0, le=1, description="a large result taking this share of all statement time costs")
+    large_result_critical_share: float = Field(0.25, gt=0, le=1)
     bloat_dead_share: float = Field(0.20, gt=0, lt=1)
     long_running: Duration = 60.0
     top_n: int = Field(10, ge=1, le=100)
     # Missing indexes: tables from 10k rows (pghero), seq-scanned with < 95 % of scans by index.
     min_table_rows: int = Field(10_000, ge=1)
     seq_scan_index_share: float = Field(0.95, gt=0, le=1)
+    index_candidate_min_share: float = Field(
+        0.05, gt=0, le=1, description="statements with at least this share of all statement time are read "
+                                      "for index candidates (statement text, no privilege on the tables needed)")
+    missing_index_critical_share: float = Field(
+        0.50, gt=0, le=1, description="a missing index is critical when its statement takes this share of "
+                                      "all statement time (or is slow by the slow-query bar)")
     # N+1: Sentry's detector: >= 5 repeats of one statement whose total time is >= 50 ms.
     n_plus_one_min_repeats: int = Field(5, ge=2)
     n_plus_one_min_total: Duration = 0.050
@@ -485,6 +543,13 @@ class LoadTest(Strict):
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
+#: Placeholders of alert expressions that stand for a derived expression, not a metric name
+#: (expanded by :func:`perfbook.checks.alerts.render_expr`).
+DERIVED_PLACEHOLDERS = {
+    "memory_ratio": "memory used over its limit, per series: RSS / targets.memory_limit and heap used / the "
+                    "heap-limit gauge (when the service exports one), the higher of the two",
+}
+
 
 class AlertRule(Strict):
     """One alert rule, as in the runbook's "Performance Alerts".
@@ -493,7 +558,8 @@ class AlertRule(Strict):
     without the comparison, so the value can be plotted). In ``expr``, ``${name}`` stands
     for ``metrics.<name>`` (a metric or label name from the ``metrics:`` section) and
     ``__SEL__`` for the matchers of ``targets.prometheus.selector``, exactly as in every
-    other perfbook query (see :func:`perfbook.sources.prometheus.render`). ``for`` is how
+    other perfbook query (see :func:`perfbook.sources.prometheus.render`);
+    ``${memory_ratio}`` for memory used over its limit (:data:`DERIVED_PLACEHOLDERS`). ``for`` is how
     long the comparison must hold, at every evaluation, before the alert fires.
     """
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -509,20 +575,26 @@ class AlertRule(Strict):
     @classmethod
     def _placeholders(cls, v: str) -> str:
         for name in _PLACEHOLDER.findall(v):
-            if name not in Metrics.model_fields:
+            if name not in Metrics.model_fields and name not in DERIVED_PLACEHOLDERS:
                 raise ValueError(f"${{{name}}} is not a field of the metrics section "
-                                 f"(one of: {', '.join(Metrics.model_fields)})")
+                                 f"(one of: {', '.join([*Metrics.model_fields, *DERIVED_PLACEHOLDERS])})")
         return v
 
 
 # The runbook's four "Performance Alerts". The runbook writes them against single series;
 # here each is computed the way an alert over a fleet needs it: p95 from the histogram's
 # bucket rates over all instances; CPU, heap and lag per instance (one alert per instance).
-# Event-loop lag: nodejs_eventloop_lag_seconds is one sample taken at scrape time, so a
-# loop blocked for 300 ms every few seconds shows > 100 ms only at some scrapes and a rule
-# on it resets before `for` elapses. The rule uses the p99 gauge (the delays since the
-# previous scrape) and its median over the last minute: "p99 lag above 100 ms in most
-# scrapes", which one GC pause does not trip and a loop blocked again and again does.
+# Every rule evaluates on stock prom-client 15 (collectDefaultMetrics()), which has neither
+# the runbook's nodejs_process_cpu_percent nor nodejs_heap_size_limit_bytes:
+# CPU is rate(process_cpu_seconds_total) * 100; memory is ${memory_ratio}: RSS over
+# targets.memory_limit, and heap used over the heap-limit gauge where a service exports one.
+# Event-loop lag: nodejs_eventloop_lag_seconds is one sample taken at scrape time, and
+# prom-client's p99 gauge describes the delays since the previous scrape (it resets the
+# histogram at every scrape), so a loop blocked 300 ms every few seconds reads as a p99 of
+# 10-14 ms at a 15 s scrape interval while the max gauge reads 300 ms. The rule takes the
+# max gauge (the p99 gauge when there is no max) and its 90th percentile over the last
+# minute: "stalled over 100 ms in at least a tenth of the scrapes", which one GC pause
+# does not trip and a loop blocked again and again does.
 DEFAULT_ALERTS = [
     {"name": "HighResponseTime", "for": "5m", "threshold": 3, "severity": "warning", "unit": "s",
      "expr": "histogram_quantile(0.95, sum by (le) (rate(${http_duration}_bucket{__SEL__}[1m])))",
@@ -531,10 +603,11 @@ DEFAULT_ALERTS = [
      "expr": "100 * max by (${instance_label}) (rate(${cpu_seconds}{__SEL__}[1m]))",
      "summary": "CPU > 80%"},
     {"name": "HighMemory", "for": "10m", "threshold": 0.90, "severity": "critical", "unit": "ratio",
-     "expr": "max by (${instance_label}) (${heap_used}{__SEL__} / ${heap_limit}{__SEL__})",
-     "summary": "heap used / limit > 90%"},
+     "expr": "max by (${instance_label}) (${memory_ratio})",
+     "summary": "memory used / limit > 90%"},
     {"name": "EventLoopLag", "for": "5m", "threshold": 0.1, "severity": "warning", "unit": "s",
-     "expr": "max by (${instance_label}) (quantile_over_time(0.5, ${eventloop_lag_p99}{__SEL__}[1m]))",
+     "expr": "max by (${instance_label}) (quantile_over_time(0.9, ${eventloop_lag_max}{__SEL__}[1m]) "
+             "or quantile_over_time(0.9, ${eventloop_lag_p99}{__SEL__}[1m]))",
      "summary": "event loop lag > 100ms"},
 ]
 
@@ -628,6 +701,22 @@ class Diagnostics(Strict):
     growth_critical_horizon: Duration = 3600.0
     # Snapshot mode (no Prometheus): seconds between the two /metrics scrapes that give rates.
     snapshot_interval: Duration = Field(5.0, gt=0, le=60)
+    # instance.down: an instance is down only after consecutive failed scrapes (up == 0)
+    # spanning at least this long; scrapes every instance missed at once are a monitoring gap.
+    down_for: Duration = Field(15.0, gt=0, description="least outage (consecutive failed scrapes) that is "
+                                                       "an instance down, not a flap")
+
+
+class Limits(Strict):
+    """Caps on what perfbook reads from the outside: past one, the read stops with a clear
+    message (an error finding, or a note under the table), never a MemoryError."""
+    # /metrics, Prometheus API answers and HTTP probe bodies, decompressed.
+    max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest HTTP answer read")
+    # The query-log analysis keeps this many distinct statement fingerprints (the costliest);
+    # the rest are counted together as "other".
+    max_fingerprints: int = Field(10_000, ge=10, description="distinct statements kept from query logs")
+    # A longer log line (or a statement's continuation lines past it) is cut, and counted.
+    max_line_length: int = Field(1_000_000, ge=1024, description="longest log line read, in characters")
 
 
 class Sections(Strict):
@@ -640,6 +729,7 @@ class Sections(Strict):
     caching: Caching = Caching()
     rate_limiting: RateLimiting = RateLimiting()
     external: External = External()
+    limits: Limits = Limits()
 
 
 class Params(Strict):

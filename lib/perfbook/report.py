@@ -9,10 +9,12 @@ Layout of one run::
 Guarantees: a run folder is created with ``mkdir`` (never reused: two batches in the
 same second get ``-2``, ``-3``); every file is written to a temporary name and linked
 into place, so a reader never sees half a file and nothing is ever overwritten; every
-byte passes :class:`Redactor` first.
+object is redacted on structure (:class:`Redactor`) before it is serialised, and every
+file is checked for secrets before it is written.
 """
 from __future__ import annotations
 
+import errno
 import html
 import json
 import os
@@ -23,7 +25,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .findings import CODES, Finding, severity_rank, sort_key, worst
 
@@ -32,65 +34,220 @@ TEMPLATES = Path(__file__).parent / "templates"
 # --------------------------------------------------------------------------- redaction
 
 
-class Redactor:
-    """Removes secret values from text before it is written under outputs/.
+class SecretLeak(RuntimeError):
+    """A file about to be written under outputs/ still holds a secret: it is not written."""
 
-    Secrets are the values of every environment variable the params file names, plus
-    anything that looks like a DSN password or a bearer token, whatever its source.
+
+#: Secrets that are common words (or short, or digits only) cannot be masked wherever they
+#: appear without masking ordinary text too (and so revealing themselves): they are masked
+#: in context only (see :class:`Redactor`), and ``check-params`` warns about them.
+COMMON_WORDS = frozenset("""
+password passwd secret admin administrator root postgres postgresql mysql test testing guest user
+default changeme letmein welcome qwerty abc123 123456 12345678 123456789 dragon master monkey login
+private public token example demo shop app api service server database redis perfbook sunshine princess
+football baseball superman iloveyou trustno1 true false null none""".split())
+
+#: A secret shorter than this is masked in context and as a whole token only.
+MIN_SAFE_SECRET = 8
+
+
+def secret_weakness(value: str) -> str | None:
+    """Why ``value`` cannot be redacted safely wherever it appears (``None``: it can)."""
+    if len(value) < MIN_SAFE_SECRET:
+        return f"it is shorter than {MIN_SAFE_SECRET} characters"
+    if value.lower() in COMMON_WORDS:
+        return "it is a common word"
+    return None
+
+
+_SECRET_KEY = r"(?:password|passwd|pwd|api[_-]?key|access[_-]?token|auth[_-]?token|token|secret|sig|signature)"
+#: A value after ``key=``: libpq's quoted form (backslash escapes, possibly cut short), a
+#: double-quoted one, or a bare word up to white space or ``&``.
+_VALUE = r"(?:'(?:[^'\\]|\\.)*(?:'|\\?$)|\"(?:[^\"\\]|\\.)*(?:\"|\\?$)|[^\s&]+)"
+#: The same in text that may be HTML (a table cell of a notebook's text/html output): quotes
+#: may be written as entities there, and a value never runs over markup (``<``, ``>``, or a
+#: literal quote that may close an attribute) so a mask never breaks the page's structure.
+_Q1 = r"(?:'|&#x27;|&#39;|&apos;)"
+_Q2 = r"(?:\"|&quot;|&#34;|&#x22;)"
+_ENTITY = r"&(?:quot|#34|#x22|#x27|#39|apos|lt|gt);"
+
+
+def _text_value(markup: bool) -> str:
+    stop = r"<>" if markup else ""
+    bare = rf"(?:[^\s&\"'{stop}]|{_ENTITY})+" if markup else rf"(?:[^\s&]|{_ENTITY})+"
+    return (rf"(?:{_Q1}(?:(?!{_Q1})[^\\{stop}]|\\.)*(?:{_Q1}|\\?$)"
+            rf"|{_Q2}(?:(?!{_Q2})[^\\{stop}]|\\.)*(?:{_Q2}|\\?$)|{bare})")
+
+
+def _keyval(markup: bool) -> re.Pattern:
+    return re.compile(rf"(?P<pre>(?<![A-Za-z0-9]){_SECRET_KEY}(?:{_Q1}|{_Q2})?\s*[=:]\s*)(?P<pw>{_text_value(markup)})",
+                      re.I)
+
+
+def _conninfo_password(dsn: str) -> str | None:
+    """The password of a libpq key=value connection string (``password='a b'``), unquoted."""
+    m = re.search(r"(?:^|\s)password\s*=\s*(" + _VALUE + ")", dsn)
+    if not m:
+        return None
+    v = m.group(1)
+    if v[:1] in "'\"":
+        v = v[1:-1] if len(v) > 1 and v[-1] == v[0] else v[1:]
+        v = re.sub(r"\\(.)", r"\1", v)
+    return v or None
+
+
+class Redactor:
+    """Removes secret values from the strings of an object before it is serialised.
+
+    Redaction works on structure: :meth:`obj` (and :func:`redact_notebook`) redact every
+    string of a findings list, a manifest or a notebook *before* it is serialised, so a
+    mask never lands inside JSON syntax, and before it is clipped (:func:`clip`), so a
+    secret cut at a clip boundary is still whole when it is looked for. The writer
+    (:func:`write_new`, :func:`replace_file`) only verifies (:meth:`leak`).
+
+    What is masked:
+
+    - every value of an environment variable the params file names (a DSN's password
+      only: host and database stay readable). A *strong* secret (8+ characters, not a
+      common word) is masked wherever it appears, also JSON-, HTML- or URL-escaped. A
+      *weak* one (:func:`secret_weakness`) is masked only where it stands as a secret: a
+      DSN password, the value of a password/token key, and — short ones that are not
+      common words or only digits — a whole token (not part of a longer word or number).
+      Numbers and JSON literals are never strings of the object, so never touched. ``postgres`` as the password leaves "PostgreSQL 15" and
+      ``dbname=postgres`` alone; check-params warns about such secrets;
+    - whatever the value, in context: a URL's password (``scheme://user:PW@``),
+      ``password=``/``token=``/``api_key=``... values (quoted, backslash-escaped or bare,
+      also cut short), ``Bearer`` tokens, and the fragment libpq echoes from a
+      connection string it could not parse (``missing "=" after "…"``).
     """
 
     MASK = "[REDACTED]"
     _DSN_PASSWORD = re.compile(r"(?P<pre>\b[a-z][a-z0-9+.-]*://[^:/@\s\"'<>]*:)(?P<pw>[^@\s\"'<>]+)(?=@)", re.I)
     _BEARER = re.compile(r"(?P<pre>\bBearer\s+)(?P<pw>[A-Za-z0-9._~+/=-]{8,})", re.I)
-    _KEYVAL = re.compile(r"(?P<pre>\b(?:password|passwd|pwd)\s*=\s*)(?P<pw>[^\s'\";]+)", re.I)
+    _KEYVAL = _keyval(markup=False)
+    _KEYVAL_MARKUP = _keyval(markup=True)  # in a string that holds HTML markup
+    _LIBPQ = re.compile(rf"(?P<pre>(?:missing {_Q2}={_Q2} after|invalid connection option|invalid [a-z_]+ value:?) "
+                        rf"{_Q2})(?P<pw>(?:(?!{_Q2})[^<>])*)(?={_Q2}|$)", re.I)
 
     def __init__(self, secrets: Iterable[str] = ()):
         values: set[str] = set()
         for s in secrets:
-            if not s or len(s) < 4:
-                continue
-            # A DSN's secret is its password: redact that wherever it appears and keep
-            # host and database readable. Any other value is secret as a whole.
-            try:
-                pw = urlsplit(s).password if "://" in s else None
-            except ValueError:
-                pw = None
-            if pw and len(pw) >= 4:
-                values.add(pw)
-                values.add(unquote(pw))
-            else:
-                values.add(s)
+            values.update(self.secret_parts(s))
         self.values = sorted(values, key=len, reverse=True)
+        self.strong = [v for v in self.values if secret_weakness(v) is None]
+        self.weak = frozenset(v for v in self.values if secret_weakness(v) is not None)
+        tokens = [v for v in self.values if v in self.weak and v.lower() not in COMMON_WORDS and not v.isdigit()
+                  and v.strip()]
+        self._tokens = (re.compile(r"(?<![A-Za-z0-9_])(?:" + "|".join(map(re.escape, tokens)) + r")(?![A-Za-z0-9_])")
+                        if tokens else None)
+        self._variants = [(v, sorted(self._escaped(v), key=len, reverse=True)) for v in self.strong]
+
+    @staticmethod
+    def secret_parts(value: str) -> set[str]:
+        """What is secret in an environment variable's value: a DSN's password (URL or libpq
+        key=value form; host and database stay readable), else the whole value."""
+        if not value:
+            return set()
+        try:
+            pw = urlsplit(value).password if "://" in value else _conninfo_password(value) if "=" in value else None
+        except ValueError:
+            pw = None
+        return {pw, unquote(pw)} if pw else {value}
+
+    @staticmethod
+    def _escaped(v: str) -> set[str]:
+        """The forms a value takes in text: raw, JSON/Python-escaped, HTML-escaped, URL-quoted."""
+        out = {v, json.dumps(v)[1:-1], json.dumps(v, ensure_ascii=False)[1:-1], repr(v)[1:-1],
+               html.escape(v), html.escape(v, quote=False), quote(v, safe="")}
+        return {x for x in out if x}
 
     @classmethod
     def for_env(cls, env_names: Iterable[str], environ: dict[str, str] | None = None) -> "Redactor":
         environ = os.environ if environ is None else environ
         return cls(environ.get(n, "") for n in env_names)
 
+    def _context(self, m: re.Match) -> str:
+        return m.group("pre") + self.MASK
+
     def __call__(self, text: str) -> str:
-        for v in self.values:
-            if v in text:
-                text = text.replace(v, self.MASK)
-            esc = json.dumps(v)[1:-1]  # the value as it appears inside JSON strings
-            if esc != v and esc in text:
-                text = text.replace(esc, self.MASK)
-            hv = html.escape(v)
-            if hv != v and hv in text:
-                text = text.replace(hv, self.MASK)
-        text = self._DSN_PASSWORD.sub(lambda m: m.group("pre") + self.MASK, text)
-        text = self._BEARER.sub(lambda m: m.group("pre") + self.MASK, text)
-        text = self._KEYVAL.sub(lambda m: m.group("pre") + self.MASK, text)
+        if not isinstance(text, str):
+            return text
+        for _, forms in self._variants:
+            for form in forms:
+                if form in text:
+                    text = text.replace(form, self.MASK)
+        if self._tokens is not None:
+            text = self._tokens.sub(self.MASK, text)
+        text = self._DSN_PASSWORD.sub(self._context, text)
+        text = self._BEARER.sub(self._context, text)
+        markup = "<" in text and ">" in text
+        text = (self._KEYVAL_MARKUP if markup else self._KEYVAL).sub(self._context, text)
+        text = self._LIBPQ.sub(self._context, text)
         return text
 
     def obj(self, data: Any) -> Any:
-        """Redact every string inside a JSON-like object."""
+        """Redact every string inside a JSON-like object (keys too); image data is left as is."""
         if isinstance(data, str):
             return self(data)
         if isinstance(data, dict):
-            return {k: self.obj(v) for k, v in data.items()}
-        if isinstance(data, list):
+            return {(self(k) if isinstance(k, str) else k): (v if _binary_mime(k) else self.obj(v))
+                    for k, v in data.items()}
+        if isinstance(data, (list, tuple)):
             return [self.obj(v) for v in data]
         return data
+
+    def leak(self, text: str) -> str | None:
+        """What secret ``text`` (serialised: JSON, HTML) still holds, or ``None``.
+
+        The check of last resort before a file is written: a strong secret in any of its
+        escaped forms, or a weak one standing as a DSN password or a password value.
+        """
+        for v, forms in self._variants:
+            if any(form in text for form in forms):
+                return f"the value of a secret ({len(v)} characters)"
+        if self.weak:
+            for rx in (self._DSN_PASSWORD, self._KEYVAL_MARKUP):
+                for m in rx.finditer(text):
+                    pw = re.match(r"[\\'\"]*([^\s&\"'\\]*)", html.unescape(m.group("pw"))).group(1)
+                    if pw in self.weak:
+                        return f"a secret as {m.group('pre').strip()[:40]!r}"
+        return None
+
+
+def _binary_mime(key: Any) -> bool:
+    return isinstance(key, str) and key.startswith(("image/", "application/pdf")) and not key.endswith("svg+xml")
+
+
+def redact_notebook(nb: Any, redactor: Redactor) -> Any:
+    """A copy of a notebook (nbformat v4 node or dict) with every string redacted.
+
+    Sources, outputs (text, HTML, the findings' JSON payloads), metadata and attachments'
+    text; base64 images are kept as they are. Multi-line strings stored as lists of lines
+    are joined first, so a secret split across two lines of a list is still found.
+    Returns an ``nbformat.NotebookNode``; serialise it with ``nbformat.writes``.
+    """
+    import nbformat
+    from nbformat.v4.rwbase import rejoin_lines
+
+    data = rejoin_lines(nbformat.from_dict(json.loads(json.dumps(nb))))
+    return nbformat.from_dict(redactor.obj(data))
+
+
+_ACTIVE: list[Redactor] = []
+
+
+def use_redactor(redactor: Redactor | None) -> None:
+    """Make ``redactor`` the one :func:`clip` applies in this process (``None``: from the environment)."""
+    _ACTIVE[:] = [redactor] if redactor is not None else []
+
+
+def active_redactor() -> Redactor:
+    """This process's redactor: the one set by :func:`use_redactor`, else one for the variables
+    named in ``PERFBOOK_REDACT_ENV`` (comma-separated; the runner sets it for each notebook)."""
+    if not _ACTIVE:
+        names = [n for n in os.environ.get("PERFBOOK_REDACT_ENV", "").split(",") if n]
+        _ACTIVE.append(Redactor.for_env(names))
+    return _ACTIVE[0]
 
 
 # --------------------------------------------------------------------------- size caps
@@ -102,9 +259,14 @@ CLIP = {"title": 400, "subject": 200, "value": 300, "key": 80, "recommendation":
         "cell": 300, "text": 20_000, "index_recommendation": 1000}
 
 
-def clip(text: Any, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, saying how many were left out."""
+def clip(text: Any, limit: int, redact: Redactor | None = None) -> str:
+    """``text`` redacted, then cut to ``limit`` characters, saying how many were left out.
+
+    Redaction comes first (``redact``, else this process's :func:`active_redactor`): a
+    secret cut at the boundary would no longer be recognised, and its prefix published.
+    """
     text = text if isinstance(text, str) else str(text)
+    text = (redact or active_redactor())(text)
     if len(text) <= limit:
         return text
     return f"{text[:limit]}… [{len(text) - limit:,} more characters not shown]"
@@ -145,13 +307,24 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()
 
 
-def write_new(path: str | Path, data: str | bytes, redact: Redactor | None = None) -> Path:
+def _verified(path: Path, data: str | bytes, verify: Redactor | None) -> bytes:
+    """The bytes to write; :class:`SecretLeak` if ``verify`` finds a secret in them.
+
+    Writers never redact (redaction works on structure, before serialisation: see
+    :class:`Redactor`); they refuse a file that still holds a secret.
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if verify is not None:
+        what = verify.leak(data if isinstance(data, str) else data.decode("utf-8", "replace"))
+        if what:
+            raise SecretLeak(f"refusing to write {path.name}: it still contains {what}")
+    return raw
+
+
+def write_new(path: str | Path, data: str | bytes, verify: Redactor | None = None) -> Path:
     """Write a file atomically that must not exist yet (link a temp file into place)."""
     path = Path(path)
-    if isinstance(data, str):
-        data = (redact(data) if redact else data).encode("utf-8")
-    elif redact is not None:
-        data = redact(data.decode("utf-8", "replace")).encode("utf-8")
+    data = _verified(path, data, verify)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; reports are for sharing (umask still applies)
     try:
@@ -159,20 +332,42 @@ def write_new(path: str | Path, data: str | bytes, redact: Redactor | None = Non
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.link(tmp, path)  # fails with FileExistsError: nothing is overwritten
+        try:
+            os.link(tmp, path)  # fails with FileExistsError: nothing is overwritten
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            # A filesystem without hard links (some FUSE and network mounts): claim the name
+            # with O_EXCL (still never overwriting), then move the whole file onto our claim.
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _FILE_MODE))
+            os.replace(tmp, path)
     finally:
-        os.unlink(tmp)
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
     return path
 
 
-def replace_file(path: str | Path, data: str, redact: Redactor | None = None) -> Path:
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS, errno.EACCES}
+
+
+def replace_file(path: str | Path, data: str, verify: Redactor | None = None) -> Path:
     """Atomically replace one of *this run's own* status files (manifest while running)."""
     path = Path(path)
+    raw = _verified(path, data, verify)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; reports are for sharing (umask still applies)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(redact(data) if redact else data)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     return path
 
 
@@ -269,9 +464,19 @@ STATUS_TEXT = {"ok": "ran", "failed": "notebook failed", "timeout": "timed out",
                "pending": "not run", "running": "running"}
 
 
-def index_html(manifest: dict[str, Any], findings: list[Finding]) -> str:
-    """The run's front page: each section's worst severity, then every finding, worst first."""
+def redact_findings(findings: list[Finding], redact: Redactor) -> list[Finding]:
+    """The findings with every string (title, subject, evidence keys and values, ...) redacted."""
+    return [Finding.from_dict(redact.obj(f.to_dict())) for f in findings]
+
+
+def index_html(manifest: dict[str, Any], findings: list[Finding], redact: Redactor | None = None) -> str:
+    """The run's front page: each section's worst severity, then every finding, worst first.
+
+    Manifest and findings are redacted on structure first (``redact``, else this process's
+    :func:`active_redactor`), then clipped for the page."""
     e = html.escape
+    redact = redact or active_redactor()
+    manifest, findings = redact.obj(manifest), redact_findings(findings, redact)
     by_section: dict[str, list[Finding]] = {}
     for f in findings:
         by_section.setdefault(f.section, []).append(f)
@@ -338,7 +543,9 @@ def index_html(manifest: dict[str, Any], findings: list[Finding]) -> str:
         finished = [nb["section"] for nb in nbs if nb["status"] in ("ok", "failed", "timeout")]
         unfinished = [nb["section"] for nb in nbs if nb["section"] not in finished]
         lead = {"running": "This run is still running: the report is incomplete (reload when it has finished)",
-                "interrupted": "This run was interrupted (Ctrl-C or SIGTERM): the report is incomplete"
+                "interrupted": "This run was interrupted (Ctrl-C or SIGTERM): the report is incomplete",
+                "failed": f"perfbook itself failed ({clip(manifest.get('error', 'no reason recorded'), 300)}); "
+                          "the other sections were stopped and the report is incomplete",
                 }.get(str(status), f"This run is {status}: the report is incomplete")
         status_note = (f"<p class='perfbook-incomplete' style='background:#fdecea;padding:6px'><b>{e(lead)}.</b> "
                        f"Finished: {e(', '.join(finished) or 'none')}. "
@@ -379,5 +586,8 @@ def _short(v: Any) -> str:
     return clip(text, 120)
 
 
-def findings_json(findings: list[Finding]) -> str:
-    return json.dumps([f.to_dict() for f in sorted(findings, key=sort_key)], indent=2, ensure_ascii=False)
+def findings_json(findings: list[Finding], redact: Redactor | None = None) -> str:
+    """findings.json: every finding redacted on structure, then serialised."""
+    redact = redact or active_redactor()
+    return json.dumps([redact.obj(f.to_dict()) for f in sorted(findings, key=sort_key)], indent=2,
+                      ensure_ascii=False)

@@ -8,6 +8,8 @@ Exit status of ``perfbook run`` / ``perfbook batch`` (for cron and CI):
       (an ``error`` finding such as source.unreachable: never read as healthy)
 2     bad input (params file, section name, option): nothing ran
 3     a notebook failed or timed out (its HTML is still written)
+4     the runner itself failed (disk full, a filesystem without hard links, ...): the
+      other notebooks were stopped, manifest.json is ``failed`` with the reason
 130   interrupted (SIGINT/SIGTERM): the run folder says what finished
 ====  ==============================================================
 """
@@ -30,10 +32,37 @@ from typing import Any, Callable
 from . import __version__
 from .findings import Finding, collect
 from .params import Params, ParamsError
-from .report import (STATUS_TEXT, Redactor, error_html, findings_json, git_revision, index_html,
-                     make_run_dir, replace_file, versions, write_new)
+from .report import (STATUS_TEXT, Redactor, SecretLeak, clip, error_html, findings_json, git_revision,
+                     index_html, make_run_dir, redact_notebook, replace_file, versions, write_new)
 
 EXIT_OK, EXIT_CRITICAL, EXIT_BAD_INPUT, EXIT_NOTEBOOK_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_RUNNER_FAILED = 4
+
+#: A notebook's timeout is what its section is expected to take (the load test's stages and
+#: recovery) plus this margin, plus :data:`TIMEOUT_SLACK` of the expected time (stage ramps,
+#: locust start-up, a busy machine). ``--timeout`` overrides it for every notebook.
+TIMEOUT_MARGIN_S = 600.0
+TIMEOUT_SLACK = 0.25
+
+
+def expected_seconds(params: Params, section: str) -> float:
+    """What a section is known to take at least: the load test runs its stages (and the
+    recovery) to the end; the others mostly take a few seconds."""
+    lt = params.settings.load_test
+    if section != "load-test" or lt.mode == "off":
+        return 0.0
+    if lt.mode == "load":
+        return float(lt.duration)
+    return float(sum(st.duration for st in lt.stages) + lt.recovery)
+
+
+def notebook_timeout(params: Params, section: str, override: float | None = None) -> float:
+    """The per-notebook timeout: ``override`` (``--timeout``) if given, else the section's
+    expected duration + 25 % + 600 s (a 1200 s load profile gets 2100 s)."""
+    if override is not None:
+        return float(override)
+    expected = expected_seconds(params, section)
+    return expected * (1 + TIMEOUT_SLACK) + TIMEOUT_MARGIN_S
 
 #: The runbook's order: triage first, then the sections it points to.
 SECTION_ORDER = ["quick-diagnostics", "bottlenecks", "database", "load-balancing", "scaling",
@@ -63,6 +92,7 @@ class NotebookResult:
     section: str
     status: str = "pending"  # pending, running, ok, failed, timeout, interrupted
     duration_s: float = 0.0
+    timeout_s: float = 0.0
     error: str = ""
     ipynb: str | None = None
     html: str | None = None
@@ -74,7 +104,7 @@ class NotebookResult:
         for f in self.findings:
             counts[f.severity] = counts.get(f.severity, 0) + 1
         return {"section": self.section, "status": self.status, "duration_s": round(self.duration_s, 2),
-                "error": self.error, "ipynb": self.ipynb, "html": self.html, "timings": self.timings,
+                "timeout_s": round(self.timeout_s, 1), "error": self.error, "ipynb": self.ipynb, "html": self.html, "timings": self.timings,
                 "findings": counts}
 
 
@@ -102,7 +132,7 @@ class Batch:
     def __init__(self, params_file: str | Path, params: Params, sections: list[str], *,
                  incident: str | None = None, since: str | None = None, until: str | None = None,
                  overrides: dict[str, Any] | None = None, jobs: int | None = None,
-                 timeout: float = 600.0, outputs: str | Path = "outputs",
+                 timeout: float | None = None, outputs: str | Path = "outputs",
                  progress: Progress | None = None, nb_dir: Path | None = None):
         self.params_file = Path(params_file).resolve()
         self.params = params
@@ -112,12 +142,13 @@ class Batch:
         # Notebooks mostly wait on their sources (probes, PromQL, the load generator), so two per
         # core overlap well: 2.7x faster than the sequential papermill + nbconvert loop on 2 cores.
         self.jobs = max(1, jobs or min(len(sections) or 1, 2 * (os.cpu_count() or 1)))
-        self.timeout = timeout
+        self.timeout = timeout  # None: each notebook's own (notebook_timeout)
         self.outputs = Path(outputs)
         self.progress = progress or (lambda event, r: None)
         self.nb_dir = nb_dir or notebooks_dir()
         self.redact = Redactor.for_env(params.env_names())
-        self.results = [NotebookResult(s) for s in sections]
+        self.results = [NotebookResult(s, timeout_s=notebook_timeout(params, s, timeout)) for s in sections]
+        self.failure: str | None = None       # why the runner itself failed (exit 4)
         self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self._interrupted = False
@@ -128,7 +159,7 @@ class Batch:
         self.run_dir = make_run_dir(self.outputs, label)
         # From its first second the folder says it is incomplete (manifest and index "running").
         self._write_status("running")
-        self._work = Path(tempfile.mkdtemp(prefix=".work-", dir=self.run_dir))
+        self._work: Path | None = None  # made by run()
 
     # ---------------------------------------------------------------- manifest
 
@@ -143,28 +174,31 @@ class Batch:
                 "incident": self.incident or "—",
                 "run at": self.started.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),
                 "perfbook": f"{__version__} ({git_revision()})",
-                "params": self.params_file.name}
+                "params": str(self.params_file.resolve())}
 
     def manifest(self, status: str, exit_code: int | None = None) -> dict[str, Any]:
-        return {"perfbook": __version__, "status": status, "exit_code": exit_code,
+        out = {"perfbook": __version__, "status": status, "exit_code": exit_code,
                 "started": self.started.isoformat(),
                 "finished": datetime.now(timezone.utc).isoformat() if status != "running" else None,
                 "header": self.header(), "params_file": str(self.params_file),
                 "params": self.params.model_dump(mode="json", by_alias=True),
                 "overrides": self.overrides, "incident": self.incident, "versions": versions(),
-                "jobs": self.jobs, "timeout_s": self.timeout,
+                "jobs": self.jobs, "timeout_s": self.timeout if self.timeout is not None else "per section",
                 "notebooks": [r.manifest() for r in self.results]}
+        if self.failure:
+            out["error"] = self.failure
+        return out
 
     def _write_manifest(self, status: str, exit_code: int | None = None) -> None:
         data = self.redact.obj(self.manifest(status, exit_code))
-        replace_file(self.run_dir / "manifest.json", json.dumps(data, indent=2, ensure_ascii=False))
+        replace_file(self.run_dir / "manifest.json", json.dumps(data, indent=2, ensure_ascii=False), self.redact)
 
     def _write_status(self, status: str) -> None:
         """While the batch runs: manifest and a provisional index that say so (replaced at the end)."""
         with self._lock:
             findings = [f for r in self.results for f in r.findings]
-            replace_file(self.run_dir / "index.html",
-                         index_html(self.redact.obj(self.manifest(status)), findings), self.redact)
+            replace_file(self.run_dir / "index.html", index_html(self.manifest(status), findings, self.redact),
+                         self.redact)
             self._write_manifest(status)
 
     # ---------------------------------------------------------------- one notebook
@@ -186,7 +220,8 @@ class Batch:
         r.status = "running"
         self.progress("start", r)
         t0 = time.monotonic()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="module://matplotlib_inline.backend_inline")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="module://matplotlib_inline.backend_inline",
+                   PERFBOOK_REDACT_ENV=",".join(self.params.env_names()))  # clip() redacts first, in the kernel
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True, env=env)
         with self._lock:
@@ -196,7 +231,7 @@ class Batch:
         if late:
             _kill_tree([proc])
         try:
-            out, err = proc.communicate(timeout=self.timeout)
+            out, err = proc.communicate(timeout=r.timeout_s)
             line = (out.strip().splitlines() or ["{}"])[-1]
             try:
                 res = json.loads(line)
@@ -209,38 +244,59 @@ class Batch:
         except subprocess.TimeoutExpired:
             _kill_tree([proc])
             proc.communicate()
-            r.status, r.error = "timeout", f"stopped after the per-notebook timeout of {self.timeout:.0f} s"
+            r.status, r.error = "timeout", f"stopped after the per-notebook timeout of {r.timeout_s:.0f} s"
         finally:
             with self._lock:
                 self._procs.pop(r.section, None)
         if self._interrupted and r.status != "ok":
-            r.status, r.error = "interrupted", "the batch was interrupted"
+            r.status, r.error = "interrupted", (f"stopped: {self.failure}" if self.failure
+                                                else "the batch was interrupted")
         r.duration_s = time.monotonic() - t0
+        r.error = clip(r.error, 2000, self.redact)
         self._publish(r, work_nb, work_html)
         if not self._interrupted:
             self._write_status("running")  # which sections finished, even if we are killed next
         self.progress("done", r)
 
     def _publish(self, r: NotebookResult, work_nb: Path, work_html: Path) -> None:
-        """Redact and link the notebook's files into the run folder; collect its findings."""
-        if work_nb.exists():
-            text = work_nb.read_text(encoding="utf-8", errors="replace")
+        """Check the notebook's redacted files and link them into the run folder; collect its findings.
+
+        The notebook process redacted its notebook and exported the page from it; a process
+        killed before that left only papermill's raw notebook, redacted here. Either way the
+        notebook is redacted on structure again (idempotent) and every file is checked for
+        secrets as it is written: a page that still holds one is replaced by an error page.
+        """
+        import nbformat
+
+        src = next((p for p in (work_nb, work_nb.with_name(work_nb.stem + ".raw.ipynb")) if p.exists()), None)
+        if src is not None:
             try:
-                json.loads(text)  # a process killed mid-write leaves half a notebook: never publish it
-                r.findings = collect(work_nb)
-            except Exception as exc:  # noqa: BLE001
-                r.error = r.error or f"could not read the executed notebook: {str(exc)[:200]}"
+                # A process killed mid-write leaves half a notebook: never publish it.
+                nb = redact_notebook(nbformat.reads(src.read_text(encoding="utf-8", errors="replace"),
+                                                    as_version=4), self.redact)
+                r.findings = collect(nb)
+                text = nbformat.writes(nb)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                r.error = r.error or clip(f"could not read the executed notebook: {exc}", 200, self.redact)
             else:
-                write_new(self.run_dir / f"{r.section}.ipynb", text, self.redact)
-                r.ipynb = f"{r.section}.ipynb"
+                try:
+                    write_new(self.run_dir / f"{r.section}.ipynb", text, self.redact)
+                    r.ipynb = f"{r.section}.ipynb"
+                except SecretLeak as exc:
+                    r.status, r.error = "failed", str(exc)
         page = None
         if work_html.exists() and r.status != "interrupted":
             page = work_html.read_text(encoding="utf-8", errors="replace")
+            if (leak := self.redact.leak(page)):
+                r.status, r.error = "failed", f"refusing to write {r.section}.html: it still contains {leak}"
+                page = None
         if page is None:
-            what = {"interrupted": "the batch was interrupted (Ctrl-C or SIGTERM) before this section finished; "
-                                   "its findings are incomplete or missing",
+            what = {"interrupted": (f"perfbook itself failed ({self.failure}); this section was stopped"
+                                    if self.failure else
+                                    "the batch was interrupted (Ctrl-C or SIGTERM) before this section finished; "
+                                    "its findings are incomplete or missing"),
                     "timeout": r.error}.get(r.status, r.error or "the notebook produced no output")
-            page = error_html(f"{r.section}: {STATUS_TEXT.get(r.status, r.status)}", what)
+            page = error_html(f"{r.section}: {STATUS_TEXT.get(r.status, r.status)}", clip(what, 20_000, self.redact))
         write_new(self.run_dir / f"{r.section}.html", page, self.redact)
         r.html = f"{r.section}.html"
 
@@ -277,14 +333,7 @@ class Batch:
         self._old_handlers.clear()
 
     def expected_seconds(self, section: str) -> float:
-        """What a section is known to take at least: the load test runs its stages (and
-        the recovery) to the end; the others mostly take a few seconds."""
-        lt = self.params.settings.load_test
-        if section != "load-test" or lt.mode == "off":
-            return 0.0
-        if lt.mode == "load":
-            return float(lt.duration)
-        return float(sum(st.duration for st in lt.stages) + lt.recovery)
+        return expected_seconds(self.params, section)
 
     def start_order(self) -> list[NotebookResult]:
         """The notebooks in the order they start: the long load test first (its stages would
@@ -293,31 +342,59 @@ class Batch:
         return sorted(self.results, key=lambda r: -self.expected_seconds(r.section))
 
     def run(self) -> BatchResult:
+        # Unredacted notebooks live outside outputs/ (the system's temp folder) until redacted;
+        # the folder is removed however the run ends.
+        self._work = Path(tempfile.mkdtemp(prefix="perfbook-work-"))
         self._install_handlers()
         pool = ThreadPoolExecutor(max_workers=self.jobs)
         interrupted = False
         try:
-            self._write_status("running")
-            pending = {pool.submit(self._run_one, r) for r in self.start_order()}
-            while pending and self._signal is None:
-                done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    fut.result()
-            interrupted = self._signal is not None
-        except KeyboardInterrupt:  # a handler we could not replace (not the main thread)
-            interrupted = True
-        try:
-            if interrupted:
+            try:
+                self._write_status("running")
+                pending = {pool.submit(self._run_one, r) for r in self.start_order()}
+                while pending and self._signal is None:
+                    done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        fut.result()
+                interrupted = self._signal is not None
+            except KeyboardInterrupt:  # a handler we could not replace (not the main thread)
+                interrupted = True
+            except Exception as exc:  # noqa: BLE001 - the runner itself failed (ENOSPC, no hard links, ...)
+                self.failure = clip(f"the runner failed: {type(exc).__name__}: {exc}", 2000, self.redact)
+            if interrupted or self.failure:
                 self.interrupt()
                 pool.shutdown(wait=True, cancel_futures=True)
+                why = "the batch was interrupted" if interrupted else f"stopped: {self.failure}"
                 for r in self.results:
                     if r.status in ("pending", "running"):
-                        r.status, r.error = "interrupted", r.error or "the batch was interrupted"
+                        r.status, r.error = "interrupted", r.error or why
             else:
                 pool.shutdown(wait=True)
-            return self._finish(interrupted=interrupted)
+            if self.failure:
+                return self._finish_failed()
+            try:
+                return self._finish(interrupted=interrupted)
+            except Exception as exc:  # noqa: BLE001 - writing the report failed: say so, exit 4
+                self.failure = clip(f"the runner failed: {type(exc).__name__}: {exc}", 2000, self.redact)
+                return self._finish_failed()
         finally:
+            _rmtree(self._work)
             self._restore_handlers()
+
+    def _finish_failed(self) -> BatchResult:
+        """The runner failed: every notebook is stopped; leave a manifest that says ``failed`` and
+        why, and an index that says so, as far as the disk allows (each write on its own)."""
+        code = EXIT_RUNNER_FAILED
+        findings = [f for r in self.results for f in r.findings]
+        for write in (lambda: replace_file(self.run_dir / "index.html",
+                                           index_html(self.manifest("failed", code), findings, self.redact),
+                                           self.redact),
+                      lambda: self._write_manifest("failed", code)):
+            try:
+                write()
+            except Exception:  # noqa: BLE001 - the disk may be full; the exit status still says it
+                pass
+        return BatchResult(self.run_dir, self.results, code)
 
     def _finish(self, interrupted: bool) -> BatchResult:
         findings = [f for r in self.results for f in r.findings]
@@ -329,7 +406,7 @@ class Batch:
             code, status = EXIT_CRITICAL, "complete"
         else:
             code, status = EXIT_OK, "complete"
-        write_new(self.run_dir / "findings.json", findings_json(findings), self.redact)
+        write_new(self.run_dir / "findings.json", findings_json(findings, self.redact), self.redact)
         manifest = self.manifest(status, code)
         try:
             from .checks.checklist import checklist_index_html  # optional: the monitoring section's summary
@@ -339,7 +416,7 @@ class Batch:
         _rmtree(self._work)
         # index.html and manifest.json are this run's own status files: replaced atomically,
         # the provisional "running" versions by the final ones (nothing of another run is touched).
-        replace_file(self.run_dir / "index.html", index_html(self.redact.obj(manifest), findings), self.redact)
+        replace_file(self.run_dir / "index.html", index_html(manifest, findings, self.redact), self.redact)
         manifest.pop("checklist_html", None)
         self._write_manifest(status, code)
         return BatchResult(self.run_dir, self.results, code)
@@ -408,4 +485,5 @@ def validate_sections(requested: list[str] | None, nb_dir: Path | None = None) -
 
 __all__ = ["Batch", "BatchResult", "NotebookResult", "BadInput", "ParamsError", "SECTION_ORDER",
            "available_sections", "validate_sections", "notebooks_dir", "EXIT_OK", "EXIT_CRITICAL",
-           "EXIT_BAD_INPUT", "EXIT_NOTEBOOK_FAILED", "EXIT_INTERRUPTED", "error_html"]
+           "EXIT_BAD_INPUT", "EXIT_NOTEBOOK_FAILED", "EXIT_INTERRUPTED", "EXIT_RUNNER_FAILED", "error_html",
+           "expected_seconds", "notebook_timeout"]

@@ -74,7 +74,9 @@ def _demo_run(scenario: str, tmp_path_factory) -> DemoRun:
     from perfbook.demo_cli import arm_alert_rules, write_demo_params
 
     base = tmp_path_factory.mktemp(f"demo-{scenario}")
-    stack = Stack(scenario, state_dir=base / "stack")
+    # VictoriaMetrics beside Prometheus (fed by its remote_write: the same samples), for
+    # tests/integration/test_victoriametrics.py; the batch here reads Prometheus.
+    stack = Stack(scenario, state_dir=base / "stack", tsdb="both")
     stack.start()
     try:
         arm_alert_rules(stack)

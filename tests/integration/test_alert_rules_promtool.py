@@ -4,8 +4,10 @@ Starts: `promtool` (the Debian prometheus package's binary) as a subprocess — 
 rules` on the file the real CLI writes, and `test rules` unit tests (input_series) that
 put each of the runbook's four rules on its `for` boundary: not firing one evaluation
 before `for` has elapsed, firing exactly at it, and starting over after one evaluation
-where the expression is false or has no result. The same boundaries for perfbook's
-own evaluator are in tests/unit/test_alerts.py.
+where the expression is false or has no result. The input series are the ones stock
+prom-client 15 exports (no nodejs_process_cpu_percent, no nodejs_heap_size_limit_bytes:
+HighMemory compares RSS with targets.memory_limit; EventLoopLag reads the max gauge). The
+same boundaries for perfbook's own evaluator are in tests/unit/test_alerts.py.
 """
 from __future__ import annotations
 
@@ -34,12 +36,17 @@ def _promtool() -> Path:
         pytest.fail(f"{exc} — `make test` installs prometheus (promtool); run it via make")
 
 
+#: targets.memory_limit of the rule tests, in bytes: RSS 950 of it is 0.95.
+MEMORY_LIMIT = 1000
+
+
 def _params(interval: str, **alert_overrides) -> Params:
     from perfbook.params import DEFAULT_ALERTS
     alerts = [{**a, **alert_overrides} for a in DEFAULT_ALERTS]
     return Params.model_validate({
         "service": "demo-api",
-        "targets": {"prometheus": {"url": "http://127.0.0.1:9090", "selector": SELECTOR}},
+        "targets": {"prometheus": {"url": "http://127.0.0.1:9090", "selector": SELECTOR},
+                    "memory_limit": MEMORY_LIMIT},
         "settings": {"monitoring": {"evaluation_interval": interval, "alerts": alerts}}})
 
 
@@ -84,13 +91,12 @@ def _expect(rule: dict, value: str, instance: str | None) -> list[dict]:
 # the comparison is false) and "missing_once" (one evaluation with no result).
 #
 # quantile_over_time(...[1m]) and rate(...[1m]) see the samples at t-1m and t (Prometheus
-# 2.x ranges include both ends): the median of 0.2 and 0.05 is 0.125, so one evaluation is
-# false when the samples at t-1m and t both are low; a rate has no result when one of the
-# two is missing.
+# 2.x ranges include both ends): the 90th percentile of 0.2 and 0.05 is 0.185, so one
+# evaluation is false when the samples at t-1m and t both are low; a rate has no result
+# when one of the two is missing. Every series is one stock prom-client 15 exports.
 def _stories() -> dict[str, dict]:
-    lag = f"nodejs_eventloop_lag_p99_seconds{{{LABELS},instance=\"a\"}}"
-    used = f"nodejs_heap_size_used_bytes{{{LABELS},instance=\"a\"}}"
-    limit = f"nodejs_heap_size_limit_bytes{{{LABELS},instance=\"a\"}}"
+    lag = f"nodejs_eventloop_lag_max_seconds{{{LABELS},instance=\"a\"}}"
+    rss = f"process_resident_memory_bytes{{{LABELS},instance=\"a\"}}"
     cpu = f"process_cpu_seconds_total{{{LABELS},instance=\"a\"}}"
     bucket = "http_request_duration_seconds_bucket{%s,le=\"%s\"}"
 
@@ -105,7 +111,7 @@ def _stories() -> dict[str, dict]:
         return series
 
     return {
-        # EventLoopLag, for 5m: holds from 0 (sample 0 is 0.2) → fires at 5m.
+        # EventLoopLag, for 5m: the max gauge 0.2 from 0 → fires at 5m.
         # false_once: samples at 3m and 4m are 0.05 → false at 4m only → active again at 5m → fires at 10m.
         # missing_once: samples at 3m and 4m missing → no result at 4m → same.
         "EventLoopLag": {
@@ -115,15 +121,14 @@ def _stories() -> dict[str, dict]:
             "missing_once": [{"series": lag, "values": _values((0.2, 3), ("_", 2), (0.2, 15))}],
             "reset_fires_at": 10,
         },
-        # HighMemory, for 10m: 95 of 100 from 0 → fires at 10m. One sample of 50 (false) or a
-        # stale marker (no result: a gauge that disappeared) at 4m → active again at 5m → fires at 15m.
+        # HighMemory, for 10m: RSS 950 of the 1000-byte targets.memory_limit from 0 → fires at 10m
+        # (no heap-limit gauge: stock prom-client). One sample of 500 (false) or a stale marker (no
+        # result: a gauge that disappeared) at 4m → active again at 5m → fires at 15m.
         "HighMemory": {
             "instance": "a", "value": "0.95", "fires_at": 10,
-            "steady": [{"series": used, "values": _values((95, 25))}, {"series": limit, "values": _values((100, 25))}],
-            "false_once": [{"series": used, "values": _values((95, 4), (50, 1), (95, 20))},
-                           {"series": limit, "values": _values((100, 25))}],
-            "missing_once": [{"series": used, "values": _values((95, 4), ("stale", 1), (95, 20))},
-                             {"series": limit, "values": _values((100, 25))}],
+            "steady": [{"series": rss, "values": _values((950, 25))}],
+            "false_once": [{"series": rss, "values": _values((950, 4), (500, 1), (950, 20))}],
+            "missing_once": [{"series": rss, "values": _values((950, 4), ("stale", 1), (950, 20))}],
             "reset_fires_at": 15,
         },
         # HighCPU, for 10m: 54 CPU-seconds a minute = 90 % from the first rate at 1m → fires at 11m.
@@ -178,6 +183,27 @@ def test_exported_rules_pass_promtool_check(tmp_path):
     assert "SUCCESS: 4 rules found" in res.stdout
     names = [r["alert"] for r in yaml.safe_load(out.read_text())["groups"][0]["rules"]]
     assert names == ["HighResponseTime", "HighCPU", "HighMemory", "EventLoopLag"]
+    # no targets.memory_limit: HighMemory has only the heap-limit ratio, which stock prom-client
+    # cannot feed — the export says so instead of writing a silent rule
+    assert "note: HighMemory: no targets.memory_limit" in cli.stderr
+
+
+def test_exported_rules_use_stock_prom_client_metrics(tmp_path):
+    from perfbook.checks.resources import PROM_CLIENT_DEFAULT_METRICS, is_runtime_metric
+    params = tmp_path / "params.yaml"
+    params.write_text(f"service: demo-api\ntargets:\n  memory_limit: 512MB\n  prometheus:\n"
+                      f"    url: http://127.0.0.1:9090\n    selector: '{SELECTOR}'\n", encoding="utf-8")
+    out = tmp_path / "perfbook-rules.yml"
+    cli = subprocess.run([sys.executable, "-m", "perfbook.cli", "alerts", "export", "-p", str(params), "-o", str(out)],
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 0 and "note:" not in cli.stderr, cli.stderr
+    res = _run("check", "rules", str(out), cwd=tmp_path)
+    assert res.returncode == 0 and "SUCCESS: 4 rules found" in res.stdout, res.stdout + res.stderr
+    for rule in yaml.safe_load(out.read_text())["groups"][0]["rules"]:
+        # the heap-limit gauge appears only as the second alternative of HighMemory's `or`
+        first = rule["expr"].split(" or ")[0]
+        runtime = {n for n in re.findall(r"[a-z_:][a-z0-9_:]*", first) if is_runtime_metric(n)}
+        assert runtime <= PROM_CLIENT_DEFAULT_METRICS, (rule["alert"], runtime - PROM_CLIENT_DEFAULT_METRICS)
 
 
 @pytest.mark.parametrize("name", ["HighResponseTime", "HighCPU", "HighMemory", "EventLoopLag"])
@@ -213,3 +239,33 @@ def test_demo_timescale_rules_fire_after_ten_one_second_evaluations(tmp_path):
     (tmp_path / "test.yml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     res = _run("test", "rules", "test.yml", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_high_memory_prefers_the_higher_ratio_when_a_service_also_exports_a_heap_limit(tmp_path):
+    """A service that adds nodejs_heap_size_limit_bytes: RSS is low (30 % of the machine), the heap at 95 %
+    of --max-old-space-size — the rule fires on the heap, the higher of the two ratios."""
+    params = _params("1m")
+    (tmp_path / "rules.yml").write_text(rules_yaml(params), encoding="utf-8")
+    rule = next(r for r in yaml.safe_load((tmp_path / "rules.yml").read_text())["groups"][0]["rules"]
+                if r["alert"] == "HighMemory")
+    series = [{"series": f'process_resident_memory_bytes{{{LABELS},instance="a"}}', "values": _values((300, 15))},
+              {"series": f'nodejs_heap_size_used_bytes{{{LABELS},instance="a"}}', "values": _values((95, 15))},
+              {"series": f'nodejs_heap_size_limit_bytes{{{LABELS},instance="a"}}', "values": _values((100, 15))}]
+    doc = {"rule_files": ["rules.yml"], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m", "input_series": series,
+        "alert_rule_test": [{"eval_time": "9m", "alertname": "HighMemory", "exp_alerts": []},
+                            {"eval_time": "10m", "alertname": "HighMemory",
+                             "exp_alerts": _expect(rule, "0.95", "a")}]}]}
+    (tmp_path / "test.yml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    res = _run("test", "rules", "test.yml", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_exported_rules_from_a_hostile_service_name_pass_promtool(tmp_path):
+    """issue 14 point 9: a newline in the service name reaches the file only through the YAML serializer."""
+    params = _params("1m")
+    params.service = "shop\ngroups: []\n  - name: evil\n# "
+    path = tmp_path / "rules.yml"
+    path.write_text(rules_yaml(params), encoding="utf-8")
+    res = _run("check", "rules", str(path), cwd=tmp_path)
+    assert res.returncode == 0 and "SUCCESS: 4 rules found" in res.stdout, res.stdout + res.stderr

@@ -1,9 +1,14 @@
-"""The database section on the real demo stack.
+"""The database section on the real demo stack, at each privilege level.
 
 Uses the session fixtures of conftest.py: ``incident_run`` and ``healthy_run`` (each a
 private PostgreSQL 15 with pg_stat_statements and statement logging, a Prometheus
 server, two demo-service instances and the external-API stand-in on 127.0.0.1, driven
-with traffic, then ``perfbook batch`` through papermill).
+with traffic, then ``perfbook batch`` through papermill). The batch connects as the demo's
+default role, ``perfbook`` (pg_monitor only, the README's recommendation: no EXPLAIN). The
+same stacks are then diagnosed again by ``perfbook run database`` with a second DSN, as
+``perfbook_read_all`` (+ pg_read_all_data: EXPLAIN verifies), and, when the server has the
+extension, with hypopg created: the ground truth holds at both levels, and a level never
+changes a verdict without saying why.
 """
 from __future__ import annotations
 
@@ -46,12 +51,27 @@ def test_n_plus_one_found_in_the_query_log(incident_run):
     assert f["evidence"]["endpoint"] == "GET /api/products"
 
 
+CREATE_INDEX = ("CREATE INDEX CONCURRENTLY idx_products_category_id_created_at ON public.products "
+                "(category_id, created_at DESC);")
+
+
+def test_privilege_level_monitor_is_said_with_what_the_next_level_adds(incident_run):
+    [f] = [f for f in incident_run.section(SECTION) if f["code"] == "db.privileges"]
+    assert f["severity"] == "info" and f["evidence"]["level"] == "monitor" and f["subject"] == "role perfbook"
+    assert "level 1 of 3" in f["title"] and "pg_read_all_data" in f["title"]
+    assert f["recommendation"].startswith("GRANT pg_read_all_data TO perfbook;")
+    assert "Privilege level 1 of 3" in incident_run.html(SECTION)
+
+
 def test_missing_index_on_products_category_id_then_created_at(incident_run):
+    """pg_monitor only: EXPLAIN cannot run, the statement text still names the index."""
     f = _one(incident_run, "db.missing_index", "products")
     assert f["subject"] == "products"
     assert f["evidence"]["columns"] == ["category_id", "created_at"]
-    assert "CREATE INDEX CONCURRENTLY idx_products_category_id_created_at ON products (category_id, created_at DESC);" \
-        in f["recommendation"]
+    assert CREATE_INDEX in f["recommendation"]
+    assert "not verified by EXPLAIN: no SELECT privilege on public.products" in f["title"]
+    assert "grant pg_read_all_data to verify" in f["title"]
+    assert f["evidence"]["verified_by"] is None and f["evidence"]["seq_scan"] >= 10
 
 
 def test_bloated_sessions_table_with_the_vacuum_to_run(incident_run):
@@ -83,9 +103,95 @@ def test_healthy_stack_raises_nothing(healthy_run):
     assert result.ok, str(result)
 
 
-def test_every_statement_perfbook_sent_was_a_tagged_read(incident_run):
-    """The server's own statement log: everything user perfbook ran is tagged and a read."""
-    sent = [s.text for s in querylog.read_postgres_log(incident_run.stack.postgres_log) if s.user == "perfbook"]
+# --------------------------------------------------------------------------- the higher privilege levels
+
+
+def _run_as(run, role: str, name: str):
+    """The database section again on the same stack, connected as ``role`` (a second DSN)."""
+    from perfbook.demo.stack import DATABASE_ENV
+
+    res, run_dir, findings = run.run_section(SECTION, env={DATABASE_ENV: run.stack.database_url(role)},
+                                             outputs=run.params_path.parent / f"out-{name}")
+    assert run_dir is not None, res.stdout + res.stderr
+    return run_dir, findings
+
+
+@pytest.fixture(scope="module")
+def incident_read_all(incident_run):
+    return _run_as(incident_run, "perfbook_read_all", "read-all")
+
+
+@pytest.fixture(scope="module")
+def healthy_read_all(healthy_run):
+    return _run_as(healthy_run, "perfbook_read_all", "read-all")
+
+
+def _level(findings):
+    [f] = [f for f in findings if f["code"] == "db.privileges"]
+    return f
+
+
+def _missing(findings, subject):
+    return [f for f in findings if f["code"] == "db.missing_index" and f["subject"] == subject]
+
+
+def test_read_all_level_verifies_the_missing_index_with_the_same_verdict(incident_run, incident_read_all):
+    run_dir, findings = incident_read_all
+    assert _level(findings)["evidence"]["level"] == "read_all"
+    [mon] = [f for f in _missing(incident_run.section(SECTION), "products") if f["severity"] != "info"]
+    [f] = _missing(findings, "products")
+    assert f["severity"] in ("warning", "critical") and mon["severity"] in ("warning", "critical")
+    assert (f["evidence"]["columns"], f["evidence"]["create_index"]) == \
+        (mon["evidence"]["columns"], mon["evidence"]["create_index"]) == (["category_id", "created_at"], CREATE_INDEX)
+    assert f["evidence"]["verified_by"] == "EXPLAIN" and "verified by EXPLAIN: Seq Scan on products" in f["title"]
+    assert "not verified" not in f["title"]
+
+
+def test_read_all_level_matches_the_ground_truth(incident_read_all, healthy_read_all):
+    for (run_dir, findings), scenario in ((incident_read_all, "incident"), (healthy_read_all, "healthy")):
+        errors = [f for f in findings if f["severity"] == "error"]
+        assert not errors, errors
+        result = compare(run_dir / "findings.json", scenario, sections=[SECTION])
+        assert result.ok, str(result)
+
+
+def test_healthy_stays_quiet_at_both_levels(healthy_run, healthy_read_all):
+    _, findings = healthy_read_all
+    for fs in (healthy_run.section(SECTION), findings):
+        assert [f for f in fs if f["severity"] in ("warning", "critical")] == []
+        assert [f["severity"] for f in fs if f["code"] == "db.missing_index"] == ["ok"]
+
+
+def test_hypopg_level_adds_the_cost_and_never_changes_a_verdict_silently(incident_run, incident_read_all):
+    import psycopg
+
+    from perfbook.demo.postgres import hypopg_available
+
+    su = incident_run.stack.pg.dsn("demo")
+    if not hypopg_available(su):
+        pytest.skip("the hypopg extension is not installed (Debian: postgresql-15-hypopg; optional)")
+    with psycopg.connect(su, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg")
+    try:
+        run_dir, findings = _run_as(incident_run, "perfbook_read_all", "hypopg")
+    finally:
+        with psycopg.connect(su, autocommit=True) as conn:
+            conn.execute("DROP EXTENSION IF EXISTS hypopg")
+    assert _level(findings)["evidence"]["level"] == "hypopg" and "level 3 of 3" in _level(findings)["title"]
+    [f] = _missing(findings, "products")
+    [before] = _missing(incident_read_all[1], "products")
+    assert f["evidence"]["columns"] == before["evidence"]["columns"]
+    assert f["evidence"]["hypopg_cost_before"] > 0 and f["evidence"]["hypopg_cost_after"] > 0
+    if f["severity"] == "info":   # a different verdict, and it says why: the planner's two costs
+        assert "not halved" in f["title"] and f"{f['evidence']['hypopg_cost_before']:.0f}" in f["title"]
+    else:
+        assert f["evidence"]["verified_by"] == "EXPLAIN + hypopg"
+
+
+def test_every_statement_perfbook_sent_was_a_tagged_read(incident_run, incident_read_all):
+    """The server's own statement log: everything the monitoring roles ran is tagged and a read."""
+    sent = [s.text for s in querylog.read_postgres_log(incident_run.stack.postgres_log)
+            if s.user in ("perfbook", "perfbook_read_all")]
     assert len(sent) > 10
     for text in sent:
         assert text.startswith("/*perfbook*/"), text

@@ -145,7 +145,7 @@ def test_long_running_lock_waits_and_unused_index_are_found(tmp_path, seeded_pos
     assert len(unused) == 1, summary
     assert unused[0]["severity"] == "info" and unused[0]["evidence"]["idx_scan"] == 0, unused
     assert unused[0]["evidence"]["index_bytes"] >= 1 << 20, unused
-    assert "DROP INDEX CONCURRENTLY idx_unused_test" in unused[0]["recommendation"], unused
+    assert "DROP INDEX CONCURRENTLY public.idx_unused_test;" in unused[0]["recommendation"], unused
 
     html = (d / "database.html").read_text()
     assert "idx_unused_test" in html and f"pid {blocker_pid}" in html and "pg_sleep(60)" in html

@@ -31,7 +31,8 @@ CONTRACT_METRICS = [
     "http_request_duration_seconds", "http_requests_total", "process_cpu_seconds_total",
     "process_resident_memory_bytes", "process_start_time_seconds", "nodejs_eventloop_lag_seconds",
     "nodejs_eventloop_lag_p50_seconds", "nodejs_eventloop_lag_p90_seconds", "nodejs_eventloop_lag_p99_seconds",
-    "nodejs_heap_size_used_bytes", "nodejs_heap_size_total_bytes", "nodejs_heap_size_limit_bytes",
+    "nodejs_eventloop_lag_max_seconds", "nodejs_heap_size_used_bytes", "nodejs_heap_size_total_bytes",
+    "nodejs_heap_space_size_total_bytes", "nodejs_gc_duration_seconds",
     "cache_hits_total", "cache_misses_total", "rate_limit_hits_total", "external_api_duration_seconds",
     "external_api_requests_total", "circuit_breaker_state", "prisma_pool_connections_open",
     "prisma_pool_connections_busy", "prisma_pool_connections_idle", "prisma_client_queries_wait",
@@ -147,8 +148,10 @@ class TestIncidentStack:
         assert not sql(incident, "SELECT 1 FROM pg_indexes WHERE indexname = 'idx_products_category_created'")
         st = table_stats(incident, "products")
         assert st["seq_scan"] >= 10 and st["seq_tup_read"] / st["seq_scan"] >= 50_000, st
-        plan = "\n".join(r[0] for r in sql(
-            incident, "EXPLAIN SELECT * FROM products WHERE category_id = 1 ORDER BY created_at DESC LIMIT 20"))
+        # EXPLAIN needs SELECT on the table: perfbook's own role is pg_monitor only (privilege level 1)
+        with psycopg.connect(incident.database_url("postgres"), autocommit=True) as conn:
+            plan = "\n".join(r[0] for r in conn.execute(
+                "EXPLAIN SELECT * FROM products WHERE category_id = 1 ORDER BY created_at DESC LIMIT 20"))
         assert "Seq Scan on products" in plan, plan
 
     def test_bloat_leaves_dead_tuples_in_sessions(self, incident):
@@ -169,8 +172,10 @@ class TestIncidentStack:
         assert requests.get(f"{incident.external_url}/health", timeout=5).status_code == 503
 
     def test_cpu_blocking_lags_the_event_loop(self, incident):
-        lag = promql(incident, "quantile_over_time(0.5, nodejs_eventloop_lag_p99_seconds[10m])")
-        assert max(lag.values()) >= 0.1, lag   # typically, not just once
+        # prom-client's max gauge: the worst delay since the previous scrape; the loop stalls
+        # >= 100 ms in at least a tenth of the last half-minute's scrapes, not just once
+        lag = promql(incident, "quantile_over_time(0.9, nodejs_eventloop_lag_max_seconds[30s])")
+        assert max(lag.values()) >= 0.1, lag
 
     def test_memory_grows_with_traffic(self, incident):
         growth = promql(incident, "max_over_time(nodejs_heap_size_used_bytes[10m]) "
@@ -184,9 +189,10 @@ class TestIncidentStack:
         assert busy[api1] >= 0.7 and busy[api2] < busy[api1], busy   # about a core while traffic flows
 
     def test_memory_pressure_fills_api_2_near_its_heap_limit(self, incident):
+        # stock prom-client has no heap-limit gauge: RSS against the instance's 512 MB
         api1, api2 = (u.split("//")[1] for u in incident.service_urls)
-        used = promql(incident, "max_over_time((nodejs_heap_size_used_bytes / nodejs_heap_size_limit_bytes)[10m:1s])")
-        assert used[api2] >= 0.8, used
+        used = promql(incident, "max_over_time(process_resident_memory_bytes[10m]) / (512 * 1024 * 1024)")
+        assert used[api2] >= 0.8 and used[api1] < 0.8, used
 
     def test_rate_limit_rejects_product_requests(self, incident):
         hits = one(incident, 'sum(rate_limit_hits_total{route=~"/api/products.*"})')
@@ -278,16 +284,16 @@ class TestHealthyStack:
             assert rate >= 0.6, (cache, rate)
         assert max(promql(healthy, "max_over_time(circuit_breaker_state[10m])").values()) == 0
         assert not promql(healthy, 'sum(external_api_requests_total{outcome!="success"}) > 0')
-        # typical lag under the 50 ms warning level; single scheduling hiccups of a busy
-        # 2-core machine stay under the 100 ms critical level
-        lag = "nodejs_eventloop_lag_p99_seconds[10m]"
-        assert max(promql(healthy, f"quantile_over_time(0.5, {lag})").values()) < 0.05
-        assert max(promql(healthy, f"max_over_time({lag})").values()) < 0.1
+        # typical delay under the 50 ms warning level, and the stalls that recur (in a tenth of the
+        # scrapes) under the 100 ms critical level: what eventloop.lag judges; a single scheduling
+        # hiccup of a busy 2-core machine is not a fault (the gauges, reset at every scrape, show it once)
+        assert max(promql(healthy, "quantile_over_time(0.5, nodejs_eventloop_lag_p99_seconds[10m])").values()) < 0.05
+        assert max(promql(healthy, "quantile_over_time(0.9, nodejs_eventloop_lag_max_seconds[10m])").values()) < 0.1
         growth = promql(healthy, "max_over_time(nodejs_heap_size_used_bytes[10m]) "
                                  "- min_over_time(nodejs_heap_size_used_bytes[10m])")
         assert max(growth.values()) < 10e6, growth
-        heap = promql(healthy, "max_over_time((nodejs_heap_size_used_bytes / nodejs_heap_size_limit_bytes)[10m:1s])")
-        assert max(heap.values()) < 0.5, heap
+        rss = promql(healthy, "max_over_time(process_resident_memory_bytes[10m]) / (512 * 1024 * 1024)")
+        assert max(rss.values()) < 0.5, rss
         cpu = promql(healthy, "quantile_over_time(0.9, rate(process_cpu_seconds_total[10s])[10m:1s])")
         assert max(cpu.values()) < 0.7, cpu
         assert not promql(healthy, 'sum(http_requests_total{status_code=~"429|5.."}) > 0')

@@ -159,3 +159,34 @@ def test_index_page_renders_hostile_findings_inert():
     assert_inert(page, "index")
     assert len(page.encode()) < MAX_PAGE_BYTES
     assert "more findings not shown" in page and "more characters not shown" in page
+
+
+@pytest.mark.integration
+def test_every_json_file_parses_and_no_file_holds_a_secret(run):
+    """Secrets with quotes, an apostrophe, a backslash and a space (a quoted key=value DSN),
+    a digit-only one, an api_key in a query string, libpq's "missing =" fragment, and a
+    secret across every clip boundary: every JSON file of the run parses, and no file holds
+    a secret or its start, in any escaped form. The text around them arrives, masked in place."""
+    from perfbook.report import Redactor
+
+    files = [p for p in run.run_dir.rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} >= {".json", ".ipynb", ".html"}
+    forms = set().union(*(Redactor._escaped(n) for n in H.SECRET_NEEDLES))
+    for p in files:
+        text = p.read_text(encoding="utf-8")
+        if p.suffix in (".json", ".ipynb"):
+            json.loads(text)
+        hits = sorted(f for f in forms if f in text)
+        assert not hits, f"{p.name} holds {hits[:3]}"
+        assert f":{H.REDIS_PASSWORD}@" not in text and f"password={H.REDIS_PASSWORD}" not in text, p.name
+    subjects = {f["subject"] for f in run.findings}
+    for masked in ("GET /s1?password=[REDACTED]", "GET /s2 [REDACTED] raw",
+                   "GET /s3 redis://:[REDACTED]@cache:6379/0", "GET /s4 password=[REDACTED]",
+                   "GET /s5?api_key=[REDACTED]&x=1", "GET /s6 password=[REDACTED]",
+                   'GET /s7 missing "=" after "[REDACTED]" in connection info string'):
+        assert masked in subjects, masked
+    boundary = [s for s in subjects if s and s.startswith("GET /cc")]
+    assert len(boundary) == 35 and all(s.endswith("[REDACTED]/tail") for s in boundary)
+    # A digit-only secret masks no number: the metric values and counts are intact.
+    manifest = json.loads((run.run_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["params"]["targets"]["database_env"] == "PB_HOSTILE_DB"

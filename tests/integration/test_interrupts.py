@@ -158,3 +158,90 @@ def _json(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+# --------------------------------------------------------------------------- the runner itself fails
+
+FAULT_SECRET = 'Fault9"Secret\\Pw-77'
+
+
+def test_a_runner_failure_stops_everything_and_leaves_nothing_unredacted(tmp_path, monkeypatch, capsys):
+    """Disk full while publishing one notebook: the other notebook (its kernel and the child
+    process it started, as a load test starts locust) is stopped, manifest.json is `failed`
+    with the reason, the exit status is 4, and no unredacted byte is left under outputs/
+    (the work files live in a temp folder outside it, removed)."""
+    import errno
+    import tempfile
+    from urllib.parse import quote
+
+    from perfbook import cli, runner
+    from perfbook.report import Redactor
+
+    nbd = tmp_path / "notebooks"
+    nbd.mkdir()
+    # `leaky` shows the secret every way a notebook can; `sleepy` starts a child and sleeps.
+    _notebook(nbd / "leaky.ipynb",
+              "import os, json\nfrom IPython.display import HTML, display\nv = os.environ['PB_FAULT_DB']\n"
+              "print(v)\nprint(json.dumps({'dsn': v}))\ndisplay(HTML('<b>%s</b>' % v))\nv")
+    _notebook(nbd / "sleepy.ipynb",
+              "import os, subprocess, time\nchild = subprocess.Popen(['sleep', '300'])\n"
+              "open(os.environ['PB_TEST_CHILD'], 'w').write(str(child.pid))\ntime.sleep(300)")
+    dsn = f"postgresql://app:{quote(FAULT_SECRET, safe='')}@127.0.0.1:1/shop"
+    params = tmp_path / "p.yaml"
+    params.write_text("service: fault-test\nenvironment: test\nwindow: {since: -5m, until: now}\n"
+                      "targets: {database_env: PB_FAULT_DB}\n")
+    marker = tmp_path / "child.pid"
+    work_root = tmp_path / "tmp"
+    work_root.mkdir()
+    monkeypatch.setenv("PB_FAULT_DB", dsn)
+    monkeypatch.setenv("PB_TEST_CHILD", str(marker))
+    monkeypatch.setenv("PERFBOOK_NOTEBOOKS", str(nbd))
+    monkeypatch.setattr(tempfile, "tempdir", str(work_root))  # where the runner's work folder goes
+
+    real_write_new = runner.write_new
+    seen_work: list[Path] = []
+
+    def disk_full(path, data, verify=None):
+        if Path(path).name == "leaky.ipynb":
+            _wait(lambda: marker.exists() and marker.read_text(), 240, "sleepy's child process")
+            # Mid-run: the notebooks' work files are in the temp folder, none under outputs/.
+            seen_work.extend(work_root.glob("perfbook-work-*/*.ipynb"))
+            assert not [w for w in out.rglob("*") if "work" in w.name], list(out.rglob("*"))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_write_new(path, data, verify)
+
+    monkeypatch.setattr(runner, "write_new", disk_full)
+    out = tmp_path / "out"
+    code = cli.main(["batch", "-p", str(params), "--outputs", str(out), "--jobs", "2"])
+    captured = capsys.readouterr()
+    assert code == runner.EXIT_RUNNER_FAILED == 4, captured.err
+    assert "No space left on device" in captured.err
+
+    (run_dir,) = _run_dirs(out)
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["status"] == "failed" and manifest["exit_code"] == 4
+    assert "OSError" in manifest["error"] and "No space left on device" in manifest["error"]
+    status = {n["section"]: n["status"] for n in manifest["notebooks"]}
+    assert status["sleepy"] == "interrupted", status
+    assert "perfbook itself failed" in (run_dir / "sleepy.html").read_text(encoding="utf-8")
+    index = (run_dir / "index.html").read_text(encoding="utf-8")
+    assert "perfbook itself failed" in index and "No space left on device" in index
+    _assert_whole_files(run_dir)
+
+    # The child the sleepy kernel started (as locust would be) is gone, and so is every kernel.
+    pid = int(marker.read_text())
+    time.sleep(0.5)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    left = [c for c in psutil.Process().children(recursive=True)
+            if c.is_running() and c.status() != psutil.STATUS_ZOMBIE
+            and any(k in " ".join(c.cmdline()) for k in ("perfbook.execute", "ipykernel", "sleep"))]
+    assert not left, [c.cmdline() for c in left]
+
+    # No unredacted byte under outputs/, nor a work folder anywhere.
+    forms = Redactor([FAULT_SECRET])._escaped(FAULT_SECRET) | {"Fault9"}
+    for p in out.rglob("*"):
+        if p.is_file():
+            data = p.read_text(encoding="utf-8", errors="replace")
+            assert not [f for f in forms if f in data], f"secret in {p}"
+    assert seen_work, "the work files were not in the temp folder"
+    assert not list(work_root.glob("perfbook-work-*")), "work folder left behind"

@@ -31,7 +31,12 @@ def test_error_fault_found_on_its_route(incident_run):
 
 def test_event_loop_blocking_found(incident_run):
     found = incident_run.find("eventloop.lag", section=SECTION)
-    assert found and all(f["evidence"]["observed"] >= 0.1 for f in found)  # ~300 ms blocks: critical
+    # ~300 ms blocks: critical where the summary requests come often (the 80 % instance). At the demo's
+    # 1 s scrapes the p99 gauge (reset at every scrape, ~100 samples) shows them as well as max does
+    assert found and max(f["evidence"]["observed"] for f in found) >= 0.1, found
+    assert max(f["evidence"]["max_recurring_s"] for f in found) >= 0.1, found
+    assert {f["evidence"]["gauge"] for f in found} <= {"nodejs_eventloop_lag_max_seconds",
+                                                       "nodejs_eventloop_lag_p99_seconds"}
 
 
 def test_cpu_saturation_names_the_busy_instance(incident_run):
@@ -84,3 +89,59 @@ def test_wrong_prometheus_url_is_reported_and_the_rest_still_renders(healthy_run
     assert {"latency.slo_breach", "cpu.saturation", "eventloop.lag"} <= ran  # probes + /metrics fallback
     html = (run_dir / f"{SECTION}.html").read_text(encoding="utf-8")
     assert "NOT CHECKED" in html and "127.0.0.1:1" in html and "Open next" in html
+
+
+def test_metrics_discovery_names_the_heap_limit_and_its_fallback(incident_run, healthy_run):
+    # the demo exports what stock prom-client does: no nodejs_heap_size_limit_bytes, so memory is
+    # RSS against the params' targets.memory_limit — said once, as info, never silently "no data"
+    for run in (incident_run, healthy_run):
+        missing = [f for f in run.section(SECTION) if f["code"] == "metrics.missing"]
+        assert [(f["severity"], f["subject"]) for f in missing] == [("info", "nodejs_heap_size_limit_bytes")], missing
+        assert missing[0]["evidence"]["fallback"].startswith("process_resident_memory_bytes / targets.memory_limit")
+    mem = incident_run.find("memory.pressure", section=SECTION)
+    assert mem and all(f["evidence"]["source"] == "process_resident_memory_bytes / targets.memory_limit" for f in mem)
+
+
+@pytest.fixture
+def busy_cores():
+    """Processes that keep every core of the machine busy (as a parallel build would)."""
+    import os
+    import subprocess
+    import sys
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(timeout=10)
+
+
+def test_no_instance_down_on_a_busy_machine(tmp_path_factory, busy_cores):
+    """The incident stack with every core kept busy by other processes while it serves and is scraped:
+    scrapes time out on every target at once (issue 13: both instances 'did not answer 2-3 of 65
+    scrapes in the same two seconds'). Nothing went down, so nothing may say so: at most a monitoring
+    gap (info). Quick diagnostics and bottlenecks through the batch, as `make demo` runs them."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from perfbook.demo.stack import Stack
+    from perfbook.demo_cli import write_demo_params
+    from runs import report_dir
+
+    root = Path(__file__).resolve().parents[2]
+    base = tmp_path_factory.mktemp("busy-incident")
+    with Stack("incident", state_dir=base / "stack") as stack:
+        stack.drive(float(os.environ.get("PERFBOOK_TEST_TRAFFIC", "40")))
+        params = write_demo_params(stack, base / "params.yaml")
+        res = subprocess.run([sys.executable, "-m", "perfbook.cli", "batch", "-p", str(params), "--sections",
+                              "quick-diagnostics,bottlenecks", "--outputs", str(base / "out"), "--incident", "busy"],
+                             capture_output=True, text=True, cwd=root, env={**os.environ, **stack.env()}, timeout=900)
+        findings = json.loads((report_dir(res.stdout) / "findings.json").read_text())
+    down = [f for f in findings if f["code"] == "instance.down" and f["severity"] in ("warning", "critical")]
+    assert down == [], down
+    assert not [f for f in findings if f["code"] == "monitoring.gap" and f["severity"] != "info"]
+    assert [f for f in findings if f["code"] == "instance.down" and f["section"] == SECTION], findings

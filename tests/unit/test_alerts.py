@@ -183,9 +183,65 @@ def test_alert_expr_adds_the_comparison_with_parentheses_only_when_needed():
     assert by_name["HighResponseTime"].startswith("histogram_quantile(0.95, sum by (le) (rate(http_request_duration")
     assert by_name["HighResponseTime"].endswith(") > 3")
     assert by_name["HighCPU"] == '(100 * max by (instance) (rate(process_cpu_seconds_total{job="demo-api"}[1m]))) > 80'
-    assert by_name["EventLoopLag"] == \
-        'max by (instance) (quantile_over_time(0.5, nodejs_eventloop_lag_p99_seconds{job="demo-api"}[1m])) > 0.1'
+    # stock prom-client: the max gauge (reset at every scrape), the p99 gauge where there is no max
+    assert by_name["EventLoopLag"] == (
+        'max by (instance) (quantile_over_time(0.9, nodejs_eventloop_lag_max_seconds{job="demo-api"}[1m]) or '
+        'quantile_over_time(0.9, nodejs_eventloop_lag_p99_seconds{job="demo-api"}[1m])) > 0.1')
     assert by_name["HighMemory"].endswith(") > 0.9")
+
+
+def test_high_memory_evaluates_on_stock_prom_client_with_a_memory_limit():
+    # stock prom-client 15 has no nodejs_heap_size_limit_bytes: with targets.memory_limit the rule
+    # compares RSS with it, and heap used with the heap-limit gauge only where one is exported
+    p = Params.model_validate({"service": "demo-api", "targets": {
+        "memory_limit": "512MB", "prometheus": {"url": "http://127.0.0.1:9090", "selector": '{job="demo-api"}'}}})
+    expr = {r.name: alerts.alert_expr(r, p) for r in p.settings.monitoring.alerts}["HighMemory"]
+    assert expr == ('max by (instance) (label_replace(process_resident_memory_bytes{job="demo-api"} / 5.36870912e+08, '
+                    '"basis", "rss/memory_limit", "__name__", ".*") or label_replace(nodejs_heap_size_used_bytes'
+                    '{job="demo-api"} / nodejs_heap_size_limit_bytes{job="demo-api"}, "basis", "heap/heap_limit", '
+                    '"__name__", ".*")) > 0.9')
+    assert alerts.export_notes(p) == []
+    # without a memory limit only the heap-limit ratio is left, which stock prom-client cannot feed: said so
+    bare = params()
+    assert "nodejs_heap_size_limit_bytes" in alerts.render_expr("${memory_ratio}", bare)
+    [note] = alerts.export_notes(bare)
+    assert note.startswith("HighMemory: no targets.memory_limit") and "set targets.memory_limit" in note
+
+
+@pytest.mark.parametrize("x,text", [(3, "3"), (0.9, "0.9"), (100000, "100000"), (536870912, "5.36870912e+08"),
+                                    (1e-05, "1e-05"), (0.0001, "0.0001"), (1048576, "1.048576e+06"), (-2.5, "-2.5")])
+def test_numbers_are_written_as_prometheus_prints_them(x, text):
+    # /api/v1/rules returns a rule as the server prints it (Go's %v); "5.36870912e+08" was read back
+    # from a real Prometheus for 536870912 — the exported text must read the same
+    assert alerts._number(x) == text
+
+
+def test_same_promql_ignores_whitespace_and_number_spelling():
+    assert alerts.same_promql("max(a / 536870912) > 0.9", "max(a/5.36870912e+08)>0.9")
+    assert not alerts.same_promql("x[1m] > 2", "x[1m] > 3")
+    assert not alerts.same_promql("x[1m] > 2", "x[5m] > 2")
+
+
+def test_export_notes_name_rules_on_metrics_prom_client_does_not_have():
+    p = params(alerts=[{"name": "CPU", "expr": "max(${cpu_seconds}{__SEL__})", "threshold": 80, "for": "1m"},
+                       {"name": "Lag", "expr": "max(${eventloop_lag_max}{__SEL__})", "threshold": 0.1, "for": "1m"}])
+    p.metrics.cpu_seconds = "nodejs_process_cpu_percent"      # the runbook's name: not a prom-client metric
+    [note] = alerts.export_notes(p)
+    assert note.startswith("CPU: nodejs_process_cpu_percent (metrics.cpu_seconds) is not a prom-client 15 default")
+
+
+def test_rules_file_from_a_service_name_with_a_newline_injects_nothing():
+    # issue 14 point 9: the name is free text; it reaches the file only through the YAML serializer
+    p = params()
+    p.service = "shop\ngroups: []\nevil: {alert: Pwned, expr: vector(1)}\n# "
+    text = alerts.rules_yaml(p)
+    assert "shop" not in text.split("groups:")[0]               # not in the header comment
+    doc = yaml.safe_load(text)
+    assert list(doc) == ["groups"] and len(doc["groups"]) == 1
+    assert set(doc["groups"][0]) == {"name", "interval", "rules"}
+    assert [r["alert"] for r in doc["groups"][0]["rules"]] == ["HighResponseTime", "HighCPU", "HighMemory",
+                                                              "EventLoopLag"]
+    assert "\n" not in doc["groups"][0]["name"]
 
 
 @pytest.mark.parametrize("seconds,text", [(300, "5m"), (600, "10m"), (90, "1m30s"), (10, "10s"), (0.5, "500ms"),
@@ -204,6 +260,8 @@ def test_rules_yaml_has_the_four_rules_with_threshold_for_severity_and_summary()
     assert rules["HighCPU"]["for"] == "10m" and rules["EventLoopLag"]["for"] == "5m"
     assert rules["HighMemory"]["labels"] == {"severity": "critical"}
     assert rules["EventLoopLag"]["annotations"]["summary"] == "event loop lag > 100ms"
+    assert "nodejs_heap_size_limit_bytes" not in rules["HighCPU"]["expr"] + rules["EventLoopLag"]["expr"]
+    assert "nodejs_process_cpu_percent" not in alerts.rules_yaml(p)
     assert "{{ $value" in rules["EventLoopLag"]["annotations"]["description"]
     assert all('job="demo-api"' in r["expr"] and "__SEL__" not in r["expr"] and "${" not in r["expr"]
                for r in rules.values())

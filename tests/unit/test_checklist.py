@@ -75,10 +75,24 @@ def test_items_reads_a_list_or_the_longest_list_in_an_object():
     assert source._items({"status": "ok"}) == (None, [])
 
 
-def test_async_uses_the_median_lag_p99_against_the_warning_level():
-    assert cl.answer_async({"a": 0.284, "b": 0.01}, 0.050).status == "unmet"
+def test_async_reads_the_typical_delay_and_the_recurring_stalls():
+    # lag_stalls: per instance the 90th percentile over the window of prom-client's max gauge (critical
+    # level); lag_typical: the median of the p99 gauge (warning level)
+    a = cl.answer_async({"a": 0.284, "b": 0.01}, 0.050, 0.9, {"a": 0.012, "b": 0.011})
+    assert a.status == "unmet" and "284 ms" in a.why and "10%" in a.why and "Critical 100 ms" in a.why
+    # a busy machine: the worst delay per scrape 60 ms, the typical one 12 ms — no blocking call
+    b = cl.answer_async({"a": 0.060}, 0.050, 0.9, {"a": 0.012})
+    assert b.status == "met" and "12 ms" in b.why and "60 ms" in b.why
+    c = cl.answer_async({"a": 0.07}, 0.050, 0.9, {"a": 0.055})
+    assert c.status == "unmet" and "Median event-loop lag p99 55 ms" in c.why
     assert cl.answer_async({"a": 0.012, "b": 0.008}, 0.050).status == "met"
     assert cl.answer_async(None).status == "unknown"
+
+
+def test_async_query_reads_the_max_gauge_and_falls_back_to_p99():
+    q = cl.checklist_queries(P, 600)["lag_stalls"]
+    assert q.index("${eventloop_lag_max}") < q.index(" or ") < q.index("${eventloop_lag_p99}")
+    assert "quantile_over_time(0.9," in q
 
 
 def test_db_pooling_unmet_when_queries_wait_long_for_a_connection():
@@ -100,6 +114,17 @@ def test_instance_size_against_warning_levels():
     assert cl.answer_instance_size({"a": 17}, {"a": 30}).status == "met"
     assert cl.answer_instance_size({"a": 75}, {"a": 30}).status == "unmet"
     assert cl.answer_instance_size({"a": 10}, {"a": 85}).status == "unmet"
+    # stock prom-client without targets.memory_limit: no memory ratio; the answer says it rests on CPU
+    a = cl.answer_instance_size({"a": 17}, None)
+    assert a.status == "met" and "memory not measured" in a.why
+
+
+def test_memory_query_is_stock_prom_client_compatible():
+    q = cl.checklist_queries(P, 600)["memory_p95"]
+    assert "${memory_ratio}" in q and "heap_limit" not in q
+    from perfbook.checks.alerts import render_expr
+    limited = Params.model_validate({"service": "x", "targets": {"memory_limit": "512MB"}})
+    assert "process_resident_memory_bytes / 5.36870912e+08" in render_expr(q, limited)
 
 
 def test_scaling_items_from_instances_and_fly_toml():
@@ -132,7 +157,12 @@ def test_alerts_configured_from_the_rules_api():
 
 def test_dashboard_and_baselines():
     assert cl.answer_dashboard({k: True for k in cl.KEY_METRICS}).status == "met"
-    assert cl.answer_dashboard({**{k: True for k in cl.KEY_METRICS}, "heap_limit": False}).status == "unmet"
+    stock = {**{k: True for k in cl.KEY_METRICS}, "heap_limit": False}   # prom-client 15 has no heap limit
+    a = cl.answer_dashboard(stock)
+    assert a.status == "unmet" and "set targets.memory_limit" in a.why
+    ok = cl.answer_dashboard(stock, {"heap_limit": "process_resident_memory_bytes / targets.memory_limit"})
+    assert ok.status == "met" and "heap_limit as process_resident_memory_bytes" in ok.why
+    assert ok.evidence["missing"] == [] and "heap_limit" in ok.evidence["fallbacks"]
     assert cl.answer_baselines(P).status == "met"
     off = Params.model_validate({"service": "x", "baselines_documented": False})
     assert cl.answer_baselines(off).status == "unmet"
@@ -149,9 +179,9 @@ def _evidence(**values):
 
 
 def test_measured_answers_cover_every_item_in_order_and_make_one_finding_each():
-    ev = _evidence(cache_hits=900.0, cache_misses=100.0, lag_p99_median={"a": 0.01}, pool_open_max={"a": 10.0},
+    ev = _evidence(cache_hits=900.0, cache_misses=100.0, lag_stalls={"a": 0.01}, pool_open_max={"a": 10.0},
                    pool_busy_max={"a": 3.0}, pool_waiting_share={"a": 0.0}, pool_waiting_max={"a": 0.0},
-                   cpu_p95={"a": 20.0}, heap_p95={"a": 30.0}, instances_up=2.0,
+                   cpu_p95={"a": 20.0}, memory_p95={"a": 30.0}, instances_up=2.0,
                    **{f"present:{k}": 2.0 for k in cl.KEY_METRICS})
     answers = cl.measured_answers(ev, P)
     assert [a.key for a in answers] == [i.key for i in cl.ITEMS]
@@ -165,6 +195,20 @@ def test_measured_answers_cover_every_item_in_order_and_make_one_finding_each():
     assert {f.severity for f in findings} == {"ok", "info"}
     f = next(f for f in findings if f.subject == "Caching implemented (60%+ hit rate)")
     assert f.evidence["status"] == "met" and f.evidence["hit_rate"] == pytest.approx(0.9)
+
+
+def test_stock_prom_client_with_a_memory_limit_gets_no_no_data_warning():
+    # the key metrics of a stock prom-client service: everything but the heap-limit gauge; the
+    # params give the instance's memory, and RSS is exported: the dashboard item is met
+    limited = Params.model_validate({"service": "demo-api", "targets": {"base_url": "http://127.0.0.1:8101",
+                                                                        "memory_limit": "512MB"}})
+    values = {**{f"present:{k}": 2.0 for k in cl.KEY_METRICS}, "present:heap_limit": None,
+              "fallback:resident_memory": 2.0}
+    by = {a.key: a for a in cl.measured_answers(_evidence(**values), limited)}
+    assert by["dashboard"].status == "met" and "targets.memory_limit" in by["dashboard"].why
+    # no memory limit: nothing stands in for the heap limit, and the answer says what to set
+    by = {a.key: a for a in cl.measured_answers(_evidence(**values), P)}
+    assert by["dashboard"].status == "unmet" and "heap_limit" in by["dashboard"].why
 
 
 def test_unmet_items_are_warnings_with_the_runbook_action():

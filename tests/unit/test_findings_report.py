@@ -124,3 +124,172 @@ def test_a_section_without_findings_is_not_shown_as_ok():
         {"section": "load-test", "status": "ok", "html": "load-test.html", "duration_s": 1}]}
     page = index_html(manifest, [])
     assert "NOTHING CHECKED" in page and ">OK<" not in page
+
+
+# --------------------------------------------------------------------------- redaction on structure
+
+from perfbook import report  # noqa: E402
+from perfbook.report import (CLIP, Redactor as R, SecretLeak, clip, redact_findings,  # noqa: E402
+                             redact_notebook, secret_weakness)
+
+STRONG = 'q"uo\'te\\Zq9-Sec'  # quote, apostrophe, backslash
+
+
+def _hostile_findings(secret: str) -> list[Finding]:
+    return [Finding("db.slow_query", "critical", f"password={secret} in a label", section="database",
+                    subject=f"GET /x?password={secret}",
+                    evidence={"label": f"password={secret}", f"k {secret}": 12345, "flag": True, "none": None,
+                              "nested": [f"postgresql://app:{secret}@db/shop", {"v": secret}]},
+                    recommendation=f"rotate {secret}")]
+
+
+@pytest.mark.parametrize("secret", [STRONG, 'x"y', "12345", "true", "null", "a\\b"])
+def test_findings_and_manifest_json_parse_and_hold_no_secret(secret):
+    """Quotes, backslashes, digit-only and JSON-literal secrets: JSON stays valid, numbers and
+    literals untouched, every string that held the secret as a secret is masked."""
+    r = R([f"postgresql://app:{secret}@db/shop" if len(secret) < 8 else secret])
+    text = report.findings_json(_hostile_findings(secret), r)
+    data = json.loads(text)
+    ev = data[0]["evidence"]
+    assert ev["flag"] is True and ev["none"] is None and 12345 in ev.values()
+    assert data[0]["subject"] == "GET /x?password=[REDACTED]" and ev["label"] == "password=[REDACTED]"
+    assert ev["nested"][0] == "postgresql://app:[REDACTED]@db/shop"
+    assert r.leak(text) is None
+    manifest = {"status": "complete", "params": {"service": f"svc password={secret}"}, "n": 12345, "ok": True}
+    m = json.loads(json.dumps(r.obj(manifest)))
+    assert m["n"] == 12345 and m["ok"] is True and m["params"]["service"] == "svc password=[REDACTED]"
+
+
+def test_a_strong_secret_is_masked_everywhere_in_every_form():
+    r = R([STRONG])
+    for text in (f"raw {STRONG} end", json.dumps({"a": STRONG}), f"<td>{html_escape(STRONG)}</td>", repr(STRONG)):
+        assert "Zq9-Sec" not in r(text), text
+    fs = json.loads(report.findings_json(_hostile_findings(STRONG), r))
+    assert "Zq9-Sec" not in json.dumps(fs) and "[REDACTED]" in fs[0]["recommendation"]
+
+
+@pytest.mark.parametrize("cut", range(0, 60))
+def test_a_secret_cut_at_any_clip_boundary_is_never_published(cut):
+    """Redact, then clip: wherever the boundary falls, not even the secret's start shows."""
+    r = R([STRONG, "postgresql://app:Pw9SecretDsn@db:5432/shop"])
+    for text in (f"{'a' * 20}{STRONG}{'b' * 20}", f"{'a' * 20}postgresql://app:Pw9SecretDsn@db:5432/shop"):
+        out = clip(text, cut, r)
+        assert 'q"uo' not in out and "Pw9S" not in out, out
+    f = Finding("db.slow_query", "critical", "t" * (CLIP["title"] - cut) + STRONG, section="database",
+                subject="s" * (CLIP["subject"] - cut) + STRONG, evidence={"k" * (CLIP["key"] - cut) + STRONG: "v"})
+    page = index_html({"status": "complete", "header": {}, "notebooks": []}, [f], r)
+    assert 'q&quot;uo' not in page and 'q"uo' not in page
+
+
+def test_quoted_keyvalue_dsns_and_libpq_fragments_are_masked():
+    r = R(["host=db port=5432 dbname=shop user=app password='a b\\'c Zq9'"])
+    assert r.values == ["a b'c Zq9"]
+    assert r("connect failed: a b'c Zq9") == "connect failed: [REDACTED]"
+    assert r("host=db password='other pw' dbname=shop") == "host=db password=[REDACTED] dbname=shop"
+    assert r('password="cut short') == "password=[REDACTED]"
+    assert r('password=x"y z') == "password=[REDACTED] z"
+    msg = 'missing "=" after "b\'c" in connection info string'
+    assert r(msg) == 'missing "=" after "[REDACTED]" in connection info string'
+    assert r("https://h/health?api_key=abc123&verbose=1") == "https://h/health?api_key=[REDACTED]&verbose=1"
+
+
+def test_a_common_word_secret_is_masked_only_where_it_is_the_secret():
+    r = R(["postgresql://postgres:postgres@db:5432/postgres"])
+    assert secret_weakness("postgres") and secret_weakness("abc") and secret_weakness("Zq9xLm!2kP") is None
+    assert r("PostgreSQL 15.4 on postgres") == "PostgreSQL 15.4 on postgres"
+    assert r("dbname=postgres user=postgres password=postgres") == "dbname=postgres user=postgres password=[REDACTED]"
+    assert r("postgresql://postgres:postgres@db:5432/postgres") == "postgresql://postgres:[REDACTED]@db:5432/postgres"
+    # a short secret that is no word: masked as a whole token, never inside a longer word or number
+    s = R(["x7Q!"])
+    assert s("token x7Q! failed; ax7Q!b stays") == "token [REDACTED] failed; ax7Q!b stays"
+    d = R(["4242"])
+    assert d("latency 4242 ms, 424242 requests") == "latency 4242 ms, 424242 requests"
+    assert d("redis://:4242@cache:6379/0") == "redis://:[REDACTED]@cache:6379/0"
+
+
+def test_the_writer_refuses_a_file_that_still_holds_a_secret(tmp_path):
+    r = R([STRONG, "redis://:postgres@h/0"])
+    with pytest.raises(SecretLeak) as ei:
+        write_new(tmp_path / "findings.json", json.dumps({"a": STRONG}), r)
+    assert "Zq9" not in str(ei.value)
+    with pytest.raises(SecretLeak):
+        write_new(tmp_path / "f.json", json.dumps({"a": "password=postgres"}), r)
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temp file
+    write_new(tmp_path / "ok.json", json.dumps({"a": "dbname=postgres, PostgreSQL"}), r)
+
+
+def test_redact_notebook_covers_sources_outputs_payloads_and_split_lines():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(f"dsn = 'postgresql://app:{STRONG}@db/x'")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text=["pass", f"word={STRONG[:3]}", f"{STRONG[3:]}\n"]),
+        nbformat.v4.new_output("display_data", data={
+            "text/html": f"<b>{html_escape(STRONG)}</b>", "image/png": "iVBORw0KGgo=",
+            MIME_TYPE: _hostile_findings(STRONG)[0].to_dict()}),
+        nbformat.v4.new_output("error", ename="OperationalError", evalue=f"password={STRONG}", traceback=[STRONG]),
+    ]
+    nb.cells = [cell]
+    nb.metadata["papermill"] = {"parameters": {"overrides": json.dumps({"x": STRONG})}}
+    out = redact_notebook(nb, R([STRONG]))
+    text = nbformat.writes(out)
+    nbformat.validate(nbformat.reads(text, as_version=4))
+    assert "Zq9-Sec" not in text and "uo'te" not in text
+    assert out.cells[0].outputs[1]["data"]["image/png"] == "iVBORw0KGgo="
+    assert collect(out)[0].subject == "GET /x?password=[REDACTED]"
+
+
+def html_escape(s: str) -> str:
+    import html
+    return html.escape(s)
+
+
+def test_context_masks_in_html_outputs_keep_the_markup_whole():
+    """A notebook's text/html output (a pandas table escapes only <, >, &; html.escape also
+    quotes): the value is masked, the markup around it is not eaten."""
+    r = R([])
+    assert r("<td>GET /s password='a b Zq9' x</td>") == "<td>GET /s password=[REDACTED] x</td>"
+    assert r(f"<td>{html_escape(chr(39).join(['password=', 'a b Zq9', ' x']))}</td>") == "<td>password=[REDACTED] x</td>"
+    assert r('<td title="password=abc">x</td>') == '<td title="password=[REDACTED]">x</td>'
+    assert r(html_escape('missing "=" after "Zq9" in connection info string')) == \
+        "missing &quot;=&quot; after &quot;[REDACTED]&quot; in connection info string"
+
+
+def test_write_new_works_without_hard_links_and_still_never_overwrites(tmp_path, monkeypatch):
+    import errno
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    p = write_new(tmp_path / "f.json", '{"a": 1}')
+    assert json.loads(p.read_text()) == {"a": 1}
+    with pytest.raises(FileExistsError):
+        write_new(p, "second")
+    assert p.read_text() == '{"a": 1}' and [x.name for x in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_the_runner_redacts_a_raw_notebook_and_refuses_a_page_that_holds_a_secret(tmp_path, monkeypatch):
+    """A notebook process killed before it redacted leaves papermill's raw notebook: the runner
+    redacts it on structure; a page that still holds a secret is replaced by an error page."""
+    from perfbook.params import load
+    from perfbook.runner import Batch, NotebookResult
+
+    monkeypatch.setenv("PB_UNIT_DB", f"postgresql://app:{STRONG}@db/shop")
+    p = tmp_path / "p.yaml"
+    p.write_text("service: s\ntargets: {database_env: PB_UNIT_DB}\n")
+    b = Batch(p, load(p), ["leaky"], outputs=tmp_path / "out")
+    work = tmp_path / "work"
+    work.mkdir()
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={MIME_TYPE: _hostile_findings(STRONG)[0].to_dict()})]
+    nb.cells = [cell]
+    nbformat.write(nb, str(work / "leaky.raw.ipynb"))
+    (work / "leaky.html").write_text(f"<html><body>{html_escape(STRONG)}</body></html>")
+    r = NotebookResult("leaky", status="ok")
+    b._publish(r, work / "leaky.ipynb", work / "leaky.html")
+    published = (b.run_dir / "leaky.ipynb").read_text()
+    assert "Zq9-Sec" not in published and r.findings[0].subject == "GET /x?password=[REDACTED]"
+    page = (b.run_dir / "leaky.html").read_text()
+    assert "Zq9-Sec" not in page and "refusing to write leaky.html" in page
+    assert r.status == "failed" and "still contains" in r.error

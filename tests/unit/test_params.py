@@ -33,6 +33,9 @@ MALFORMED = [
     ("dsn_in_database_env", "service: a\ntargets: {database_env: 'postgres://u:p@db/x'}\n", "targets.database_env", "secret value written inline"),
     ("password_key", "service: a\ndatabase: {password: s3cret}\n", "database.password", "secret value written inline"),
     ("redis_url_inline", "service: a\ntargets: {redis_env: 'redis://:pw@h:6379'}\n", "targets.redis_env", "secret value written inline"),
+    ("token_in_health_url_query", "service: a\ntargets: {external_health_urls: {x: 'https://h/health?api_key=Zz9tok'}}\n", "targets.external_health_urls.x", "secret in its query string"),
+    ("token_in_base_url_query", "service: a\ntargets: {base_url: 'https://h/?a=1&access_token=Zz9tok'}\n", "targets.base_url", "secret in its query string"),
+    ("signature_in_metrics_url", "service: a\ntargets: {metrics_urls: ['http://h/metrics?X-Amz-Signature=Zz9tok']}\n", "targets.metrics_urls[0]", "secret in its query string"),
     ("inverted_window", "service: a\nwindow: {since: now, until: -30m}\n", "window", "inverted"),
     ("inverted_iso_window", "service: a\nwindow: {since: '2025-10-31T15:00:00Z', until: '2025-10-31T14:00:00Z'}\n", "window", "inverted"),
     ("bad_since", "service: a\nwindow: {since: yesterday}\n", "window.since", "relative time"),
@@ -128,3 +131,32 @@ def test_env_names_are_the_secrets(tmp_path):
           prometheus: {url: 'https://api.fly.io/prometheus/x', bearer_token_env: FLY_API_TOKEN}
     """))
     assert sorted(load(f).env_names()) == ["DATABASE_URL", "FLY_API_TOKEN", "REDIS_URL"]
+
+
+def test_a_token_in_a_query_string_is_refused_without_echoing_it(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("service: a\ntargets: {external_health_urls: {ai: 'https://h/health?api_key=Zz9SecretTok'}}\n")
+    with pytest.raises(ParamsError) as ei:
+        load(f)
+    assert "Zz9SecretTok" not in str(ei.value) and "api_key=" in str(ei.value)
+    f.write_text("service: a\ntargets: {external_health_urls: {ai: 'https://h/health?verbose=1&page=2'}}\n")
+    assert load(f).targets.external_health_urls["ai"].endswith("page=2")  # ordinary queries are fine
+
+
+@pytest.mark.parametrize("value,why", [("postgresql://app:postgres@db/shop", "common word"),
+                                       ("host=db password='abc' dbname=x", "shorter than 8"),
+                                       ("administrator", "common word")])
+def test_check_params_warns_about_a_secret_that_cannot_be_redacted_safely(tmp_path, monkeypatch, capsys,
+                                                                            value, why):
+    from perfbook import cli
+
+    f = tmp_path / "p.yaml"
+    f.write_text("service: a\ntargets: {database_env: PB_T_DB}\n")
+    monkeypatch.setenv("PB_T_DB", value)
+    assert cli.main(["check-params", str(f)]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert len(err) == 1 and str(f) in err[0] and "targets.database_env" in err[0] and why in err[0], err
+    assert "postgres" not in err[0].replace("postgresql", "") and "abc" not in err[0]  # never the secret itself
+    monkeypatch.setenv("PB_T_DB", "postgresql://app:Zq9xLm2kPw7@db/shop")
+    assert cli.main(["check-params", str(f)]) == 0
+    assert "warning" not in capsys.readouterr().err

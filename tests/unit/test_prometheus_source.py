@@ -22,8 +22,8 @@ import pytest
 from perfbook.checks.quantile import histogram_quantile, quantiles_by
 from perfbook.sources import SourceError, SourceUnreachable, safe_target
 from perfbook.sources.prometheus import (
-    MAX_POINTS_PER_SERIES, PromClient, auto_step, parse_exposition, rates, render, scrape,
-    scrape_twice, split_range, with_selector,
+    MAX_POINTS_PER_SERIES, PromClient, auto_step, duration_seconds, explicit_subquery_step, parse_exposition,
+    prometheus_counters, rates, render, scrape, scrape_twice, split_range, with_selector,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "promclient"
@@ -303,6 +303,19 @@ class _FakeProm(BaseHTTPRequestHandler):
     def _answer(self, path, params, method):
         type(self).calls.append({"path": path, "params": params, "method": method,
                                  "auth": self.headers.get("Authorization")})
+        if path.startswith("/vm/"):  # VictoriaMetrics 1.79's answers, recorded (tests/fixtures/victoriametrics)
+            return self._answer_vm(path[len("/vm"):], params)
+        if path.startswith("/limited/"):  # a rate limit: 429 + Retry-After for the first `limited` requests
+            if type(self).limited > 0:
+                type(self).limited -= 1
+                self.send_response(429)
+                self.send_header("Retry-After", "0")
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", "17")
+                self.end_headers()
+                self.wfile.write(b"Too Many Requests")
+                return None
+            path = path[len("/limited"):]
         if path.startswith("/auth/"):
             auth = self.headers.get("Authorization")
             if auth is None:
@@ -310,6 +323,8 @@ class _FakeProm(BaseHTTPRequestHandler):
             if auth != f"Bearer {TOKEN}":
                 return self._send(403, "Forbidden", "text/plain")
             path = path[len("/auth"):]
+        if path.startswith("/prometheus/my-org/"):  # Fly.io's /prometheus/<org> prefix
+            path = path[len("/prometheus/my-org"):]
         if path.startswith("/html/"):
             return self._send(200, "<html>login</html>", "text/html")
         if path.startswith("/proxy/"):
@@ -321,7 +336,7 @@ class _FakeProm(BaseHTTPRequestHandler):
                                         "error": 'invalid parameter "query": 1:5: parse error: unclosed left parenthesis'})
             if query == "slow":
                 time.sleep(1.5)
-            if query == "scalar(1)":
+            if query in ("scalar(1)", "1"):
                 return self._send(200, {"status": "success", "data": {"resultType": "scalar",
                                                                        "result": [1700000000.5, "1"]}})
             data = {"resultType": "vector", "result": [
@@ -361,15 +376,45 @@ class _FakeProm(BaseHTTPRequestHandler):
                  "activeAt": "2024-05-01T10:00:00.123456789Z", "value": "1.25e+00"}]}})
         return self._send(404, "404 page not found", "text/plain")
 
+    def _answer_vm(self, path, params):
+        def recorded(name):
+            rec = json.loads((VM_FIXTURES / name).read_text())
+            return self._send(rec["status"], rec["body"], rec["headers"]["Content-Type"])
+        query = params.get("query", "")
+        if path == "/api/v1/status/buildinfo":
+            return recorded("buildinfo.json")
+        if path == "/api/v1/rules":
+            return recorded("rules-without-vmalert.json")
+        if path == "/api/v1/query" and query == "1":
+            return recorded("scalar-as-vector.json")
+        if path == "/api/v1/query" and "rate_prometheus" in query:
+            return recorded("error-unknown-function.json")
+        if path == "/api/v1/query" and query.startswith("up") and query.endswith("[5m]"):
+            points = [(1700000000.25 + 15 * i, 1) for i in range(20)]
+            return self._send(200, {"status": "success", "data": {"resultType": "matrix", "result": [
+                _series({"__name__": "up", "instance": "a"}, points)]}})
+        return self._answer(path, params, "GET")
+
     def log_message(self, *args):
         pass
 
 
+VM_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "victoriametrics"
+
+
+def _fake_class(fake):
+    return _FAKE_CLASSES[fake[0]]
+
+
+_FAKE_CLASSES: dict = {}
+
+
 @pytest.fixture(scope="module")
 def fake_prom():
-    handler = type("FakeProm", (_FakeProm,), {"calls": []})
+    handler = type("FakeProm", (_FakeProm,), {"calls": [], "limited": 0})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    _FAKE_CLASSES[f"http://127.0.0.1:{server.server_address[1]}"] = handler
     yield f"http://127.0.0.1:{server.server_address[1]}", handler.calls
     server.shutdown()
     server.server_close()
@@ -383,7 +428,7 @@ def test_query_returns_labels_utc_timestamp_and_float_values(fake_prom):
     assert df["timestamp"].iloc[0] == pd.Timestamp("2023-11-14 22:13:20.123", tz="UTC")
     assert df["value"].iloc[0] == 1.0 and math.isnan(df["value"].iloc[1])
     assert pd.isna(df["zone"].iloc[0])
-    assert calls[-1]["params"] == {"query": "up", "time": "1700000000.000"}
+    assert calls[-1]["params"] == {"query": "up", "time": "1700000000.000", "nocache": "1"}
 
 
 def test_query_scalar_is_one_row(fake_prom):
@@ -527,6 +572,98 @@ def test_flavor():
     assert PromClient(f"http://127.0.0.1:{free_port()}", timeout=1).flavor == "unknown"
 
 
+# --- VictoriaMetrics (Fly.io's managed Prometheus) ---------------------------------------
+
+def test_victoriametrics_is_recognised_by_its_answers_though_buildinfo_is_empty(fake_prom):
+    base, _ = fake_prom
+    assert PromClient(base + "/vm").flavor == "victoriametrics"   # scalar 1 answered as a vector
+    assert PromClient(base).flavor == "unknown"                   # neither buildinfo nor MetricsQL
+
+
+def test_counters_are_sent_the_prometheus_way_to_victoriametrics(fake_prom):
+    base, calls = fake_prom
+    expr = 'histogram_quantile(0.95, sum by (le) (rate(h_bucket{route="rate(x[1m])"}[1m]))) / sum(increase(c[50s]))'
+    PromClient(base + "/vm", flavor="victoriametrics").query(expr)
+    assert calls[-1]["params"]["query"] == (
+        'histogram_quantile(0.95, sum by (le) ((increase_prometheus(h_bucket{route="rate(x[1m])"}[1m]) / 60)))'
+        ' / sum(increase_prometheus(c[50s]))')
+    PromClient(base).query(expr)                                   # Prometheus: sent as written
+    assert calls[-1]["params"]["query"] == expr
+
+
+def test_counter_rewrite_leaves_strings_irate_and_odd_ranges_alone():
+    assert prometheus_counters('irate(x[1m]) + rate(y[$__rate_interval])') == 'irate(x[1m]) + rate(y[$__rate_interval])'
+    assert prometheus_counters('rate(x[1m30s] offset 5m)') == '(increase_prometheus(x[1m30s] offset 5m) / 90)'
+    assert prometheus_counters('max(rate(x[1m]) > bool 0)') == 'max((increase_prometheus(x[1m]) / 60) > bool 0)'
+    assert prometheus_counters('up{job="increase(a[1m])"}') == 'up{job="increase(a[1m])"}'
+    assert duration_seconds("1h30m") == 5400 and duration_seconds("5x") is None
+
+
+def test_subqueries_get_an_explicit_resolution_on_both_flavors(fake_prom):
+    """VictoriaMetrics runs ``x[1m:]`` at the instant query's step (5 min): one point."""
+    base, calls = fake_prom
+    expr = 'avg_over_time((w{a="[1m:]"} > bool 0)[60s:])'
+    PromClient(base, subquery_step=1).query(expr)
+    assert calls[-1]["params"]["query"] == 'avg_over_time((w{a="[1m:]"} > bool 0)[60s:1s])'
+    vm = PromClient(base + "/vm", flavor="victoriametrics")
+    vm.query(expr)
+    assert vm.scrape_interval() == 15                              # from the spacing of up's samples
+    assert calls[-1]["params"]["query"].endswith("[60s:15s])")
+    assert explicit_subquery_step("x[5m:1m]", 15) == "x[5m:1m]"
+
+
+def test_victoriametrics_error_envelope_is_the_servers_message(fake_prom):
+    base, _ = fake_prom
+    with pytest.raises(SourceError) as err:
+        PromClient(base + "/vm").query("sum(rate_prometheus(x[1m]))")
+    assert 'unknown func \\"rate_prometheus\\"' in str(err.value) or 'unknown func "rate_prometheus"' in str(err.value)
+    assert "422: error when executing query" in str(err.value)
+
+
+def test_empty_rules_on_victoriametrics_are_unknown_not_none(fake_prom):
+    base, _ = fake_prom
+    with pytest.raises(SourceError, match="vmalert"):
+        PromClient(base + "/vm").rules()
+
+
+def test_range_query_near_now_waits_for_victoriametrics_latency_offset(fake_prom):
+    base, calls = fake_prom
+    client = PromClient(base + "/vm", flavor="victoriametrics", latency_offset=1)
+    now = time.time()
+    client.query_range("x", now - 10, now, 5)
+    assert time.time() >= now + 1                                  # asked only once `end` was 1 s old
+    assert any("latencyOffset" in n for n in client.notes)
+    client.query_range("x", now - 10, now, 5)                      # settled: no second wait
+    assert len(client.notes) == 1
+    assert calls[-1]["params"]["nocache"] == "1"
+
+
+def test_rate_limit_is_waited_out_then_reported_unreachable(fake_prom):
+    base, calls = fake_prom
+    server_cls = _fake_class(fake_prom)
+    server_cls.limited = 2
+    df = PromClient(base + "/limited", rate_limit_retries=3).query("up")
+    assert len(df) == 2 and server_cls.limited == 0
+    server_cls.limited = 10
+    client = PromClient(base + "/limited", rate_limit_retries=2)
+    with pytest.raises(SourceUnreachable, match="HTTP 429 Too Many Requests"):
+        client.query("up")
+    assert sum("429" in n for n in client.notes) >= 2
+    server_cls.limited = 0
+
+
+def test_fly_path_prefix_and_token_from_the_named_variable(fake_prom, monkeypatch):
+    """Fly.io: ``https://api.fly.io/prometheus/<org>`` is the base; the API is under it."""
+    base, calls = fake_prom
+    monkeypatch.setenv("FLY_API_TOKEN", TOKEN)
+    client = PromClient.from_env(base + "/auth/prometheus/my-org/", token_env="FLY_API_TOKEN")
+    client.query("up")
+    assert calls[-1]["path"] == "/auth/prometheus/my-org/api/v1/query"
+    assert calls[-1]["auth"] == f"Bearer {TOKEN}" and TOKEN not in repr(client)
+    fly = PromClient("https://api.fly.io/prometheus/my-org/", bearer_token=TOKEN)
+    assert fly.url == "https://api.fly.io/prometheus/my-org" and fly.flavor == "victoriametrics"
+
+
 # --- selectors, steps, exceptions -------------------------------------------------------
 
 def test_with_selector_merges_label_matchers():
@@ -567,3 +704,63 @@ def test_source_exceptions_format_and_hide_credentials():
     assert safe_target("/var/log/postgresql/pg.log") == "/var/log/postgresql/pg.log"
     assert str(SourceError("prometheus", "https://u:p@h/x?token=t", "bad_data: x")) == \
         "prometheus at https://h/x answered with an error: bad_data: x"
+
+
+def test_fly_example_params_validate_and_point_at_the_managed_endpoint(monkeypatch):
+    """params/fly.example.yaml works unchanged: `perfbook check-params` accepts it, and the
+    client it makes talks VictoriaMetrics to api.fly.io/prometheus/<org> with the token from
+    FLY_API_TOKEN (by name only)."""
+    import os
+    import subprocess
+    import sys
+
+    from perfbook.params import load
+    from perfbook.sources.window_metrics import WindowMetrics
+
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-m", "perfbook.cli", "check-params", "params/fly.example.yaml"],
+                         capture_output=True, text=True, cwd=root, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k != "FLY_API_TOKEN"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "FLY_API_TOKEN" in res.stdout + res.stderr
+    params = load(root / "params" / "fly.example.yaml")
+    p = params.targets.prometheus
+    assert p.bearer_token_env == "FLY_API_TOKEN" and p.flavor == "victoriametrics"
+    start = pd.Timestamp("2026-12-06T14:00Z")
+    wm = WindowMetrics(params, start, start + pd.Timedelta(minutes=30), bearer_token=TOKEN)
+    assert wm.client.url == "https://api.fly.io/prometheus/YOUR-ORG"
+    assert wm.client.flavor == "victoriametrics" and wm.client.selector == 'app="YOUR-APP"'
+    assert TOKEN not in repr(wm.client)
+
+
+def test_backend_comparison_keeps_time_series_checks_only():
+    from perfbook.demo.victoriametrics import compare_verdicts
+
+    def f(check, severity, section="quick-diagnostics", code="latency.slo_breach", subject="GET /a"):
+        return {"section": section, "check": check, "code": code, "subject": subject, "severity": severity}
+    prom = [f("latency per route (histogram)", "critical"), f("response time probes", "warning")]
+    vm = [f("latency per route (histogram)", "critical"), f("response time probes", "ok")]
+    assert compare_verdicts(prom, vm) == []                       # a live probe may differ: not compared
+    vm[0]["severity"] = "warning"
+    assert compare_verdicts(prom, vm) == [
+        "only on Prometheus:      quick-diagnostics latency.slo_breach [GET /a] critical",
+        "only on VictoriaMetrics: quick-diagnostics latency.slo_breach [GET /a] warning"]
+
+
+def test_backend_comparison_tells_a_flip_on_the_threshold_from_a_different_diagnosis():
+    """Prometheus extrapolates rate() to the window's edges, VictoriaMetrics does not: a CV of
+    0.35 against 0.33 on a 0.34 line is the same data; a pool waiting in 49 % of scrapes on one
+    backend and 0 % on the other is not."""
+    from perfbook.demo.victoriametrics import compare_verdicts, verdict_differences
+
+    def f(severity, cv, section="load-balancing", code="balance.uneven", check="uneven load across instances"):
+        return {"section": section, "check": check, "code": code, "subject": "all instances",
+                "severity": severity, "evidence": {"cv": cv, "threshold": 0.34, "ok": True}}
+    diff, near = verdict_differences([f("warning", 0.35)], [f("ok", 0.33)])
+    assert diff == [] and len(near) == 1 and "near its threshold" in near[0]
+    assert compare_verdicts([f("warning", 0.35)], [f("ok", 0.33)]) == []
+    pool = dict(section="quick-diagnostics", code="db.connections", check="DB connections")
+    diff, near = verdict_differences([f("warning", 0.49, **pool)], [f("ok", 0.0, **pool)])
+    assert near == [] and len(diff) == 2
+    # a finding only one backend produced is always a difference
+    assert len(compare_verdicts([f("warning", 0.35)], [])) == 1

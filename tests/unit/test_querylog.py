@@ -7,6 +7,7 @@ import gzip
 import tracemalloc
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -186,3 +187,71 @@ def test_memory_stays_flat_with_many_sessions():
     tracemalloc.stop()
     assert a.statements == 50_000
     assert peak < 30 * 2**20
+
+
+def _distinct(n: int, heavy_every: int = 0):
+    """``n`` statements, each a distinct fingerprint (a different column); every
+    ``heavy_every``-th one is the same costly statement."""
+    for i in range(n):
+        if heavy_every and i % heavy_every == 0:
+            yield S.Statement("s", "", 500.0, "SELECT * FROM orders WHERE total > 1000", "u", "d")
+        else:
+            yield S.Statement("s", "", 0.1, f"SELECT c{i} FROM wide_table_{i % 7}", "u", "d")
+
+
+def test_distinct_statements_are_capped_with_an_other_row():
+    a = Q.analyze(_distinct(3_000, heavy_every=100), max_fingerprints=200)
+    fps = a.fingerprints
+    assert len(fps) <= 200 + 1 and a.folded_fingerprints > 2_000
+    other = fps[fps["fingerprint"] == Q.OTHER].iloc[0]
+    assert other["calls"] + fps.loc[fps["fingerprint"] != Q.OTHER, "calls"].sum() == 3_000  # nothing lost
+    top = a.top(1)
+    assert top["query"].iloc[0].startswith("SELECT * FROM orders") and top["calls"].iloc[0] == 30  # costliest kept whole
+    _, found = Q.n_plus_one_from_log(a, ENDPOINTS)
+    [note] = [f for f in found if f.subject == "query log limits"]
+    assert note.severity == "info" and "settings.limits.max_fingerprints (200)" in note.title
+
+
+def test_distinct_statements_keep_memory_flat(monkeypatch):
+    """Memory does not grow with distinct statements: 6k and 24k distinct ones peak alike
+    (caches and tables are bounded; small caps here keep the test quick)."""
+    monkeypatch.setattr(Q, "_CACHE_MAX", 1_000)
+
+    def peak(n: int) -> int:
+        tracemalloc.start()
+        a = Q.analyze(_distinct(n), max_fingerprints=200)
+        p = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert a.statements == n and len(a.fingerprints) <= 201
+        return p
+    small, large = peak(6_000), peak(24_000)
+    assert large < 1.3 * small + 256 * 1024, (small, large)
+
+
+def test_a_line_without_newline_is_cut_not_read_whole(tmp_path):
+    log = tmp_path / "pg.log"
+    with open(log, "w", encoding="utf-8") as f:
+        f.write(line(1, "LOG:  duration: 1.000 ms  statement: SELECT 1"))
+        f.write(P.format(ms=2, pid=100, sess="5b11") + "LOG:  duration: 2.000 ms  statement: SELECT '")
+        f.write("x" * 3_000_000)          # 3 MB, no newline until the end of the file
+    stream = S.read([log], limits=SimpleNamespace(max_line_length=4096))
+    tracemalloc.start()
+    got = list(stream)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [s.text for s in got][0] == "SELECT 1" and len(got) == 2 and len(got[1].text) < 4096
+    assert stream.cut_lines == 1 and stream.longest_line > 3_000_000
+    assert peak < 2 * 2**20   # the 3 MB line was never held
+    a = Q.analyze(S.read([log], limits=SimpleNamespace(max_line_length=4096)))
+    assert a.cut_lines == 1 and "max_line_length (4,096 characters)" in a.limits_note()
+
+
+def test_endless_continuation_lines_are_dropped_past_the_cap(tmp_path):
+    log = tmp_path / "pg.log"
+    log.write_text(line(1, "LOG:  duration: 1.000 ms  statement: SELECT a")
+                   + "".join(f"\t, col{i}\n" for i in range(20_000))
+                   + line(2, "LOG:  duration: 1.000 ms  statement: SELECT 2"))
+    stream = S.read([log], limits=SimpleNamespace(max_line_length=2048))
+    got = list(stream)
+    assert [s.text for s in got][1] == "SELECT 2" and len(got[0].text) < 2 * 2048
+    assert stream.cut_lines > 19_000

@@ -116,6 +116,29 @@ def test_memory_pressure_falls_back_to_heap_used_over_heap_limit():
     assert table["basis"].iloc[0] == "heap used / heap limit"
 
 
+def test_memory_pressure_on_stock_prom_client_uses_rss_against_the_memory_limit():
+    # stock prom-client: no heap-limit gauge; the committed heap is no limit (V8 grows it on demand)
+    rss, used, committed = series({"a": [470 * MB]}), series({"a": [450 * MB]}), series({"a": [455 * MB]})
+    table, found = r.memory_pressure(rss, used, None, TH.memory_percent, 512 * MB, heap_total=committed)
+    assert [(f.severity, f.subject) for f in found] == [("critical", "a")]
+    assert found[0].evidence["source"] == "process_resident_memory_bytes / targets.memory_limit"
+    assert table.iloc[0]["heap_committed_mb"] == pytest.approx(455)
+    # without a memory limit: not judged, and the finding says what to set; heap used / committed
+    # (99 % here, ~80 % on an idle Node process) is shown, never judged
+    _, found = r.memory_pressure(rss, used, None, TH.memory_percent, None, heap_total=committed)
+    assert [f.severity for f in found] == ["info"]
+    assert "set targets.memory_limit" in found[0].title and "not a limit" in found[0].title
+    assert found[0].evidence["heap_committed_mb_max"] == pytest.approx(455)
+
+
+def test_memory_pressure_judges_the_higher_of_the_two_limits():
+    # RSS at 50 % of the machine, but the heap at 95 % of --max-old-space-size: the heap runs out first
+    rss, used, limit = series({"a": [256 * MB]}), series({"a": [243 * MB]}), series({"a": [256 * MB]})
+    _, found = r.memory_pressure(rss, used, limit, TH.memory_percent, 512 * MB)
+    assert found[0].severity == "critical" and found[0].evidence["basis"] == "heap used / heap limit"
+    assert found[0].evidence["source"] == "nodejs_heap_size_used_bytes / nodejs_heap_size_limit_bytes"
+
+
 def test_memory_pressure_quiet_when_healthy_and_says_so_without_a_limit():
     _, found = r.memory_pressure(series({"a": [200 * MB]}), series({"a": [100 * MB]}), series({"a": [512 * MB]}),
                                  TH.memory_percent)
@@ -173,6 +196,88 @@ def test_eventloop_lag_quiet_on_healthy_loop_with_a_hiccup():
     assert not alarms(found)
 
 
+# stock prom-client resets its event-loop histogram at every scrape (10 ms resolution): at a 15 s
+# scrape interval a loop blocked 300 ms every couple of seconds reads p99 10-14 ms but max 300 ms
+def _stock_lag(n=120, step_s=15.0, blocked=True):
+    rng = np.random.default_rng(1)
+    p99 = series({"a": list(0.0105 + 0.0035 * rng.random(n))}, step_s)
+    mx = series({"a": [0.300 + 0.02 * rng.random() if blocked else 0.012 for _ in range(n)]}, step_s)
+    lag = series({"a": [0.0] * n}, step_s)
+    return lag, p99, mx
+
+
+def test_eventloop_lag_reads_the_max_gauge_when_p99_is_diluted_by_the_reset():
+    lag, p99, mx = _stock_lag()
+    _, on_p99 = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds)
+    assert [f.severity for f in on_p99] == ["ok"]                       # what perfbook said before: wrong
+    table, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds, lag_max=mx)
+    assert [(f.severity, f.subject) for f in found] == [("critical", "a")]
+    ev = found[0].evidence
+    assert ev["gauge"] == "nodejs_eventloop_lag_max_seconds" and ev["observed"] >= 0.3
+    assert ev["p99_recurring_s"] < 0.015 and "max lag gauge" in ev["statistic"]
+    assert "max lag gauge" in found[0].title
+    assert table.iloc[0]["p99_recurring_ms"] < 15 and table.iloc[0]["max_recurring_ms"] >= 300
+
+
+def test_eventloop_lag_without_a_max_gauge_says_it_judged_p99():
+    lag, p99, _ = _stock_lag()
+    _, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds, lag_max=None)
+    assert found[0].evidence["gauge"] == "nodejs_eventloop_lag_p99_seconds"
+    assert found[0].evidence["gauges_missing"] == ["nodejs_eventloop_lag_max_seconds"]
+    _, found = r.eventloop_lag(lag, None, TH.eventloop_lag_seconds)
+    assert found[0].evidence["gauge"] == "nodejs_eventloop_lag_seconds"
+
+
+def test_one_gc_pause_in_the_max_gauge_is_not_a_blocked_loop():
+    lag, p99, mx = _stock_lag(blocked=False)
+    mx.loc[40, "value"] = 0.250                                        # one long pause in 30 min
+    _, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds, lag_max=mx)
+    assert not alarms(found) and found[0].evidence["observed"] < 0.05
+
+
+def test_stalls_under_the_critical_level_on_a_busy_machine_are_not_lag():
+    # a healthy stock Node service on a busy 2-core machine: the worst delay per scrape reads 56-66 ms
+    # again and again (preemption, GC), the typical delay (p99) stays low — the max gauge is judged
+    # against the critical level only, so no warning
+    lag, p99, _ = _stock_lag(n=60, step_s=1.0)
+    mx = series({"a": [0.056 + 0.01 * (i % 2) for i in range(60)]})
+    table, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds, lag_max=mx)
+    assert [f.severity for f in found] == ["ok"], found
+    assert found[0].evidence["gauge"] == "nodejs_eventloop_lag_p99_seconds" and "stalls (max gauge) up to" in found[0].title
+    assert table.iloc[0]["max_recurring_ms"] >= 56
+    # with no other gauge to read, the max gauge is judged against both levels
+    _, found = r.eventloop_lag(None, None, TH.eventloop_lag_seconds, lag_max=mx)
+    assert [f.severity for f in found] == ["warning"]
+
+
+def test_lag_hold_rule_on_the_demo_window_counts_recurring_stalls_not_a_run_of_scrapes():
+    # the demo: 1 s scrapes, ~55 s window; stalls of 300 ms in 18 scrapes spread over 40 s (one
+    # summary request every ~2 s) — a blocked loop, though never 20 scrapes in a row
+    vals = [0.011] * 55
+    for i in range(10, 50, 2)[:18]:
+        vals[i] = 0.31
+    _, found = r.eventloop_lag(None, None, TH.eventloop_lag_seconds, lag_max=series({"a": vals}))
+    assert [f.severity for f in found] == ["critical"], found
+    # five hiccups within 4 s on a busy machine: not a level (they recur over less than 20 s)
+    busy = [0.011] * 20 + [0.09] * 5 + [0.011] * 30
+    _, found = r.eventloop_lag(None, None, TH.eventloop_lag_seconds, lag_max=series({"a": busy}))
+    assert not alarms(found)
+    # the same five spread over the window: still under a tenth of 55 scrapes plus one
+    spread = [0.011] * 55
+    for i in (3, 15, 27, 39, 51):
+        spread[i] = 0.09
+    assert r.recurring_level(pd.Series(spread), series({"a": spread})["timestamp"]) == pytest.approx(0.011)
+
+
+def test_recurring_level_needs_two_scrapes_and_the_hold_span():
+    t = series({"a": [0] * 10})["timestamp"]
+    assert r.recurring_level(pd.Series([0.3] + [0.01] * 9), t, 0.9, 5) == pytest.approx(0.01)   # one spike
+    assert r.recurring_level(pd.Series([0.3, 0.01, 0.01, 0.01, 0.01, 0.01, 0.3, 0.01, 0.01, 0.01]), t, 0.9, 5) \
+        == pytest.approx(0.3)                                                                    # 7 s apart
+    assert r.recurring_level(pd.Series([0.3, 0.3] + [0.01] * 8), t, 0.9, 5) == pytest.approx(0.01)  # 2 s only
+    assert r.recurring_level(pd.Series([0.3, 0.3]), t[:2], 0.9, 20) == pytest.approx(0.3)  # window shorter: min
+
+
 # --------------------------------------------------------------------------- database connections
 
 
@@ -197,6 +302,14 @@ def test_db_connections_quiet_when_healthy():
     _, found = r.db_connections(series({"a": [4] * 9}), series({"a": [1] * 9}), series({"a": [0] * 9}),
                                 TH.db_connections)
     assert [f.severity for f in found] == ["ok"]
+
+
+def test_db_connections_without_an_open_gauge_or_a_server_count_does_not_fail():
+    # issue 13 point 6: pool gauges that are not Prisma's open-connection gauge and an unreachable
+    # database left no total at all — `max() arg is an empty sequence`; now: total not judged, waits judged
+    wait = series({"a": [2] * 30 + [0] * 10})
+    _, found = r.db_connections(None, None, wait, TH.db_connections, server_connections=None)
+    assert [(f.severity, f.subject) for f in found] == [("critical", "a"), ("info", "metrics")]
 
 
 def test_server_connections_count_client_backends_only():
@@ -266,9 +379,12 @@ def test_promclient_cpu_and_event_loop_gauges(scrapes):
     assert found[0].severity == "ok" and found[0].evidence["observed"] == pytest.approx(0.8651, abs=0.01)
     gauge = lambda name: after[after["metric"] == name][["timestamp", "instance", "value"]]  # noqa: E731
     table, found = r.eventloop_lag(gauge("nodejs_eventloop_lag_seconds"), gauge("nodejs_eventloop_lag_p99_seconds"),
-                                   TH.eventloop_lag_seconds)
-    # the p99 gauge (43 ms: the 30 ms blocks of generate.js) is judged, not the 54 ms single reading
+                                   TH.eventloop_lag_seconds, lag_max=gauge("nodejs_eventloop_lag_max_seconds"))
+    # the p99 gauge (43 ms: the 30 ms blocks of generate.js, since the previous scrape) is the typical
+    # delay, not the 54 ms single reading of the lag gauge; the max gauge's stalls (43 ms) stay under 100 ms
     assert found[0].severity == "ok" and found[0].evidence["observed"] == pytest.approx(0.043, abs=0.001)
+    assert found[0].evidence["gauge"] == "nodejs_eventloop_lag_p99_seconds"
+    assert found[0].evidence["max_recurring_s"] == pytest.approx(0.043, abs=0.001) and "stalls" in found[0].title
     _, found = r.memory_pressure(gauge("process_resident_memory_bytes"), gauge("nodejs_heap_size_used_bytes"),
                                  gauge("nodejs_heap_size_limit_bytes"), TH.memory_percent, 64 * MB)
     assert found[0].severity == "warning"  # RSS 56 MB of a 64 MB machine: 87.6 %
@@ -404,3 +520,247 @@ def test_every_instance_up_is_ok_and_no_series_is_no_finding():
     _, found = r.instances_down(_up({"a:1": [1] * 5, "b:2": [1] * 5}))
     assert [(f.severity, f.subject) for f in found] == [("ok", "all instances")]
     assert r.instances_down(None)[1] == [] and r.instances_down(pd.DataFrame())[1] == []
+
+
+def _up_at(values: dict[str, list[float]], step_s: float = 1.0, offsets: dict[str, float] | None = None):
+    """``up`` as Prometheus stores it: each target scraped every ``step_s``, at its own offset."""
+    rows = [{"timestamp": T0 + pd.Timedelta(seconds=step_s * i + (offsets or {}).get(k, 0.0)), "instance": k,
+             "value": v} for k, vs in values.items() for i, v in enumerate(vs)]
+    return pd.DataFrame(rows)
+
+
+def test_every_target_missing_the_same_two_scrapes_is_a_monitoring_gap_not_instance_down():
+    # a busy 2-core machine: Prometheus times out both targets' scrapes in the same two seconds
+    a = [1] * 30 + [0, 0] + [1] * 33
+    b = [1] * 30 + [0, 0, 0] + [1] * 32                       # b's scrapes land 0.4 s later: 3 misses
+    table, found = r.instances_down(_up_at({"api-1:8101": a, "api-2:8102": b}, offsets={"api-2:8102": 0.4}),
+                                    down_for=15)
+    assert not [f for f in found if f.code == "instance.down" and f.severity != "ok"], found
+    [gap] = [f for f in found if f.code == "monitoring.gap"]
+    assert gap.severity == "info" and gap.subject == "prometheus"
+    assert gap.evidence["episodes"] == 1 and gap.evidence["missed_scrapes"] == {"api-1:8101": 2, "api-2:8102": 3}
+    ok = next(f for f in found if f.code == "instance.down")
+    assert ok.severity == "ok" and "monitoring gap" in ok.title and "answered every scrape" not in ok.title
+    assert list(table["shared_failed"]) == [2, 3]
+
+
+def test_one_target_down_20_seconds_is_instance_down():
+    a = [1] * 65
+    b = [1] * 20 + [0] * 20 + [1] * 25
+    _, found = r.instances_down(_up_at({"api-1:8101": a, "api-2:8102": b}), down_for=15)
+    [down] = [f for f in found if f.severity != "ok"]
+    assert (down.code, down.severity, down.subject) == ("instance.down", "warning", "api-2:8102")
+    assert down.evidence["failed_scrapes"] == 20 and down.evidence["down_s"] == 20
+    assert "back up since" in down.title and not [f for f in found if f.code == "monitoring.gap"]
+
+
+def test_one_target_flapping_5_seconds_is_nothing():
+    a = [1] * 65
+    b = [1] * 30 + [0] * 5 + [1] * 30
+    _, found = r.instances_down(_up_at({"api-1:8101": a, "api-2:8102": b}), down_for=15)
+    assert [(f.code, f.severity) for f in found] == [("instance.down", "ok")]
+    assert "5 s on api-2:8102" in found[0].title and found[0].evidence["flaps"][0]["scrapes"] == 5
+
+
+def test_an_outage_overlapping_a_shared_hiccup_is_still_an_outage():
+    # every target misses scrapes 30-31 (the scraper), and b is down from 25 to 50 (its own crash)
+    a = [1] * 30 + [0, 0] + [1] * 33
+    b = [1] * 25 + [0] * 25 + [1] * 15
+    _, found = r.instances_down(_up_at({"a:1": a, "b:2": b}), down_for=15)
+    downs = [f for f in found if f.code == "instance.down" and f.severity != "ok"]
+    assert [(f.subject, f.evidence["failed_scrapes"]) for f in downs] == [("b:2", 25)]
+    assert [f.code for f in found if f.code == "monitoring.gap"] == ["monitoring.gap"]   # a's two misses
+
+
+def test_a_single_target_down_is_judged_on_its_own_and_a_long_shared_gap_is_a_warning():
+    _, found = r.instances_down(_up_at({"only:1": [1] * 10 + [0] * 20}), down_for=15)
+    assert [(f.code, f.severity) for f in found] == [("instance.down", "critical")]
+    # every instance blind for 30 s: a gap (the scraper, or the whole service at once), never instance.down
+    both = {"a:1": [1] * 10 + [0] * 30 + [1] * 10, "b:2": [1] * 10 + [0] * 30 + [1] * 10}
+    _, found = r.instances_down(_up_at(both), down_for=15)
+    assert [(f.code, f.severity) for f in found if f.severity != "ok"] == [("monitoring.gap", "warning")]
+
+
+def test_a_target_not_answering_its_last_scrapes_is_named_not_called_down():
+    _, found = r.instances_down(_up_at({"a:1": [1] * 40, "b:2": [1] * 36 + [0] * 4}), down_for=15)
+    assert [(f.code, f.severity, f.subject) for f in found if f.severity != "ok"] == \
+        [("instance.down", "info", "b:2")]
+
+
+def test_demo_params_default_down_for_is_15_s():
+    assert Params(service="t").settings.diagnostics.down_for == 15.0
+    p = Params.model_validate({"service": "t", "settings": {"diagnostics": {"down_for": "1m"}}})
+    assert p.settings.diagnostics.down_for == 60.0
+
+
+# --------------------------------------------------------------------------- which metrics exist
+
+
+def _stock_names(extra=()) -> set[str]:
+    """What a stock prom-client 15 service with the runbook's HTTP metrics has (the recorded fixture)."""
+    df = prom.parse_exposition((FIX / "metrics.txt").read_text())
+    return set(df["metric"]) | set(extra)
+
+
+def test_prom_client_default_families_are_the_recorded_ones():
+    fams = {}
+    for line in (FIX / "metrics.txt").read_text().splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            fams[name] = kind
+    defaults = {k: v for k, v in fams.items() if not k.startswith("http_")}
+    assert defaults == r.PROM_CLIENT_DEFAULT_FAMILIES
+    assert "nodejs_heap_size_limit_bytes" not in r.PROM_CLIENT_DEFAULT_METRICS
+    assert "nodejs_process_cpu_percent" not in r.PROM_CLIENT_DEFAULT_METRICS
+
+
+def test_coverage_on_stock_prom_client_names_the_heap_limit_and_its_fallback():
+    from perfbook.sources.resources import QUICK_FIELDS
+    limited = Params.model_validate({"service": "t", "targets": {"memory_limit": "512MB"}})
+    table, found = r.metric_coverage(_stock_names(), limited, QUICK_FIELDS, "Prometheus")
+    missing = {f.subject: f for f in found}
+    assert "nodejs_heap_size_limit_bytes" in missing
+    f = missing["nodejs_heap_size_limit_bytes"]
+    assert (f.code, f.severity) == ("metrics.missing", "info")
+    assert f.evidence["fallback"] == "process_resident_memory_bytes / targets.memory_limit (512 MB)"
+    assert "using process_resident_memory_bytes / targets.memory_limit" in f.title
+    # every default runtime metric is there: no warning; app metrics the fixture lacks are info
+    assert not alarms(found)
+    assert missing["prisma_pool_connections_open"].evidence["fallback"] == "none"
+    assert set(table.loc[table["present"], "metric"]) >= {"process_cpu_seconds_total", "nodejs_eventloop_lag_max_seconds",
+                                                          "http_request_duration_seconds"}
+    # no memory limit: nothing stands in for the heap limit, and the finding says so
+    _, found = r.metric_coverage(_stock_names(), Params(service="t"), QUICK_FIELDS)
+    f = next(f for f in found if f.subject == "nodejs_heap_size_limit_bytes")
+    assert f.severity == "info" and f.evidence["fallback"] == "none" and "not judged" in f.title
+
+
+def test_coverage_warns_when_a_core_runtime_metric_is_missing_and_once_when_nothing_is_there():
+    from perfbook.sources.resources import QUICK_FIELDS
+    names = _stock_names() - {"process_cpu_seconds_total"}
+    _, found = r.metric_coverage(names, Params(service="t"), QUICK_FIELDS)
+    cpu = next(f for f in found if f.subject == "process_cpu_seconds_total")
+    assert cpu.severity == "warning" and cpu.evidence["prom_client_default"]
+    lagless = _stock_names() - {"nodejs_eventloop_lag_max_seconds"}
+    _, found = r.metric_coverage(lagless, Params(service="t"), QUICK_FIELDS)
+    f = next(f for f in found if f.subject == "nodejs_eventloop_lag_max_seconds")
+    assert f.severity == "info" and f.evidence["fallback"] == "nodejs_eventloop_lag_p99_seconds"
+    _, found = r.metric_coverage(set(), Params(service="t"), QUICK_FIELDS)
+    assert [(f.severity, f.subject) for f in found] == [("warning", "metrics")]
+    assert r.metric_coverage(None, Params(service="t"), QUICK_FIELDS)[1] == []
+    # a service with no request counter: the duration histogram's count stands in
+    _, found = r.metric_coverage(_stock_names() - {"http_requests_total"}, Params(service="t"), QUICK_FIELDS)
+    f = next(f for f in found if f.subject == "http_requests_total")
+    assert f.evidence["fallback"].startswith("http_request_duration_seconds_count")
+
+
+class _LabelValues(BaseHTTPRequestHandler):
+    """A Prometheus API that lists metric names, or refuses the label-values call."""
+    refuse = False
+    seen: list[str] = []
+
+    def do_GET(self):
+        import json
+        from urllib.parse import parse_qs, urlsplit
+        u = urlsplit(self.path)
+        q = parse_qs(u.query)
+        self.seen.append(u.path + " " + str(q.get("match[]")))
+        if u.path.endswith("/label/__name__/values") and not self.refuse:
+            body = {"status": "success", "data": ["up", "process_cpu_seconds_total", "http_requests_total"]}
+        elif u.path.endswith("/series"):
+            body = {"status": "success", "data": [{"__name__": "process_cpu_seconds_total", "job": "x"}]}
+        else:
+            body = {"status": "error", "errorType": "bad_data", "error": "not allowed here"}
+        data = json.dumps(body).encode()
+        self.send_response(200 if body["status"] == "success" else 400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+
+def test_metric_names_ask_the_label_values_api_under_the_selector_then_the_series_api():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _LabelValues)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = prom.PromClient(f"http://127.0.0.1:{srv.server_port}", selector='{job="x"}')
+        _LabelValues.seen = []
+        names = prom.metric_names(client, T0, T0 + pd.Timedelta(minutes=5))
+        assert names == {"up", "process_cpu_seconds_total", "http_requests_total"}
+        assert _LabelValues.seen == ["/api/v1/label/__name__/values ['{job=\"x\"}']"]
+        _LabelValues.refuse = True
+        names = prom.metric_names(client, T0, T0 + pd.Timedelta(minutes=5), ["process_cpu_seconds_total", "x_bucket"])
+        assert names == {"process_cpu_seconds_total"}
+        assert _LabelValues.seen[-1].startswith("/api/v1/series") and 'job="x"' in _LabelValues.seen[-1]
+    finally:
+        _LabelValues.refuse = False
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_snapshot_discovery_lists_the_scraped_samples():
+    from perfbook.sources import resources as src
+    _Sequence.bodies = [(FIX / "metrics.txt").read_bytes()]
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Sequence)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        params = Params(service="t", targets={"metrics_urls": [f"http://127.0.0.1:{srv.server_port}/metrics"]})
+        wm = WindowMetrics(params, T0, T0 + pd.Timedelta(minutes=5))
+        names = src.discover(wm, params)
+        assert "nodejs_eventloop_lag_max_seconds" in names and "nodejs_heap_size_limit_bytes" not in names
+        assert "nodejs_active_handles" not in names            # declared without samples: absent
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+# --------------------------------------------------------------------------- instances up, on recorded `up` series
+
+UP = Path(__file__).resolve().parents[1] / "fixtures" / "prometheus" / "up.json"
+
+
+def recorded_up(name: str, fail: dict[str, tuple[float, float]] | None = None) -> pd.DataFrame:
+    """A recorded `up` answer as PromClient returns it; ``fail``: {target: (from, to) seconds after
+    the first scrape} — those scrapes, at the target's own recorded timestamps, failed."""
+    import json
+    frame = prom._frame_from_result(json.loads(UP.read_text())[name]["data"])
+    t0 = frame["timestamp"].min()
+    for target, (a, b) in (fail or {}).items():
+        s = (frame["timestamp"] - t0).dt.total_seconds()
+        frame.loc[(frame["instance"] == target) & (s >= a) & (s < b), "value"] = 0.0
+    return frame
+
+
+def test_recorded_sigkill_is_instance_down_for_the_killed_target_only():
+    table, found = r.instances_down(recorded_up("sigkill"), down_for=15)
+    [down] = [f for f in found if f.severity != "ok"]
+    assert (down.code, down.severity, down.subject) == ("instance.down", "critical", "127.0.0.1:58581")
+    assert down.evidence["failed_scrapes"] == 22 and down.evidence["down_at_end"]
+    assert not [f for f in found if f.code == "monitoring.gap"]
+
+
+def test_recorded_healthy_and_busy_stacks_have_no_finding_but_ok():
+    for name in ("healthy", "busy"):
+        _, found = r.instances_down(recorded_up(name), down_for=15)
+        assert [(f.code, f.severity) for f in found] == [("instance.down", "ok")], name
+
+
+def test_recorded_every_target_misses_two_scrapes_is_a_gap():
+    # the scraper stalls for two seconds: both targets' scrapes in [30 s, 32 s) fail, at their
+    # own (recorded, out-of-phase) times — 2 each, or 3 for the one whose phase straddles
+    up = recorded_up("healthy", {"127.0.0.1:33641": (30, 32), "127.0.0.1:53303": (30, 32)})
+    _, found = r.instances_down(up, down_for=15)
+    assert [(f.code, f.severity) for f in found] == [("instance.down", "ok"), ("monitoring.gap", "info")]
+    assert sum(found[1].evidence["missed_scrapes"].values()) >= 4
+
+
+def test_recorded_one_target_down_20_s_is_instance_down_and_a_5_s_flap_is_nothing():
+    _, found = r.instances_down(recorded_up("healthy", {"127.0.0.1:53303": (20, 40)}), down_for=15)
+    [down] = [f for f in found if f.severity != "ok"]
+    assert (down.code, down.severity, down.subject) == ("instance.down", "warning", "127.0.0.1:53303")
+    assert 19 <= down.evidence["down_s"] <= 21
+    _, found = r.instances_down(recorded_up("healthy", {"127.0.0.1:53303": (20, 25)}), down_for=15)
+    assert [(f.code, f.severity) for f in found] == [("instance.down", "ok")]

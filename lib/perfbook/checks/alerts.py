@@ -28,6 +28,7 @@ Everything here is pure: the range queries are run by the notebook through
 """
 from __future__ import annotations
 
+import decimal
 import math
 import re
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from perfbook.findings import Finding
 from perfbook.sources.prometheus import render as _render_selector
 
 __all__ = [
-    "render_expr", "alert_expr", "prom_duration", "rules_yaml", "rules_table",
+    "render_expr", "same_promql", "memory_ratio_template", "memory_ratio_basis", "export_notes", "alert_expr", "prom_duration", "rules_yaml", "rules_table",
     "evaluation_ticks", "lookback_start", "series_states", "alert_spans", "RuleEvaluation", "evaluate",
     "alert_findings", "server_spans", "compare_with_server", "server_rules_table", "STATE_COLUMNS",
     "SPAN_COLUMNS", 
@@ -63,13 +64,47 @@ SPAN_COLUMNS = ["series", "state", "start", "end", "duration_s", "ongoing", "act
 # The rules as PromQL
 # ---------------------------------------------------------------------------------
 
+def memory_ratio_template(params: Any) -> str:
+    """What ``${memory_ratio}`` stands for in an alert or panel expression: memory used over
+    its limit, per series, on stock prom-client 15 (which has no heap-limit gauge).
+
+    With ``targets.memory_limit`` (the instance's memory, what the OOM killer compares):
+    RSS over it, and heap used over the heap-limit gauge where the service exports one
+    (``nodejs_heap_size_limit_bytes`` is not a prom-client metric; a service may add it
+    from ``v8.getHeapStatistics()``), each tagged with a ``basis`` label so that an
+    aggregation over them (``max by (instance)``) takes the higher. Without a memory
+    limit, only the heap-limit ratio: a rule on it has data only where that gauge exists
+    (``perfbook alerts export`` says so). The heap's committed size
+    (``nodejs_heap_size_total_bytes``, the sum of the V8 heap spaces) is not a limit: V8
+    grows it on demand, and heap used / committed is 80 % on an idle process.
+    """
+    heap = "${heap_used}{__SEL__} / ${heap_limit}{__SEL__}"
+    limit = params.targets.memory_limit_bytes()
+    if not limit:
+        return heap
+    return (f'label_replace(${{resident_memory}}{{__SEL__}} / {_number(limit)}, "basis", "rss/memory_limit", '
+            f'"__name__", ".*") or label_replace({heap}, "basis", "heap/heap_limit", "__name__", ".*")')
+
+
+def memory_ratio_basis(params: Any) -> str:
+    """In words, what the memory ratio compares (for titles, captions and export notes)."""
+    limit = params.targets.memory_limit_bytes()
+    heap = f"heap used / {params.metrics.heap_limit} (where exported)"
+    if not limit:
+        return heap
+    return f"RSS / targets.memory_limit ({limit / 1024 / 1024:.0f} MB), or {heap} when higher"
+
+
 def render_expr(template: str, params: Any, selector: str | None = None) -> str:
     """A rule's expression with ``${name}`` replaced by ``params.metrics.<name>`` and
     ``__SEL__`` by the Prometheus selector's matchers (``selector`` overrides the params').
+    ``${memory_ratio}`` is expanded first (:func:`memory_ratio_template`).
 
     An empty matcher list left behind (``metric{}``) is dropped, so the text is what one
     would write by hand.
     """
+    template = template.replace("${memory_ratio}", memory_ratio_template(params))
+
     def metric(m: re.Match) -> str:
         name = m.group(1)
         if not hasattr(params.metrics, name):
@@ -85,11 +120,41 @@ def render_expr(template: str, params: Any, selector: str | None = None) -> str:
 
 
 def _number(x: float) -> str:
-    """A PromQL number literal: ``3``, ``0.9``, ``1e-05``."""
+    """A PromQL number literal as Prometheus itself prints it (Go's ``%v``: the shortest
+    digits, in exponent form from 1e+06 and under 1e-04): ``3``, ``0.9``, ``100000``,
+    ``5.36870912e+08``, ``1e-05`` — so a rule the server reports back (``/api/v1/rules``)
+    reads exactly as exported."""
     x = float(x)
-    if x.is_integer() and abs(x) < 1e15:
-        return str(int(x))
-    return repr(x)
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "+Inf" if x > 0 else "-Inf"
+    if x == 0:
+        return "0"
+    sign, digits, exp = decimal.Decimal(repr(abs(x))).normalize().as_tuple()
+    d = "".join(map(str, digits))
+    e = len(d) + exp - 1                       # the decimal exponent of the first digit
+    minus = "-" if x < 0 else ""
+    if e < -4 or e >= 6:
+        mant = d[0] + ("." + d[1:] if len(d) > 1 else "")
+        return f"{minus}{mant}e{'-' if e < 0 else '+'}{abs(e):02d}"
+    if e >= len(d) - 1:
+        return minus + d + "0" * (e - len(d) + 1)
+    if e >= 0:
+        return f"{minus}{d[:e + 1]}.{d[e + 1:]}"
+    return f"{minus}0.{'0' * (-e - 1)}{d}"
+
+
+_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)(?![\w.])")
+
+
+def same_promql(a: str, b: str) -> bool:
+    """Two PromQL texts equal but for whitespace and the spelling of numbers
+    (``536870912`` and ``5.36870912e+08``: how a server prints a rule is not how it was
+    written)."""
+    def canon(text: str) -> str:
+        return _NUMBER.sub(lambda m: repr(float(m.group(1))), re.sub(r"\s+", "", text))
+    return canon(a) == canon(b)
 
 
 def _atomic(expr: str) -> bool:
@@ -186,10 +251,36 @@ def rules_yaml(params: Any) -> str:
         })
     doc = {"groups": [{"name": _group_name(params), "interval": prom_duration(m.evaluation_interval),
                        "rules": rules}]}
-    head = (f"# Prometheus alerting rules for {params.service}, written by `perfbook alerts export`.\n"
-            f"# The runbook's Performance Alerts with this params file's thresholds and selector.\n"
-            f"# Check with: promtool check rules <this file>\n")
+    # The header is constant text: the service name (free text from the params file) goes
+    # only through the YAML serializer (the group's name), never into a comment by string
+    # formatting, where a newline in it would start new keys.
+    head = ("# Prometheus alerting rules written by `perfbook alerts export`: the runbook's Performance\n"
+            "# Alerts with this params file's thresholds and selector, on stock prom-client metrics.\n"
+            "# Check with: promtool check rules <this file>\n")
     return head + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=1000)
+
+
+def export_notes(params: Any) -> list[str]:
+    """What to know about the exported rules on a stock prom-client 15 service: a rule whose
+    expression can have data only through a metric that ``collectDefaultMetrics()`` does
+    not export (the heap-limit gauge, a ``nodejs_process_cpu_percent``...). One line each;
+    empty when every rule evaluates on stock metrics."""
+    from perfbook.checks.resources import PROM_CLIENT_DEFAULT_METRICS, is_runtime_metric
+
+    notes = []
+    m = params.metrics
+    for rule in params.settings.monitoring.alerts:
+        names = set(_PLACEHOLDER.findall(rule.expr))
+        if "memory_ratio" in names and not params.targets.memory_limit_bytes():
+            notes.append(f"{rule.name}: no targets.memory_limit in the params, so the rule compares heap used with "
+                         f"{m.heap_limit}, which stock prom-client does not export: set targets.memory_limit (the "
+                         f"instance's memory) so it compares RSS with it.")
+        for name in sorted(n for n in names if hasattr(m, n)):
+            metric = str(getattr(m, name))
+            if is_runtime_metric(metric) and metric not in PROM_CLIENT_DEFAULT_METRICS:
+                notes.append(f"{rule.name}: {metric} (metrics.{name}) is not a prom-client 15 default metric; the "
+                             f"rule has data only where the service exports it.")
+    return notes
 
 
 def rules_table(params: Any) -> pd.DataFrame:
@@ -635,8 +726,7 @@ def server_rules_table(params: Any, rules: pd.DataFrame | None, alerts: pd.DataF
     for name in list(mine) + [n for n in by_name if n not in mine]:
         srv = by_name.get(name)
         ours = alert_expr(mine[name], params) if name in mine else None
-        same = (None if srv is None or ours is None
-                else re.sub(r"\s+", "", str(srv["query"])) == re.sub(r"\s+", "", ours))
+        same = None if srv is None or ours is None else same_promql(str(srv["query"]), ours)
         states = active.get(name, [])
         rows.append({
             "alert": name, "in_params": name in mine, "on_server": srv is not None,

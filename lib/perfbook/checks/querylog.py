@@ -5,7 +5,10 @@ Pure: consumes the :class:`~perfbook.sources.querylog.Statement` stream of
 session table), and keeps
 
 - per statement fingerprint (pglast's, the one pg_stat_statements' queryid is built
-  like): calls, total and max time, a sample text;
+  like): calls, total and max time, a sample text — for at most
+  ``settings.limits.max_fingerprints`` fingerprints: past that, the cheapest half (by total
+  time, then calls) is folded into one ``other`` row, so memory stays flat however many
+  distinct statements the log holds (as pg_stat_statements does with ``pg_stat_statements.max``);
 - *runs*: Sentry's N+1 rule adapted to a server log — at least ``min_repeats`` (5)
   consecutive executions of one key lookup (a single-table SELECT by ``col = $n``) in
   one session, back to back (each
@@ -32,7 +35,13 @@ from .database import UTILITY, endpoint_for_table, n_plus_one_fix, query_shape, 
 # Literals and parameters → "?": a cheap key so that lookups differing only in their
 # constants share one pglast fingerprint computation.
 _LITERALS = re.compile(r"'(?:[^']|'')*'|\$\d+|\b\d+(?:\.\d+)?\b")
-_CACHE_MAX = 50_000
+_CACHE_MAX = 10_000
+_WHERE = re.compile(r"\bwhere\b", re.I)
+#: Texts longer than this are fingerprinted each time, never kept as cache keys.
+_CACHE_TEXT_MAX = 2_000
+#: The sample text kept per fingerprint (enough to show, parse and fix the statement).
+SAMPLE_MAX = 20_000
+OTHER = "other"
 
 
 class Fingerprinter:
@@ -49,6 +58,9 @@ class Fingerprinter:
         hit = self.raw.get(text)
         if hit is not None:
             return hit
+        if len(text) > _CACHE_TEXT_MAX:
+            self.misses += 1
+            return self._compute(text, _LITERALS.sub("?", text))
         key = _LITERALS.sub("?", text)
         hit = self.normalized.get(key)
         if hit is None:
@@ -70,7 +82,9 @@ class Fingerprinter:
             return ("utility:" + key.split(None, 1)[0].upper() if key.strip() else "utility", "utility")
         head = text.lstrip()[:6].upper()
         kind = "select" if head.startswith(("SELECT", "WITH", "(SELEC", "VALUES", "TABLE ")) else "other"
-        if kind == "select":
+        # A key lookup needs "WHERE col = ...": parse the shape only then (the parse costs
+        # far more than the fingerprint, and a log may hold a million distinct statements).
+        if kind == "select" and "=" in text and _WHERE.search(text):
             shape = query_shape(text)
             if shape.key_columns and not shape.order_by and len(shape.from_tables) == 1:
                 kind = "lookup"
@@ -92,6 +106,25 @@ class LogAnalysis:
     min_total_ms: float = 50.0
     first_timestamp: str = ""
     last_timestamp: str = ""
+    # settings.limits: fingerprints folded into the "other" row, log lines cut
+    max_fingerprints: int = 0
+    folded_fingerprints: int = 0
+    folded_runs: int = 0
+    cut_lines: int = 0
+    max_line_length: int = 0
+
+    def limits_note(self) -> str:
+        """One sentence on what the caps left out ("" when nothing was)."""
+        parts = []
+        if self.folded_fingerprints:
+            parts.append(f"{self.folded_fingerprints:,} distinct statements beyond settings.limits.max_fingerprints "
+                         f"({self.max_fingerprints:,}) were counted together in the '{OTHER}' row")
+        if self.folded_runs:
+            parts.append(f"{self.folded_runs:,} statements' N+1 runs beyond that cap were dropped (the cheapest)")
+        if self.cut_lines:
+            parts.append(f"{self.cut_lines:,} log lines longer than settings.limits.max_line_length "
+                         f"({self.max_line_length:,} characters) were cut")
+        return "; ".join(parts)
 
     def top(self, n: int = 10, by: str = "total_ms") -> pd.DataFrame:
         if self.fingerprints.empty:
@@ -125,8 +158,23 @@ def _ms_of_day(ts: str) -> float | None:
         return None
 
 
+def _fold(stats: dict[str, list], other: list, keep: int) -> int:
+    """Fold all but the ``keep`` costliest fingerprints (total time, then calls) into
+    ``other`` ([calls, total_ms, max_ms, fingerprints]); how many were folded."""
+    ranked = sorted((k for k in stats if not k.startswith("utility")), key=lambda k: (stats[k][1], stats[k][0]),
+                    reverse=True)
+    for k in ranked[keep:]:
+        calls, total, mx = stats.pop(k)[:3]
+        other[0] += calls
+        other[1] += total
+        other[2] = max(other[2], mx)
+        other[3] += 1
+    return max(0, len(ranked) - keep)
+
+
 def analyze(statements: Iterable[Any], min_repeats: int = 5, min_total_ms: float = 50.0,
-            max_gap_ms: float = 10.0, max_sessions: int = 20_000) -> LogAnalysis:
+            max_gap_ms: float = 10.0, max_sessions: int = 20_000,
+            max_fingerprints: int | None = None) -> LogAnalysis:
     """One pass over ``statements``, in constant memory.
 
     A *run* is ≥ ``min_repeats`` consecutive executions of one SELECT fingerprint in one
@@ -138,7 +186,20 @@ def analyze(statements: Iterable[Any], min_repeats: int = 5, min_total_ms: float
     request also waits for every round trip — the span is what Sentry's client-side
     spans measure. Transaction control (BEGIN/COMMIT/SET) does not break a run.
     ``max_sessions`` bounds the open-session table (least recently seen closed first).
+    ``max_fingerprints`` (``settings.limits.max_fingerprints``) bounds the per-statement
+    table and the runs: when it is reached, the cheaper half is folded into one ``other``
+    row (runs: dropped, counted in ``folded_runs``). Memory is flat in the number of
+    distinct statements; statement texts kept are cut at :data:`SAMPLE_MAX` characters.
+    A ``statements`` iterable with ``cut_lines`` (:class:`perfbook.sources.querylog.Statements`)
+    passes on how many log lines its reader cut.
     """
+    if max_fingerprints is None:
+        from ..params import Limits
+
+        max_fingerprints = Limits().max_fingerprints
+    cap = max(2, int(max_fingerprints))
+    other = [0, 0.0, 0.0, 0]           # calls, total_ms, max_ms, fingerprints folded
+    folded_runs = 0
     fp_of = Fingerprinter()
     stats: dict[str, list] = {}        # fp -> [calls, total_ms, max_ms, sample]
     # session -> [fp, count, dur_sum, timed, first_ts, sample, preceding, last_seen, last_text,
@@ -149,6 +210,7 @@ def analyze(statements: Iterable[Any], min_repeats: int = 5, min_total_ms: float
     first_ts = last_ts = ""
 
     def close(state: list, session: str) -> None:
+        nonlocal folded_runs
         fp, count = state[0], state[1]
         if fp is None:
             return
@@ -159,7 +221,13 @@ def analyze(statements: Iterable[Any], min_repeats: int = 5, min_total_ms: float
         cost = max(state[2], span)
         r = found.get(fp)
         if r is None:
-            r = found[fp] = _Runs(state[5], state[6], state[4])
+            if len(found) >= cap:
+                for k in sorted(found, key=lambda k: found[k].cost_ms)[: len(found) - cap // 2]:
+                    del found[k]
+                    folded_runs += 1
+            sample, preceding = state[5], state[6]
+            r = found[fp] = _Runs(sample[:SAMPLE_MAX], preceding[:SAMPLE_MAX] if preceding else preceding,
+                                  state[4])
         r.runs += 1
         r.statements += count
         r.cost_ms += cost
@@ -180,7 +248,9 @@ def analyze(statements: Iterable[Any], min_repeats: int = 5, min_total_ms: float
             with_dur += 1
         s = stats.get(fp)
         if s is None:
-            stats[fp] = [1, ms or 0.0, ms or 0.0, text]
+            if len(stats) >= cap:
+                _fold(stats, other, cap // 2)
+            stats[fp] = [1, ms or 0.0, ms or 0.0, text if len(text) <= SAMPLE_MAX else text[:SAMPLE_MAX]]
         else:
             s[0] += 1
             if ms is not None:
@@ -222,8 +292,11 @@ def analyze(statements: Iterable[Any], min_repeats: int = 5, min_total_ms: float
     for key, state in sessions.items():
         close(state, key)
 
-    fps = pd.DataFrame([(k, v[0], v[1], v[2], v[3]) for k, v in stats.items() if not k.startswith("utility")],
-                       columns=["fingerprint", "calls", "total_ms", "max_ms", "query"])
+    rows = [(k, v[0], v[1], v[2], v[3]) for k, v in stats.items() if not k.startswith("utility")]
+    if other[3]:
+        rows.append((OTHER, other[0], other[1], other[2],
+                     f"({other[3]:,} other distinct statements, beyond settings.limits.max_fingerprints)"))
+    fps = pd.DataFrame(rows, columns=["fingerprint", "calls", "total_ms", "max_ms", "query"])
     runs = pd.DataFrame([{"fingerprint": k, "query": r.sample, "runs": r.runs, "statements": r.statements,
                           "cost_ms": r.cost_ms, "max_run_cost_ms": r.max_cost_ms, "longest_run": r.longest,
                           "longest_run_cost_ms": r.longest_cost_ms, "timed": not r.untimed,
@@ -234,7 +307,10 @@ def analyze(statements: Iterable[Any], min_repeats: int = 5, min_total_ms: float
                                  "longest_run", "longest_run_cost_ms", "timed", "sessions", "first_seen",
                                  "last_seen", "preceding_query"])
     runs = runs.sort_values("statements", ascending=False).reset_index(drop=True)
-    return LogAnalysis(n, with_dur, fps, runs, min_repeats, min_total_ms, first_ts, last_ts)
+    return LogAnalysis(n, with_dur, fps, runs, min_repeats, min_total_ms, first_ts, last_ts,
+                       max_fingerprints=cap, folded_fingerprints=other[3], folded_runs=folded_runs,
+                       cut_lines=int(getattr(statements, "cut_lines", 0) or 0),
+                       max_line_length=int(getattr(statements, "max_line_length", 0) or 0))
 
 
 def fingerprint(text: str) -> str:
@@ -273,12 +349,16 @@ def n_plus_one_from_log(analysis: LogAnalysis, endpoints: Sequence[Any] = (),
                            "ALTER SYSTEM SET log_min_duration_statement = 0;  -- or e.g. 100 (ms) in production\n"
                            "ALTER SYSTEM SET log_line_prefix = '%m [%p] %c %q%u@%d ';\nSELECT pg_reload_conf();")]
     hints: dict[str, str] = {}
+    ambiguous: dict[str, list[str]] = {}   # the statistics' finding could not name one endpoint
     parents: dict[str, str] = {}
     for f in known or ():
         if f.code == "db.n_plus_one" and f.evidence.get("query"):
             fp = fingerprint(f.evidence["query"])
             if f.evidence.get("endpoint"):
                 hints[fp] = f.evidence["endpoint"]
+            elif f.evidence.get("endpoint_ambiguous"):
+                ambiguous[fp] = [c.get("endpoint") for c in f.evidence.get("endpoint_candidates") or []
+                                 if c.get("endpoint")]
             pq = query_shape(f.evidence.get("parent_query") or "")
             if pq.from_tables:
                 parents[fp] = pq.from_tables[0]
@@ -290,8 +370,9 @@ def n_plus_one_from_log(analysis: LogAnalysis, endpoints: Sequence[Any] = (),
         prev = query_shape(rec["preceding_query"]) if rec["preceding_query"] else None
         ptable = parents.get(rec["fingerprint"]) or (
             prev.from_tables[0] if prev and prev.kind == "select" and prev.from_tables and not prev.key_columns else None)
-        endpoint = hints.get(rec["fingerprint"]) or endpoint_for_table(ptable, endpoints) \
-            or endpoint_for_table(table, endpoints)
+        candidates = ambiguous.get(rec["fingerprint"])
+        endpoint = hints.get(rec["fingerprint"]) or (None if candidates is not None else (
+            endpoint_for_table(ptable, endpoints) or endpoint_for_table(table, endpoints)))
         per_run = rec["statements"] / rec["runs"]
         costly = rec["cost_ms"] >= analysis.min_total_ms or not rec["timed"]
         rows.append({"query": short_query(text), "runs": rec["runs"], "statements": rec["statements"],
@@ -303,7 +384,8 @@ def n_plus_one_from_log(analysis: LogAnalysis, endpoints: Sequence[Any] = (),
             f"N+1 in the query log: {rec['runs']} run(s) of ≥ {analysis.min_repeats} identical lookups"
             + (f" on {table}" if table else "") + f", {per_run:.0f} per run on average (longest {rec['longest_run']})"
             + (f", {rec['cost_ms']:.0f} ms spent in them" if rec["timed"] else "")
-            + (f" — likely {endpoint}" if endpoint else ""),
+            + (f" — likely {endpoint}" if endpoint else
+               f" — endpoint ambiguous: {', '.join(candidates[:4])}" if candidates else ""),
             subject=short_query(text),
             evidence={"query": text, "fingerprint": rec["fingerprint"], "table": table, "runs": rec["runs"],
                       "statements": rec["statements"], "longest_run": rec["longest_run"],
@@ -311,6 +393,7 @@ def n_plus_one_from_log(analysis: LogAnalysis, endpoints: Sequence[Any] = (),
                       "max_run_cost_ms": rec["max_run_cost_ms"] if rec["timed"] else None,
                       "sessions": rec["sessions"], "first_seen": rec["first_seen"], "last_seen": rec["last_seen"],
                       "preceding_query": rec["preceding_query"], "endpoint": endpoint, "source": "query log",
+                      "endpoint_candidates": candidates or ([endpoint] if endpoint else []),
                       "min_repeats": analysis.min_repeats, "min_total_ms": analysis.min_total_ms},
             recommendation=n_plus_one_fix(table or "items", shape.key_columns[0] if shape.key_columns else "id",
                                           ptable)))
@@ -323,4 +406,14 @@ def n_plus_one_from_log(analysis: LogAnalysis, endpoints: Sequence[Any] = (),
             evidence={"statements": analysis.statements, "with_duration": analysis.with_duration,
                       "fingerprints": len(analysis.fingerprints), "min_repeats": analysis.min_repeats,
                       "min_total_ms": analysis.min_total_ms}))
+    note = analysis.limits_note()
+    if note:
+        found.append(Finding(
+            "db.n_plus_one", "info", f"The query logs were read within settings.limits: {note}",
+            subject="query log limits",
+            evidence={"max_fingerprints": analysis.max_fingerprints,
+                      "folded_fingerprints": analysis.folded_fingerprints, "folded_runs": analysis.folded_runs,
+                      "max_line_length": analysis.max_line_length, "cut_lines": analysis.cut_lines},
+            recommendation="The costliest statements are all kept; to keep more, raise "
+                           "settings.limits.max_fingerprints (or max_line_length) in the params file."))
     return pd.DataFrame(rows, columns=cols), found

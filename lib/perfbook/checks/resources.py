@@ -17,18 +17,29 @@ above Warning ``warning``, else ``ok``.
 **Which number of the window is judged** (one spike is not a level; a level held for a
 while is):
 
-- CPU % and event-loop lag: a *sustained level* per instance (:func:`sustained_level`):
-  the level reached or exceeded during at least 10 % of the window
-  (``sustained_quantile`` 0.9: its 90th percentile) and during at least 20 s
-  (``sustained_for``), so one spike never makes a verdict on a short window. CPU % is
-  ``rate(process_cpu_seconds_total) * 100`` of the process: 100 % is one core, which is
-  all a Node.js event loop can use. Lag is prom-client's
-  ``nodejs_eventloop_lag_p99_seconds`` (the p99 of the loop's delay since the previous
-  scrape) when exported, else ``nodejs_eventloop_lag_seconds``.
+- CPU %: a *sustained level* per instance (:func:`sustained_level`): the level reached
+  or exceeded during at least 10 % of the window (``sustained_quantile`` 0.9: its 90th
+  percentile) and during at least 20 s (``sustained_for``), so one spike never makes a
+  verdict on a short window. CPU % is ``rate(process_cpu_seconds_total) * 100`` of the
+  process (stock prom-client; the runbook's ``nodejs_process_cpu_percent`` is not a
+  prom-client metric): 100 % is one core, which is all a Node.js event loop can use.
+- Event-loop lag: levels reached *again and again* (:func:`recurring_level`: in at least
+  10 % of the scrapes, recurring over at least 20 s) of two of prom-client's gauges: the
+  typical delay (the p99 gauge, else the lag gauge) against Warning and Critical, and the
+  stalls (the max gauge, ``nodejs_eventloop_lag_max_seconds``) against Critical — the
+  finding names the gauge that decided. prom-client resets its delay histogram at every
+  scrape, so p99 and max describe the time since the previous scrape: at a 15 s scrape
+  interval a loop blocked 300 ms every couple of seconds reads p99 10-14 ms and max 300 ms.
 - Memory %: the maximum over the window — memory is a level that only a restart or a GC
   lowers, and the highest point is what hits the limit. RSS over ``targets.memory_limit``
-  when the params give the instance's limit (what the OOM killer compares), else V8 heap
-  used over the heap limit (``--max-old-space-size``).
+  (what the OOM killer compares) and V8 heap used over the heap-limit gauge
+  (``--max-old-space-size``) where a service exports one, the higher share; stock
+  prom-client has no heap-limit gauge, and its committed heap is not a limit.
+- Instances up: an outage is consecutive failed scrapes spanning ``down_for`` (15 s);
+  scrapes every instance missed at once are a monitoring gap, not an instance down
+  (:func:`instances_down`).
+- Which metrics exist: asked of the source first; each configured metric it lacks is a
+  ``metrics.missing`` finding naming what stands in for it (:func:`metric_coverage`).
 - DB connections: the sum over instances of each instance's peak of open pool
   connections (an upper bound of the total), or the server's count from
   ``pg_stat_activity`` when given, whichever is higher. Pool exhaustion (queries waiting
@@ -62,7 +73,7 @@ MIN_ERRORS = 5
 POOL_WAIT_WARNING, POOL_WAIT_CRITICAL = 0.20, 0.50
 
 #: Areas of the verdict table, by finding code, in the runbook's order.
-AREAS = {"instance.down": "Instances up", "latency.slo_breach": "Response time", "errors.high_rate": "Error rate (5xx)",
+AREAS = {"instance.down": "Instances up", "monitoring.gap": "Instances up", "latency.slo_breach": "Response time", "errors.high_rate": "Error rate (5xx)",
          "cpu.saturation": "CPU", "memory.pressure": "Memory", "memory.growth": "Memory growth",
          "eventloop.lag": "Event-loop lag", "db.connections": "DB connections"}
 
@@ -111,10 +122,50 @@ def sustained_level(values: pd.Series, timestamps: pd.Series | None = None, q: f
     return float(v[min(max(k, 1), n) - 1])
 
 
+def recurring_level(values: pd.Series, timestamps: pd.Series | None = None, q: float = SUSTAINED_QUANTILE,
+                    min_hold_s: float = MIN_HOLD_S) -> float:
+    """The level a gauge that summarises each scrape interval (prom-client's event-loop
+    p99/max: the delays since the previous scrape) reached *again and again*: the highest
+    level L reached in at least max(⌈(1-q)·n⌉, 2) scrapes whose first and last are at
+    least ``min_hold_s`` apart (each scrape standing for one scrape interval).
+
+    Such a gauge shows a 300 ms block only in the scrape after it, so "held for 20 s" means
+    "recurring over 20 s", not "20 s of scrapes in a row": a loop blocked every two
+    seconds over 40 s is sustained, a single GC pause or scheduling hiccup is not, however
+    long the window. On a window shorter than ``min_hold_s`` this is the smallest sample
+    (nothing is a level yet)."""
+    v = values.to_numpy(dtype=float)
+    n = len(v)
+    if n == 0:
+        return float("nan")
+    if n == 1:
+        return float(v[0])
+    order = np.argsort(-v, kind="stable")
+    k0 = min(max(math.ceil((1 - q) * n - 1e-9), 2), n)
+    if timestamps is None:
+        return float(v[order[k0 - 1]])
+    t = pd.to_datetime(pd.Series(timestamps).reset_index(drop=True), utc=True)
+    secs = (t - t.min()).dt.total_seconds().to_numpy()
+    interval = float(np.median(np.diff(np.sort(secs)))) if n > 1 else 0.0
+    lo, hi = secs[order[:k0]].min(), secs[order[:k0]].max()
+    for k in range(k0, n + 1):
+        if k > k0:
+            s = secs[order[k - 1]]
+            lo, hi = min(lo, s), max(hi, s)
+        if hi - lo + interval >= min_hold_s - 1e-9:
+            return float(v[order[k - 1]])
+    return float(v[order[n - 1]])
+
+
+def _recurring_text(q: float, min_hold_s: float) -> str:
+    return f"level reached in ≥ {1 - q:.0%} of the scrapes, recurring over ≥ {min_hold_s:g} s"
+
+
 def window_stats(series: pd.DataFrame | None, q: float = SUSTAINED_QUANTILE,
-                 min_hold_s: float = MIN_HOLD_S) -> pd.DataFrame:
-    """Per instance: ``samples``, ``sustained`` (:func:`sustained_level`), ``max``,
-    ``mean``, ``last`` of a series over the window."""
+                 min_hold_s: float = MIN_HOLD_S, level_fn: Any = None) -> pd.DataFrame:
+    """Per instance: ``samples``, ``sustained`` (``level_fn``, default
+    :func:`sustained_level`), ``max``, ``mean``, ``last`` of a series over the window."""
+    level_fn = level_fn or sustained_level
     df = _clean_series(series)
     cols = ["instance", "samples", "sustained", "max", "mean", "last"]
     if df.empty:
@@ -125,7 +176,7 @@ def window_stats(series: pd.DataFrame | None, q: float = SUSTAINED_QUANTILE,
     rows = []
     for inst, g in df.groupby("instance"):
         rows.append({"instance": inst, "samples": len(g),
-                     "sustained": sustained_level(g["value"], g["timestamp"] if has_t else None, q, min_hold_s),
+                     "sustained": level_fn(g["value"], g["timestamp"] if has_t else None, q, min_hold_s),
                      "max": g["value"].max(), "mean": g["value"].mean(), "last": g["value"].iloc[-1]})
     return pd.DataFrame(rows, columns=cols)
 
@@ -184,10 +235,174 @@ def _per_instance_findings(code: str, what: str, stats: pd.DataFrame, column: st
 
 
 def _no_data(code: str, what: str, metric: str, basis: str = "") -> list[Finding]:
+    default = any(part.strip() in PROM_CLIENT_DEFAULT_METRICS for part in metric.split("/"))
+    how = "prom-client's collectDefaultMetrics() does" if default else "the application's own metric"
     return [Finding(code, "info", f"{what}: no samples of {metric} in the window — not checked",
                     subject="metrics", evidence={"metric": metric, "basis": basis},
-                    recommendation=f"Export {metric} (prom-client's collectDefaultMetrics() does) or set its name "
-                                   f"under `metrics:` in the params file.")]
+                    recommendation=f"Export {metric} ({how}) or set its name under `metrics:` in the params file.")]
+
+
+# --------------------------------------------------------------------------- which metrics exist
+
+#: prom-client 15's ``collectDefaultMetrics()`` families, name → type, as a real Node 20
+#: process exports them (tests/fixtures/promclient/metrics.txt; a unit test keeps the two
+#: equal). Neither the runbook's ``nodejs_process_cpu_percent`` nor
+#: ``nodejs_heap_size_limit_bytes`` is among them.
+PROM_CLIENT_DEFAULT_FAMILIES: dict[str, str] = {
+    "process_cpu_user_seconds_total": "counter", "process_cpu_system_seconds_total": "counter",
+    "process_cpu_seconds_total": "counter", "process_start_time_seconds": "gauge",
+    "process_resident_memory_bytes": "gauge", "process_virtual_memory_bytes": "gauge",
+    "process_heap_bytes": "gauge", "process_open_fds": "gauge", "process_max_fds": "gauge",
+    "nodejs_eventloop_lag_seconds": "gauge", "nodejs_eventloop_lag_min_seconds": "gauge",
+    "nodejs_eventloop_lag_max_seconds": "gauge", "nodejs_eventloop_lag_mean_seconds": "gauge",
+    "nodejs_eventloop_lag_stddev_seconds": "gauge", "nodejs_eventloop_lag_p50_seconds": "gauge",
+    "nodejs_eventloop_lag_p90_seconds": "gauge", "nodejs_eventloop_lag_p99_seconds": "gauge",
+    "nodejs_active_resources": "gauge", "nodejs_active_resources_total": "gauge",
+    "nodejs_active_handles": "gauge", "nodejs_active_handles_total": "gauge",
+    "nodejs_active_requests": "gauge", "nodejs_active_requests_total": "gauge",
+    "nodejs_heap_size_total_bytes": "gauge", "nodejs_heap_size_used_bytes": "gauge",
+    "nodejs_external_memory_bytes": "gauge", "nodejs_heap_space_size_total_bytes": "gauge",
+    "nodejs_heap_space_size_used_bytes": "gauge", "nodejs_heap_space_size_available_bytes": "gauge",
+    "nodejs_version_info": "gauge", "nodejs_gc_duration_seconds": "histogram",
+}
+#: ... and their sample names, as PromQL sees them.
+PROM_CLIENT_DEFAULT_METRICS = frozenset(
+    [n for n, t in PROM_CLIENT_DEFAULT_FAMILIES.items() if t != "histogram"]
+    + [n + s for n, t in PROM_CLIENT_DEFAULT_FAMILIES.items() if t == "histogram" for s in ("_bucket", "_sum", "_count")])
+
+
+def is_runtime_metric(name: str) -> bool:
+    """A name in prom-client's own namespaces (``nodejs_*``, ``process_*``)."""
+    return name.startswith(("nodejs_", "process_"))
+
+
+def metric_exists(metric: str, present: set[str] | None) -> bool:
+    """``metric`` (a configured name; a histogram's base name) has samples: itself, or its
+    ``_bucket``/``_count``. True when ``present`` is None (the source could not list its
+    metrics: the queries will tell)."""
+    if present is None:
+        return True
+    return any(metric + s in present for s in ("", "_bucket", "_count", "_total"))
+
+
+#: Metrics fields without which a runbook check cannot run at all, when nothing stands in:
+#: their absence is a warning (prom-client exports them all; a name or selector is wrong).
+_CORE_FIELDS = ("cpu_seconds", "eventloop_lag", "resident_memory")
+
+_USED_FOR = {
+    "http_duration": "latency per route (p50/p95/p99) and where request time goes",
+    "http_requests": "error rate (5xx share) and requests per instance",
+    "cpu_seconds": "CPU % (rate × 100)",
+    "resident_memory": "memory % against targets.memory_limit, RSS growth",
+    "heap_used": "heap % of its limit, heap growth",
+    "heap_total": "the committed heap, shown beside heap used",
+    "heap_limit": "heap % of its limit (the runbook's heap used / heap limit)",
+    "eventloop_lag": "event-loop lag at scrape time",
+    "eventloop_lag_p99": "event-loop delay p99 between scrapes",
+    "eventloop_lag_max": "event-loop stalls between scrapes (worst delay)",
+    "db_pool_open": "DB pool size and connection count",
+    "db_pool_busy": "DB pool connections in use",
+    "db_pool_wait": "DB pool exhaustion (queries waiting for a connection)",
+    "db_query_duration": "share of request time in DB queries",
+    "external_duration": "share of request time in external calls",
+    "external_requests": "external calls by outcome",
+    "circuit_breaker_state": "circuit breakers that opened",
+    "cache_hits": "cache hit rate",
+    "cache_misses": "cache hit rate",
+    "http_connections": "active connections",
+}
+
+
+def _fallback(field: str, params: Any, present: set[str] | None) -> tuple[str, str] | None:
+    """What stands in for the missing metric ``metrics.<field>``: (the substitute, the phrase
+    for the finding's title); None when nothing does."""
+    m = params.metrics
+    has = lambda name: metric_exists(name, present)  # noqa: E731
+    limit = params.targets.memory_limit_bytes()
+    lag_gauges = [(f, getattr(m, f)) for f in ("eventloop_lag_max", "eventloop_lag_p99", "eventloop_lag")]
+
+    def instead(what: str, note: str = "") -> tuple[str, str]:
+        return what, f"using {what} instead" + (f" ({note})" if note else "")
+    if field == "http_duration":
+        return ("the active probes", "latency from the active probes only (no per-route p50/p95/p99 over the "
+                                     "window)")
+    if field == "http_requests":
+        return instead(f"{m.http_duration}_count", "the duration histogram's count, same labels") \
+            if has(m.http_duration + "_count") else None
+    if field == "resident_memory":
+        return instead(m.heap_used, "memory % against targets.memory_limit is then a lower bound") \
+            if has(m.heap_used) else None
+    if field == "heap_used":
+        return instead(m.resident_memory, "for memory % and growth") if has(m.resident_memory) else None
+    if field == "heap_total":
+        return "none", "the committed heap is not shown"
+    if field == "heap_limit":
+        if limit and has(m.resident_memory):
+            return instead(f"{m.resident_memory} / targets.memory_limit ({limit / MB:.0f} MB)")
+        if limit and has(m.heap_used):
+            return instead(f"{m.heap_used} / targets.memory_limit ({limit / MB:.0f} MB)")
+        return None
+    if field in ("eventloop_lag_max", "eventloop_lag_p99", "eventloop_lag"):
+        other = next((name for f, name in lag_gauges if f != field and has(name)), None)
+        return instead(other) if other else None
+    if field in ("db_pool_open", "db_pool_busy", "db_pool_wait"):
+        return (("pg_stat_activity", "the server's connection count (pg_stat_activity) only; pool exhaustion not "
+                                     "judged") if params.targets.database_env else None)
+    if field in ("db_query_duration", "external_duration", "external_requests", "circuit_breaker_state",
+                 "cache_hits", "cache_misses"):
+        return "none", "left out of the open-next signals"
+    return None
+
+
+def metric_coverage(present: set[str] | None, params: Any, fields: Iterable[str],
+                    source: str = "") -> tuple[pd.DataFrame, list[Finding]]:
+    """``metrics.missing``: which of the metrics a section uses (``fields`` of the params'
+    ``metrics:``) the source has (``present``: the names it lists, from
+    :func:`perfbook.sources.resources.discover`), and for each missing one what stands in.
+
+    One finding per missing metric, subject the metric's name: ``info`` naming the
+    fallback (``nodejs_heap_size_limit_bytes`` missing → memory as RSS /
+    targets.memory_limit; the max lag gauge missing → the p99 gauge...) or saying what is
+    not judged; ``warning`` when a core runtime metric (CPU, event-loop lag, RSS) is
+    missing with nothing in its place — every prom-client service has them, so a name or
+    the selector is wrong. Nothing under the selector at all is one warning. ``present``
+    None (the source could not list its metrics): no finding, an empty table.
+    """
+    cols = ["field", "metric", "present", "used_for", "fallback"]
+    if present is None:
+        return pd.DataFrame(columns=cols), []
+    m = params.metrics
+    fields = [f for f in dict.fromkeys(fields) if hasattr(m, f)]
+    sel = params.targets.prometheus.selector if params.targets.prometheus is not None else ""
+    if not present:
+        return pd.DataFrame(columns=cols), [Finding(
+            "metrics.missing", "warning",
+            f"No metric at all under the selector {sel or '(none)'} in the window — nothing below could be judged "
+            f"from metrics", subject="metrics",
+            evidence={"selector": sel, "source": source, "missing": [getattr(m, f) for f in fields]},
+            recommendation="Check targets.prometheus.selector against the labels Prometheus puts on the service's "
+                           "series (job, app, instance), and that the service is scraped at all (`up`).")]
+    rows, found = [], []
+    for field in fields:
+        metric = str(getattr(m, field))
+        ok = metric_exists(metric, present)
+        fb, phrase = (None, None) if ok else (_fallback(field, params, present) or (None, None))
+        rows.append({"field": field, "metric": metric, "present": ok, "used_for": _USED_FOR.get(field, ""),
+                     "fallback": "" if ok else (phrase or "none: not judged")})
+        if ok:
+            continue
+        default = metric in PROM_CLIENT_DEFAULT_METRICS or metric + "_bucket" in PROM_CLIENT_DEFAULT_METRICS
+        sev = "warning" if fb is None and field in _CORE_FIELDS else "info"
+        what = _USED_FOR.get(field, field)
+        title = f"{metric} is not exported under the selector — {what}: {phrase or 'not judged'}"
+        hint = ("prom-client's collectDefaultMetrics() exports it: check the name under `metrics:` and the selector"
+                if default else f"export it, or name the service's own metric under `metrics: {field}:`")
+        found.append(Finding("metrics.missing", sev, title, subject=metric,
+                             evidence={"metric": metric, "field": f"metrics.{field}", "used_for": what,
+                                       "fallback": fb or "none", "prom_client_default": default, "source": source,
+                                       "selector": sel},
+                             recommendation=hint + "."))
+    return pd.DataFrame(rows, columns=cols), found
 
 
 # --------------------------------------------------------------------------- CPU
@@ -248,43 +463,215 @@ DOWN_ADVICE = ("`flyctl status` and `flyctl logs -i <machine>`: did it crash (OO
                "here, and `flyctl machine restart <id>` if it does not come back.")
 
 
-def instances_down(up: pd.DataFrame | None) -> tuple[pd.DataFrame, list[Finding]]:
-    """``instance.down``: instances whose scrapes failed (Prometheus ``up == 0``) in the
-    window — critical when still down at its last scrape, warning when it came back. Time
-    down is the failed scrapes times the scrape interval. Nothing in snapshot mode (no
-    ``up`` series there; a metrics URL that does not answer is ``source.unreachable``)."""
+def _down_runs(t: np.ndarray, failed: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) positions of each run of consecutive failed scrapes."""
+    runs, start = [], None
+    for i, f in enumerate(failed):
+        if f and start is None:
+            start = i
+        elif not f and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    if start is not None:
+        runs.append((start, len(failed) - 1))
+    return runs
+
+
+def _dur(seconds: float) -> str:
+    """``800 ms``, ``5 s``, ``2.5 min``."""
+    if seconds is None or seconds != seconds:
+        return "n/a"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _fmt_span(first: pd.Timestamp, last: pd.Timestamp) -> str:
+    return f"{first:%H:%M:%S}–{last:%H:%M:%S} UTC" if first != last else f"{first:%H:%M:%S} UTC"
+
+
+def instances_down(up: pd.DataFrame | None, down_for: float = 15.0) -> tuple[pd.DataFrame, list[Finding]]:
+    """``instance.down`` and ``monitoring.gap`` from Prometheus's ``up`` series over the window.
+
+    An instance is *down* only after an outage: at least two consecutive failed scrapes
+    (``up == 0``) spanning at least ``down_for`` seconds (``settings.diagnostics.down_for``;
+    each scrape stands for one scrape interval, so 15 failed one-second scrapes are 15 s) —
+    critical when the outage lasts to the end of the window, warning when it came back.
+    Shorter runs of failed scrapes are flaps: named in the ``ok`` finding, no alarm (an
+    info finding when the instance has not answered its last scrapes yet).
+
+    A failed scrape that *every* instance missed at the same time (each within one of its
+    scrape intervals), when there are two instances or more, is not an instance's outage:
+    the scraper or the machine it runs on stalled (a busy machine times out every scrape
+    at once). A run of failed scrapes made only of such shared misses is a
+    ``monitoring.gap`` (info; a warning when it lasts ``down_for`` or more: a blind spot
+    that long — or the whole service down at once — needs a look), never
+    ``instance.down``; an instance's own outage that overlaps a shared miss is still
+    judged on its whole run.
+
+    Nothing in snapshot mode (no ``up`` series there; a metrics URL that does not answer is
+    ``source.unreachable``). Table: per instance the scrapes, failed and shared failed
+    scrapes, its longest own run of failures (s) and the verdict.
+    """
     df = _clean_series(up)
-    cols = ["instance", "scrapes", "failed", "down_s", "first_down", "last_down", "up_at_end"]
+    cols = ["instance", "scrapes", "failed", "shared_failed", "longest_outage_s", "down_s", "first_down",
+            "last_down", "up_at_end", "verdict"]
     if df.empty or "timestamp" not in df.columns:
         return pd.DataFrame(columns=cols), []
-    rows, found = [], []
-    for inst, g in df.sort_values("timestamp").groupby("instance"):
-        t = pd.to_datetime(g["timestamp"], utc=True)
-        interval = t.diff().dt.total_seconds().median() if len(g) > 1 else float("nan")
-        down = g["value"] < 0.5
-        rows.append({"instance": inst, "scrapes": len(g), "failed": int(down.sum()),
-                     "down_s": float(down.sum() * interval),   # NaN with a single scrape
-                     "first_down": t[down].min() if down.any() else None,
-                     "last_down": t[down].max() if down.any() else None, "up_at_end": bool(not down.iloc[-1])})
+    df = df.assign(timestamp=pd.to_datetime(df["timestamp"], utc=True)).sort_values("timestamp")
+    per: dict[str, dict[str, Any]] = {}
+    for inst, g in df.groupby("instance"):
+        t = g["timestamp"].to_numpy(dtype="datetime64[ns]").astype("int64") / 1e9
+        interval = float(np.median(np.diff(t))) if len(t) > 1 else float("nan")
+        per[str(inst)] = {"t": t, "failed": (g["value"] < 0.5).to_numpy(), "interval": interval}
+    names = sorted(per)
+
+    def step_of(inst: str) -> float:
+        i = per[inst]["interval"]
+        return i if i == i else 0.0
+
+    def shared(inst: str, ts: float) -> bool:
+        """Every other instance scraped around ``ts`` failed then too (two instances at least)."""
+        others = 0
+        for o in names:
+            if o == inst:
+                continue
+            d = per[o]
+            # one and a half scrape intervals: the targets' scrapes are out of phase, and a
+            # failed scrape stands for the time until its timeout
+            tol = 1.5 * max(d["interval"] if d["interval"] == d["interval"] else 0.0, step_of(inst))
+            near = (d["t"] >= ts - tol - 1e-6) & (d["t"] <= ts + tol + 1e-6)
+            if not near.any():
+                if d["t"][0] <= ts <= d["t"][-1]:   # scraped before and after, not around: no evidence
+                    return False
+                continue                            # not scraped yet / any more: not part of the comparison
+            if not d["failed"][near].any():
+                return False
+            others += 1
+        return others >= 1
+
+    rows, found, flaps, gaps = [], [], [], []
+    for inst in names:
+        d = per[inst]
+        t, failed, interval = d["t"], d["failed"], d["interval"]
+        step = interval if interval == interval else 0.0
+        is_shared = np.array([bool(f) and shared(inst, ts) for ts, f in zip(t, failed)])
+        longest, verdict, worst_run = 0.0, "ok", None
+        for a, b in _down_runs(t, failed):
+            span = float(t[b] - t[a] + step)
+            first, last = (pd.Timestamp(t[a], unit="s", tz="UTC"), pd.Timestamp(t[b], unit="s", tz="UTC"))
+            run = {"instance": inst, "scrapes": b - a + 1, "span_s": span, "first": first, "last": last,
+                   "at_end": b == len(t) - 1, "step": step}
+            if is_shared[a:b + 1].all():
+                gaps.append(run)
+                continue
+            longest = max(longest, span)
+            if b > a and span >= down_for - 1e-9:
+                sev = "critical" if run["at_end"] else "warning"
+                if worst_run is None or severity_rank(sev) > severity_rank(verdict) or span > worst_run["span_s"]:
+                    worst_run = run
+                verdict = sev if severity_rank(sev) > severity_rank(verdict) else verdict
+            else:
+                flaps.append(run)
+        rows.append({"instance": inst, "scrapes": len(t), "failed": int(failed.sum()),
+                     "shared_failed": int(is_shared.sum()), "longest_outage_s": longest,
+                     "down_s": float(failed.sum() * step) if step else float("nan"),
+                     "first_down": pd.Timestamp(t[failed][0], unit="s", tz="UTC") if failed.any() else None,
+                     "last_down": pd.Timestamp(t[failed][-1], unit="s", tz="UTC") if failed.any() else None,
+                     "up_at_end": bool(not failed[-1]), "verdict": verdict})
+        if worst_run is not None:
+            r = worst_run
+            still = r["at_end"]
+            found.append(Finding(
+                "instance.down", "critical" if still else "warning",
+                f"{inst} did not answer {r['scrapes']} consecutive scrapes (~{_dur(r['span_s'])} down, "
+                f"{_fmt_span(r['first'], r['last'])})" + ("; still down at the end of the window" if still
+                                                         else "; back up since"),
+                subject=inst,
+                evidence={"instance": inst, "failed_scrapes": r["scrapes"], "scrapes": len(t),
+                          "failed_in_window": int(failed.sum()), "down_s": r["span_s"],
+                          "first_down": r["first"].isoformat(), "last_down": r["last"].isoformat(),
+                          "down_at_end": still, "down_for": down_for, "scrape_interval_s": interval,
+                          "statistic": f"consecutive failed scrapes (up == 0) spanning ≥ {down_for:g} s, "
+                                       f"not missed by every instance at once"},
+                recommendation=DOWN_ADVICE))
     table = pd.DataFrame(rows, columns=cols)
-    for rec in table[table["failed"] > 0].to_dict("records"):
-        still = not rec["up_at_end"]
-        span = f"{rec['first_down']:%H:%M:%S}–{rec['last_down']:%H:%M:%S} UTC"
+    gap_findings = _gap_findings(gaps, len(names), down_for)
+    ongoing = [f for f in flaps if f["at_end"]]
+    for r in ongoing:
         found.append(Finding(
-            "instance.down", "critical" if still else "warning",
-            f"{rec['instance']} did not answer {rec['failed']} of {rec['scrapes']} scrapes (~{_fmt(rec['down_s'], 's')} "
-            f"down, {span})" + ("; still down at the end of the window" if still else "; back up since"),
-            subject=str(rec["instance"]),
-            evidence={"instance": rec["instance"], "failed_scrapes": rec["failed"], "scrapes": rec["scrapes"],
-                      "down_s": rec["down_s"], "first_down": rec["first_down"].isoformat(),
-                      "last_down": rec["last_down"].isoformat(), "down_at_end": still, "statistic": "up == 0"},
-            recommendation=DOWN_ADVICE))
-    if not found:
-        found.append(Finding("instance.down", "ok",
-                             f"All {len(table)} instance(s) answered every scrape in the window (up == 1)",
-                             subject="all instances", evidence={"instances": len(table),
-                                                                "scrapes": int(table["scrapes"].sum())}))
-    return table, found
+            "instance.down", "info",
+            f"{r['instance']} did not answer its last {r['scrapes']} scrape(s) (~{_dur(r['span_s'])}, "
+            f"{_fmt_span(r['first'], r['last'])}): shorter than settings.diagnostics.down_for "
+            f"({down_for:g} s) — not called down yet; re-run to see whether it comes back",
+            subject=r["instance"],
+            evidence={"instance": r["instance"], "failed_scrapes": r["scrapes"], "down_s": r["span_s"],
+                      "first_down": r["first"].isoformat(), "down_for": down_for, "down_at_end": True}))
+    if not any(f.severity in ("warning", "critical") for f in found):
+        short = [f for f in flaps if not f["at_end"]]
+        if short:
+            worst = max(short, key=lambda r: r["span_s"])
+            flap = (f"; {len(short)} shorter run(s) of failed scrapes, the longest ~{_dur(worst['span_s'])} on "
+                    f"{worst['instance']} (under down_for {down_for:g} s)")
+        else:
+            flap = ""
+        gap = f"; {sum(g['scrapes'] for g in gaps)} scrape(s) every instance missed at once (monitoring gap)" \
+            if gaps else ""
+        clean = not short and not gaps and not ongoing
+        title = (f"All {len(table)} instance(s) answered every scrape in the window (up == 1)" if clean else
+                 f"No instance down for {down_for:g} s or more among {len(table)} instance(s){flap}{gap}")
+        found.append(Finding("instance.down", "ok", title, subject="all instances",
+                             evidence={"instances": len(table), "scrapes": int(table["scrapes"].sum()),
+                                       "failed_scrapes": int(table["failed"].sum()), "down_for": down_for,
+                                       "flaps": [{"instance": r["instance"], "scrapes": r["scrapes"],
+                                                  "span_s": r["span_s"], "first": r["first"].isoformat()}
+                                                 for r in short]}))
+    return table, found + gap_findings
+
+
+GAP_ADVICE = ("Every instance missed the same scrapes, so the cause is on the scraping side: Prometheus itself "
+              "(its own CPU, a long GC or compaction, `prometheus_target_scrapes_exceeded_sample_limit_total`, "
+              "`scrape_duration_seconds` near the scrape timeout) or the machine both run on (load, CPU steal). "
+              "Numbers of the window have a hole there; the instances were not necessarily down. A gap as long "
+              "as a real outage can also be the whole service down at once: compare process_start_time_seconds "
+              "before and after.")
+
+
+def _gap_findings(gaps: list[dict[str, Any]], instances: int, down_for: float) -> list[Finding]:
+    """``monitoring.gap``: the runs of failed scrapes every instance shared, as episodes."""
+    if not gaps:
+        return []
+    gaps = sorted(gaps, key=lambda r: r["first"])
+    episodes: list[dict[str, Any]] = []
+    for r in gaps:
+        cur = episodes[-1] if episodes else None
+        if cur is not None and r["first"] <= cur["last"] + pd.Timedelta(seconds=r["step"] + 1e-3):
+            cur["last"] = max(cur["last"], r["last"])
+            cur["step"] = max(cur["step"], r["step"])
+            cur["missed"][r["instance"]] = cur["missed"].get(r["instance"], 0) + r["scrapes"]
+        else:
+            episodes.append({"first": r["first"], "last": r["last"], "step": r["step"],
+                             "missed": {r["instance"]: r["scrapes"]}})
+    missed: dict[str, int] = {}
+    for e in episodes:
+        e["span_s"] = (e["last"] - e["first"]).total_seconds() + e["step"]
+        for k, v in e["missed"].items():
+            missed[k] = missed.get(k, 0) + int(v)
+    longest = max(e["span_s"] for e in episodes)
+    sev = "warning" if longest >= down_for - 1e-9 else "info"
+    first = episodes[0]
+    when = ", ".join(_fmt_span(e["first"], e["last"]) for e in episodes[:3]) + (" …" if len(episodes) > 3 else "")
+    title = (f"Monitoring gap: all {instances} instances missed the same scrapes {len(episodes)} time(s) "
+             f"(longest ~{_dur(longest)}; {when}) — the scraper or the machine, not one instance")
+    if sev == "warning":
+        title += f"; {_dur(longest)} blind (or the whole service down at once)"
+    return [Finding("monitoring.gap", sev, title, subject="prometheus",
+                    evidence={"episodes": len(episodes), "longest_s": longest, "instances": instances,
+                              "down_for": down_for, "first_gap": first["first"].isoformat(),
+                              "missed_scrapes": missed,
+                              "spans": [{"first": e["first"].isoformat(), "last": e["last"].isoformat(),
+                                         "span_s": e["span_s"]} for e in episodes[:20]]},
+                    recommendation=GAP_ADVICE)]
 
 
 # --------------------------------------------------------------------------- memory
@@ -310,44 +697,85 @@ def _last_by_instance(series: pd.DataFrame | None) -> pd.Series:
 
 
 def memory_pressure(rss: pd.DataFrame | None, heap_used: pd.DataFrame | None, heap_limit: pd.DataFrame | None,
-                    level: Any, memory_limit_bytes: int | None = None) -> tuple[pd.DataFrame, list[Finding]]:
+                    level: Any, memory_limit_bytes: int | None = None, heap_total: pd.DataFrame | None = None,
+                    names: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[Finding]]:
     """``memory.pressure``: each instance's peak memory use over the window as a share of
     its limit, against ``thresholds.memory_percent``.
 
-    RSS / ``memory_limit_bytes`` when the params give the instance's memory limit (the
-    number the VM's OOM killer goes by); otherwise V8 heap used / heap limit.
+    Limits, each used where it exists, the higher share judged (either one running out
+    ends the process):
+
+    - RSS / ``memory_limit_bytes`` (``targets.memory_limit``: the instance's memory, what
+      the OOM killer compares) — heap used / it when RSS is not exported;
+    - heap used / the heap-limit gauge (``nodejs_heap_size_limit_bytes``:
+      ``--max-old-space-size``; not a prom-client metric, a service may export it from
+      ``v8.getHeapStatistics()``).
+
+    Stock prom-client 15 has no heap limit, so without ``targets.memory_limit`` memory is
+    not judged (info). The committed heap (``heap_total``: ``nodejs_heap_size_total_bytes``,
+    the V8 heap spaces summed) is shown but never used as a limit: V8 grows it on demand,
+    and heap used / committed is ~80 % on an idle process. ``names``: the metric names,
+    for the evidence (``resident_memory``, ``heap_used``, ``heap_limit``).
     """
+    names = {"resident_memory": "process_resident_memory_bytes", "heap_used": "nodejs_heap_size_used_bytes",
+             "heap_limit": "nodejs_heap_size_limit_bytes", **(names or {})}
     rss_max, used_max, limit = _max_by_instance(rss), _max_by_instance(heap_used), _max_by_instance(heap_limit)
+    committed = _max_by_instance(heap_total)
     rss_last, used_last = _last_by_instance(rss), _last_by_instance(heap_used)
     instances = sorted(set(rss_max.index) | set(used_max.index))
     rows = []
     for inst in instances:
         row = {"instance": inst, "rss_mb": rss_max.get(inst, np.nan) / MB,
-               "heap_used_mb": used_max.get(inst, np.nan) / MB, "heap_limit_mb": limit.get(inst, np.nan) / MB}
+               "heap_used_mb": used_max.get(inst, np.nan) / MB, "heap_committed_mb": committed.get(inst, np.nan) / MB,
+               "heap_limit_mb": limit.get(inst, np.nan) / MB}
+        bases = []   # (pct, last_pct, basis, limit bytes, limit source)
         if memory_limit_bytes and inst in rss_max.index:
-            row.update(basis="RSS / memory_limit", limit_mb=memory_limit_bytes / MB,
-                       pct=100 * rss_max[inst] / memory_limit_bytes,
-                       last_pct=100 * rss_last.get(inst, np.nan) / memory_limit_bytes)
-        elif inst in used_max.index and limit.get(inst, 0) > 0:
-            row.update(basis="heap used / heap limit", limit_mb=limit[inst] / MB,
-                       pct=100 * used_max[inst] / limit[inst], last_pct=100 * used_last.get(inst, np.nan) / limit[inst])
+            bases.append((100 * rss_max[inst] / memory_limit_bytes,
+                          100 * rss_last.get(inst, np.nan) / memory_limit_bytes, "RSS / memory_limit",
+                          memory_limit_bytes, f"{names['resident_memory']} / targets.memory_limit"))
+        elif memory_limit_bytes and inst in used_max.index:
+            bases.append((100 * used_max[inst] / memory_limit_bytes,
+                          100 * used_last.get(inst, np.nan) / memory_limit_bytes, "heap used / memory_limit",
+                          memory_limit_bytes, f"{names['heap_used']} / targets.memory_limit (no RSS exported)"))
+        if inst in used_max.index and limit.get(inst, 0) > 0:
+            bases.append((100 * used_max[inst] / limit[inst], 100 * used_last.get(inst, np.nan) / limit[inst],
+                          "heap used / heap limit", limit[inst], f"{names['heap_used']} / {names['heap_limit']}"))
+        if bases:
+            pct, last_pct, basis, lim, source = max(bases, key=lambda b: b[0])
+            row.update(basis=basis, limit_mb=lim / MB, pct=pct, last_pct=last_pct, source=source)
         else:
-            row.update(basis="no limit known", limit_mb=np.nan, pct=np.nan, last_pct=np.nan)
+            row.update(basis="no limit known", limit_mb=np.nan, pct=np.nan, last_pct=np.nan, source="")
         row["verdict"] = level_verdict(row["pct"], level)
         rows.append(row)
-    cols = ["instance", "basis", "pct", "last_pct", "rss_mb", "heap_used_mb", "heap_limit_mb", "limit_mb", "verdict"]
+    cols = ["instance", "basis", "pct", "last_pct", "rss_mb", "heap_used_mb", "heap_committed_mb", "heap_limit_mb",
+            "limit_mb", "source", "verdict"]
     table = pd.DataFrame(rows, columns=cols)
     if table.empty:
-        return table, _no_data("memory.pressure", "Memory", "process_resident_memory_bytes / nodejs_heap_size_used_bytes")
+        return table, _no_data("memory.pressure", "Memory", f"{names['resident_memory']} / {names['heap_used']}")
     if table["pct"].isna().all():
+        def top(col: str) -> float | None:
+            return round(float(np.nanmax(table[col])), 1) if table[col].notna().any() else None
+        committed_txt = (f", heap used up to {top('heap_used_mb'):.0f} MB of {top('heap_committed_mb'):.0f} MB "
+                         f"committed (not a limit: V8 grows the heap on demand)"
+                         if top("heap_used_mb") is not None and top("heap_committed_mb") is not None else "")
         return table, [Finding("memory.pressure", "info",
-                               "Memory: no limit to compare with (set targets.memory_limit, or export "
-                               "nodejs_heap_size_limit_bytes) — not judged", subject="metrics",
-                               evidence={"rss_mb_max": round(float(np.nanmax(table["rss_mb"])), 1)
-                                         if table["rss_mb"].notna().any() else None})]
-    basis = table["basis"].iloc[0]
-    found = _per_instance_findings("memory.pressure", f"Memory ({basis})", table, "pct", "%", "max over the window",
-                                   level, MEMORY_ADVICE, ["rss_mb", "heap_used_mb", "limit_mb", "last_pct"])
+                               f"Memory: no limit to compare with — not judged: set targets.memory_limit (the "
+                               f"instance's memory) or export {names['heap_limit']} (stock prom-client has no "
+                               f"heap-limit gauge){committed_txt}", subject="metrics",
+                               evidence={"rss_mb_max": top("rss_mb"), "heap_used_mb_max": top("heap_used_mb"),
+                                         "heap_committed_mb_max": top("heap_committed_mb"),
+                                         "missing": names["heap_limit"], "fallback": "none (no targets.memory_limit)"})]
+    sources = sorted(set(table.loc[table["pct"].notna(), "source"]))
+    bases = sorted(set(table.loc[table["pct"].notna(), "basis"]))
+    what = f"Memory ({bases[0]})" if len(bases) == 1 else "Memory"
+    found = _per_instance_findings("memory.pressure", what, table, "pct", "%", "max over the window", level,
+                                   MEMORY_ADVICE, ["rss_mb", "heap_used_mb", "heap_committed_mb", "limit_mb",
+                                                   "last_pct", "basis", "source"])
+    for f in found:
+        if f.severity == "ok":
+            f.evidence["sources"] = sources
+        # the verdict table's "statistic": which numbers were divided (a fallback is named)
+        f.evidence["statistic"] = "max over the window, " + (f.evidence.get("source") or " or ".join(sources))
     return table, found
 
 
@@ -360,35 +788,109 @@ LAG_ADVICE = ("Something synchronous blocks the event loop (runbook Issue 1 §2,
 
 
 def eventloop_lag(lag: pd.DataFrame | None, lag_p99: pd.DataFrame | None, level: Any,
-                  q: float = SUSTAINED_QUANTILE, min_hold_s: float = MIN_HOLD_S) -> tuple[pd.DataFrame, list[Finding]]:
-    """``eventloop.lag``: per instance, the sustained level over the window
-    (:func:`sustained_level`) of the p99 lag gauge (``nodejs_eventloop_lag_p99_seconds``:
-    the loop's p99 delay since the previous scrape), or of ``nodejs_eventloop_lag_seconds``
-    when there is no p99 gauge, against ``thresholds.eventloop_lag_seconds``. The table
-    also shows each gauge's max.
+                  q: float = SUSTAINED_QUANTILE, min_hold_s: float = MIN_HOLD_S, lag_max: pd.DataFrame | None = None,
+                  names: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[Finding]]:
+    """``eventloop.lag``: per instance, against ``thresholds.eventloop_lag_seconds``, two
+    readings of prom-client's gauges, each at the level it reached again and again over the
+    window (:func:`recurring_level`: in at least 10 % of the scrapes, over at least 20 s):
 
-    The p99 gauge, not the lag gauge: the lag gauge is one measurement at scrape time and
-    misses blocking that happens between scrapes (a 300 ms block every second reads as a
-    few ms most of the time)."""
-    lag_s, p99_s = window_stats(lag, q, min_hold_s), window_stats(lag_p99, q, min_hold_s)
-    use_p99 = not p99_s.empty
-    judged = p99_s if use_p99 else lag_s
-    if judged.empty:
-        return judged, _no_data("eventloop.lag", "Event-loop lag", "nodejs_eventloop_lag_seconds")
-    table = judged[["instance", "samples"]].copy()
-    lag_i, p99_i = lag_s.set_index("instance"), p99_s.set_index("instance")
-    table["lag_sustained_ms"] = table["instance"].map(lag_i["sustained"] * 1000 if not lag_s.empty else {})
-    table["lag_max_ms"] = table["instance"].map(lag_i["max"] * 1000 if not lag_s.empty else {})
-    table["p99_sustained_ms"] = table["instance"].map(p99_i["sustained"] * 1000 if use_p99 else {})
-    table["p99_max_ms"] = table["instance"].map(p99_i["max"] * 1000 if use_p99 else {})
-    table["judged_s"] = judged["sustained"].to_numpy()
-    table["verdict"] = [level_verdict(v, level) for v in table["judged_s"]]
-    gauge = "p99 lag gauge" if use_p99 else "lag gauge"
-    statistic = f"{gauge}, {_sustained_text(q, min_hold_s)}" if judged["samples"].max() > 1 else f"{gauge} now"
-    table["max_s"] = judged["max"].to_numpy()
-    found = _per_instance_findings("eventloop.lag", "Event-loop lag", table, "judged_s", "s", statistic, level,
-                                   LAG_ADVICE, ["max_s", "samples"])
-    return table.drop(columns=["max_s"]), found
+    - the *typical* delay: the p99 gauge (``nodejs_eventloop_lag_p99_seconds``; else the
+      lag gauge) against the Warning and Critical levels;
+    - the *stalls*: the max gauge (``nodejs_eventloop_lag_max_seconds``: the worst delay
+      since the previous scrape) against the Critical level — a loop that stalls 100 ms or
+      more again and again is blocked, whatever its p99 says.
+
+    The worse verdict wins and the finding names the gauge it comes from. Why both:
+    prom-client resets its delay histogram at every scrape and samples every 10 ms, so at a
+    15 s scrape interval a loop blocked 300 ms every couple of seconds has ~1500 samples per
+    scrape of which a handful are long — p99 reads 10-14 ms while max reads 300 ms. And why
+    max only against Critical: the worst delay of a whole scrape interval is far above the
+    typical one on any busy machine (a healthy stock Node service on a busy 2-core machine
+    reads 56-66 ms, recurring), which the Warning level (50 ms) is not about. Without a p99
+    or lag gauge, max is judged against both levels. The lag gauge alone (one measurement at
+    scrape time) misses blocking between scrapes.
+    """
+    names = {"eventloop_lag": "nodejs_eventloop_lag_seconds", "eventloop_lag_p99": "nodejs_eventloop_lag_p99_seconds",
+             "eventloop_lag_max": "nodejs_eventloop_lag_max_seconds", **(names or {})}
+    stats = {key: window_stats(frame, q, min_hold_s, level_fn=recurring_level)
+             for key, frame in (("lag", lag), ("p99", lag_p99), ("max", lag_max))}
+    fields = {"lag": "eventloop_lag", "p99": "eventloop_lag_p99", "max": "eventloop_lag_max"}
+    missing = [names[fields[k]] for k in ("max", "p99", "lag") if stats[k].empty]
+    typical = next((k for k in ("p99", "lag") if not stats[k].empty), None)
+    if typical is None and stats["max"].empty:
+        return stats["lag"], _no_data("eventloop.lag", "Event-loop lag", " / ".join(names[fields[k]]
+                                                                                   for k in ("max", "p99", "lag")))
+    instances = sorted(set().union(*(set(s["instance"]) for s in stats.values() if not s.empty)))
+    rows = []
+    for inst in instances:
+        row: dict[str, Any] = {"instance": inst}
+        for k in ("lag", "p99", "max"):
+            s = stats[k].set_index("instance") if not stats[k].empty else None
+            has = s is not None and inst in s.index
+            row[f"{k}_recurring_ms"] = float(s.loc[inst, "sustained"]) * 1000 if has else np.nan
+            row[f"{k}_peak_ms"] = float(s.loc[inst, "max"]) * 1000 if has else np.nan
+            row[f"{k}_samples"] = int(s.loc[inst, "samples"]) if has else 0
+        t_val = row[f"{typical}_recurring_ms"] / 1000 if typical else np.nan
+        s_val = row["max_recurring_ms"] / 1000
+        v_t = level_verdict(t_val, level) if typical else "no data"
+        if typical is None:   # the max gauge is all there is: judged against both levels
+            v_s = level_verdict(s_val, level)
+        else:
+            v_s = "no data" if pd.isna(s_val) else ("critical" if s_val >= level.critical else "ok")
+        stall = v_s != "no data" and (v_t == "no data" or severity_rank(v_s if v_s != "no data" else "ok")
+                                     > severity_rank(v_t if v_t != "no data" else "ok"))
+        key = "max" if stall else typical
+        row.update(judged_s=s_val if stall else t_val, verdict=v_s if stall else v_t, gauge=names[fields[key]],
+                   reading="stalls (max gauge)" if key == "max" else f"typical delay ({key} gauge)",
+                   samples=row[f"{key}_samples"], peak_s=row[f"{key}_peak_ms"] / 1000,
+                   p99_recurring_s=row["p99_recurring_ms"] / 1000, max_recurring_s=s_val)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    recurring = _recurring_text(q, min_hold_s)
+
+    def statistic(rec: dict) -> str:
+        if rec["samples"] <= 1:
+            return f"{rec['gauge']} now"
+        if rec["gauge"] == names["eventloop_lag_max"]:
+            against = "" if typical is None else ", judged against the critical level only"
+            return f"max lag gauge (worst delay since the previous scrape), {recurring}{against}"
+        return f"{'p99' if typical == 'p99' else 'lag'} lag gauge, {recurring}"
+
+    found = []
+    over = table[table["verdict"].isin(["warning", "critical"])]
+    for rec in over.to_dict("records"):
+        limit = level.critical if rec["verdict"] == "critical" else level.warning
+        what = "Event-loop stalls of" if rec["gauge"] == names["eventloop_lag_max"] else "Event-loop lag"
+        extra = (f"; the p99 gauge reads {_fmt(rec['p99_recurring_s'], 's')} (reset at every scrape)"
+                 if rec["gauge"] == names["eventloop_lag_max"] and not pd.isna(rec["p99_recurring_s"]) else "")
+        found.append(Finding(
+            "eventloop.lag", rec["verdict"],
+            f"{what} {_fmt(rec['judged_s'], 's')} on {rec['instance']} ({statistic(rec)}; {rec['verdict']} at "
+            f"{_fmt(limit, 's')}){extra}", subject=str(rec["instance"]),
+            evidence=_evidence(rec["judged_s"], "s", statistic(rec), level, instance=rec["instance"],
+                               instances=len(table), instances_over=len(over), gauge=rec["gauge"],
+                               reading=rec["reading"], max_s=rec["peak_s"], samples=rec["samples"],
+                               p99_recurring_s=rec["p99_recurring_s"], max_recurring_s=rec["max_recurring_s"],
+                               gauges_missing=missing),
+            recommendation=LAG_ADVICE))
+    judged = table[table["verdict"] != "no data"]
+    if not found and not judged.empty:
+        worst_t = judged.sort_values("judged_s", ascending=False).iloc[0]
+        stalls = table["max_recurring_s"].dropna()
+        stall_txt = (f"; stalls (max gauge) up to {_fmt(float(stalls.max()), 's')}, under the critical level "
+                     f"{_fmt(level.critical, 's')}" if typical is not None and len(stalls) else "")
+        found.append(Finding(
+            "eventloop.lag", "ok",
+            f"Event-loop lag {_fmt(worst_t['judged_s'], 's')} at most ({statistic(worst_t.to_dict())}), under the "
+            f"warning level {_fmt(level.warning, 's')} on all {len(judged)} instance(s){stall_txt}",
+            subject="all instances",
+            evidence=_evidence(worst_t["judged_s"], "s", statistic(worst_t.to_dict()), level,
+                               instance=worst_t["instance"], instances=len(judged), gauge=worst_t["gauge"],
+                               max_recurring_s=float(stalls.max()) if len(stalls) else None,
+                               gauges_missing=missing)))
+    cols = ["instance", "reading", "gauge", "judged_s", "verdict", "p99_recurring_ms", "p99_peak_ms",
+            "max_recurring_ms", "max_peak_ms", "lag_recurring_ms", "lag_peak_ms", "samples"]
+    return table[cols], found
 
 
 # --------------------------------------------------------------------------- database connections
@@ -428,9 +930,11 @@ def db_connections(pool_open: pd.DataFrame | None, pool_busy: pd.DataFrame | Non
         return table, _no_data("db.connections", "DB connections", "prisma_pool_connections_open")
     pool_total = float(table["open_max"].sum()) if table["open_max"].notna().any() else None
     candidates = [v for v in (pool_total, server_connections) if v is not None]
-    total = max(candidates)
+    # No open-connection gauge and no server count (pool gauges other than Prisma's, the
+    # database unreachable): the total is unknown; pool waits are still judged below.
+    total = max(candidates) if candidates else None
     basis = ("pg_stat_activity client backends" if server_connections is not None and total == server_connections
-             else "sum of each instance's peak open pool connections")
+             else "sum of each instance's peak open pool connections" if total is not None else "no data")
     verdict = level_verdict(total, level)
     ev = _evidence(total, "count", basis, level, pool_total=pool_total, server_connections=server_connections,
                    instances=len(table))
@@ -461,6 +965,8 @@ def db_connections(pool_open: pd.DataFrame | None, pool_busy: pd.DataFrame | Non
                                "Look for connections held across slow awaits or long transactions (database "
                                "section: pg_stat_activity 'idle in transaction'); raise Prisma's "
                                "`connection_limit` only within the server's max_connections. " + DB_ADVICE))
+    if total is None:
+        found.extend(_no_data("db.connections", "DB connections (total)", "prisma_pool_connections_open"))
     if verdict == "ok" and not exhausted:
         found.append(Finding("db.connections", "ok",
                              f"{total:.0f} database connections ({basis}), under the warning level "
@@ -637,13 +1143,22 @@ def memory_growth(heap_used: pd.DataFrame | None, rss: pd.DataFrame | None,
                            "caches without TTL/size limit. Immediate relief: `flyctl apps restart`."))
     if not found:
         worst = table.sort_values("slope_mb_per_min", ascending=False).iloc[0]
+        # say which of the three conditions the steepest line misses, so the title never reads
+        # as "flat" beside a large slope that is only unsteady (a sawtooth of big requests)
+        missed = [c for c, ok in ((f"slope under {min_mb_per_min:g} MB/min", worst["slope_mb_per_min"] >= min_mb_per_min),
+                                  (f"not steady: R² under {min_r2:g}", worst["r2"] >= min_r2),
+                                  (f"rise under {min_share:.0%} of the start", worst["growth_share"] >= min_share))
+                  if not ok]
         found.append(Finding(
             "memory.growth", "ok",
             f"No steady memory growth: steepest is {worst['metric']} on {worst['instance']} at "
-            f"{worst['slope_mb_per_min']:.2f} MB/min (R² {worst['r2']:.2f}, {worst['growth_share']:+.0%})",
+            f"{worst['slope_mb_per_min']:.2f} MB/min (R² {worst['r2']:.2f}, {worst['growth_share']:+.0%}) — "
+            + ", ".join(missed),
             subject="all instances",
             evidence={"observed": worst["slope_mb_per_min"], "unit": "MB/min", "r2": worst["r2"],
-                      "growth_share": worst["growth_share"], "instance": worst["instance"], "metric": worst["metric"]}))
+                      "growth_share": worst["growth_share"], "instance": worst["instance"], "metric": worst["metric"],
+                      "min_mb_per_min": min_mb_per_min, "min_r2": min_r2, "min_share": min_share,
+                      "not_met": missed}))
     return table, found
 
 
@@ -781,11 +1296,22 @@ def verdict_table(findings: Iterable[Finding], endpoints: pd.DataFrame | None = 
             continue
         if f.code == "instance.down":
             ev = f.evidence
+            down_for = ev.get("down_for")
             rows.append({"area": AREAS[f.code], "subject": f.subject or "",
-                         "observed": (f"{ev.get('failed_scrapes')} of {ev.get('scrapes')} scrapes failed"
+                         "observed": (f"{ev.get('failed_scrapes')} scrapes in a row failed (~{_dur(ev.get('down_s'))})"
                                       if f.severity != "ok" else f"{ev.get('instances')} up"),
-                         "normal": "every scrape answered", "warning": "down, back up", "critical": "still down",
-                         "statistic": "Prometheus up == 0", "verdict": f.severity})
+                         "normal": "every scrape answered",
+                         "warning": f"down ≥ {down_for:g} s, back up" if down_for else "down, back up",
+                         "critical": "still down",
+                         "statistic": "Prometheus up == 0, consecutive", "verdict": f.severity})
+            continue
+        if f.code == "monitoring.gap":
+            ev = f.evidence
+            rows.append({"area": AREAS[f.code], "subject": f.subject or "",
+                         "observed": f"{ev.get('episodes')} gap(s) on every instance at once, longest "
+                                     f"~{_dur(ev.get('longest_s'))}",
+                         "normal": "every scrape answered", "warning": "", "critical": "",
+                         "statistic": "the scraper, not an instance", "verdict": f.severity})
             continue
         ev = f.evidence
         unit = ev.get("unit")
@@ -802,7 +1328,7 @@ def verdict_table(findings: Iterable[Finding], endpoints: pd.DataFrame | None = 
     df = pd.DataFrame(rows, columns=cols)
     if df.empty:
         return df
-    rank = {"critical": 0, "warning": 1, "not checked": 2, "ok": 3}
+    rank = {"critical": 0, "warning": 1, "not checked": 2, "ok": 3, "info": 4}
     area_order = {a: i for i, a in enumerate(AREAS.values())}
     df["_a"] = df["area"].map(lambda a: area_order.get(a, len(area_order)))  # checks that did not run: last
     df["_v"] = df["verdict"].map(lambda v: rank.get(v, 4))

@@ -60,6 +60,63 @@ BASE_SETTINGS: dict[str, str] = {
 INSTALL_HINT = ("PostgreSQL server binaries not found. On Debian/Ubuntu: "
                 "apt-get install postgresql postgresql-contrib")
 
+#: The privilege levels the demo can run perfbook with (``perfbook demo --db-role``), and the
+#: role perfbook connects as for each (docs/database.md, "Privilege levels"):
+#:
+#: - ``monitor``: ``perfbook``, ``pg_monitor`` only — the role the README recommends (created
+#:   with the seed, schema.sql);
+#: - ``read_all``: ``perfbook_read_all``, ``pg_monitor`` + ``pg_read_all_data`` (SELECT on every
+#:   table before PostgreSQL 14): EXPLAIN verifies the index candidates;
+#: - ``hypopg``: ``perfbook_read_all`` with the hypopg extension created in the database.
+DB_ROLES: dict[str, str] = {"monitor": "perfbook", "read_all": "perfbook_read_all", "hypopg": "perfbook_read_all"}
+
+#: Creates the higher-level monitoring role (idempotent; the superuser runs it in the database).
+READ_ALL_ROLE_SQL = """
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'perfbook_read_all') THEN
+    CREATE ROLE perfbook_read_all LOGIN;
+  END IF;
+  GRANT pg_monitor TO perfbook_read_all;
+  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_read_all_data') THEN  -- PostgreSQL 14+
+    GRANT pg_read_all_data TO perfbook_read_all;
+  ELSE
+    GRANT SELECT ON ALL TABLES IN SCHEMA public TO perfbook_read_all;
+  END IF;
+END $$
+"""
+
+
+class HypopgUnavailable(RuntimeError):
+    pass
+
+
+def hypopg_available(dsn: str) -> bool:
+    """Is the hypopg extension installed on the server (Debian: postgresql-<major>-hypopg)?"""
+    import psycopg
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute("SELECT EXISTS (SELECT 1 FROM pg_available_extensions "
+                            "WHERE name = 'hypopg')").fetchone()[0]
+
+
+def create_db_roles(dsn: str, level: str = "monitor") -> str:
+    """Make the database at ``dsn`` (connected as the superuser) ready for privilege level
+    ``level`` (:data:`DB_ROLES`) and return the role perfbook should connect as: the
+    ``perfbook_read_all`` role for the higher levels, and ``CREATE EXTENSION hypopg`` for
+    ``hypopg`` (HypopgUnavailable when the server does not have it). Idempotent."""
+    import psycopg
+
+    if level not in DB_ROLES:
+        raise ValueError(f"db role must be one of {', '.join(DB_ROLES)}, not {level!r}")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(READ_ALL_ROLE_SQL)
+        if level == "hypopg":
+            if not conn.execute("SELECT EXISTS (SELECT 1 FROM pg_available_extensions "
+                                "WHERE name = 'hypopg')").fetchone()[0]:
+                raise HypopgUnavailable("--db-role hypopg: the hypopg extension is not installed on this server "
+                                        "(Debian: apt-get install postgresql-<major>-hypopg)")
+            conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg")
+    return DB_ROLES[level]
+
 
 class PostgresNotFound(RuntimeError):
     pass

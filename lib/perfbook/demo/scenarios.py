@@ -140,7 +140,8 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
           "GET /api/analytics/summary computes trend scores synchronously on the event loop "
           "(~300 ms of CPU per request).",
           (Expect("eventloop.lag", "bottlenecks",
-                  evidence="nodejs_eventloop_lag_p99_seconds >= 0.1 (max over the window); "
+                  evidence="nodejs_eventloop_lag_max_seconds >= 0.1 in the scrapes after each summary "
+                           "request (prom-client's max and p99 gauges reset at every scrape); "
                            "process_cpu_seconds_total rate up; http_request_duration_seconds of "
                            "/api/analytics/summary >= 0.3 s"),
            Expect("eventloop.lag", "quick-diagnostics",
@@ -159,7 +160,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
           "the runbook's Critical 85 %, while the event loop stays responsive (the work is off the loop).",
           (Expect("cpu.saturation", "quick-diagnostics",
                   evidence="rate(process_cpu_seconds_total{instance_name=\"api-1\"}[1m]) ~0.9-1.2 while "
-                           "traffic flows; nodejs_process_cpu_percent ~90-120; api-2 stays low"),
+                           "traffic flows (CPU ~90-120 %); api-2 stays low"),
            Expect("cpu.saturation", "bottlenecks", evidence="as above (the finding's subject is api-1's "
                                                                  "instance, host:port)"),),
           (Allow("cpu.saturation"), Allow("balance.uneven"), Allow("eventloop.lag"), *_SLOWER, *_MONITORING),
@@ -168,8 +169,9 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
           "Instance api-2 fills an unbounded in-process page cache at start until it uses ~90 % of its "
           "512 MB heap limit (--max-old-space-size): memory above the runbook's Warning 80 %.",
           (Expect("memory.pressure", "quick-diagnostics",
-                  evidence="nodejs_heap_size_used_bytes / nodejs_heap_size_limit_bytes ~0.9 on api-2 "
-                           "(process_resident_memory_bytes ~470 MB); api-1 well under"),
+                  evidence="process_resident_memory_bytes ~470 MB on api-2 against the params' "
+                           "targets.memory_limit of 512 MB (stock prom-client has no heap-limit gauge); "
+                           "api-1 well under"),
            Expect("memory.pressure", "bottlenecks", evidence="as above (subject: api-2's host:port)"),),
           (Allow("memory.pressure"), *_MONITORING),
           instance=2),

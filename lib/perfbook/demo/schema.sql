@@ -61,14 +61,11 @@ CREATE TABLE sessions (
     expires_at   timestamptz NOT NULL
 );
 
--- Roles: the service connects as demo_app; perfbook as a read-only monitoring role.
+-- Roles: the service connects as demo_app; perfbook as the read-only monitoring role the README
+-- recommends: pg_monitor only. The higher privilege levels (perfbook demo --db-role) use the role
+-- perfbook.demo.postgres.create_db_roles adds at stack start.
 CREATE ROLE demo_app LOGIN;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO demo_app;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO demo_app;
 CREATE ROLE perfbook LOGIN;
 GRANT pg_monitor TO perfbook;
-DO $$ BEGIN
-  IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_read_all_data') THEN  -- PostgreSQL 14+
-    EXECUTE 'GRANT pg_read_all_data TO perfbook';
-  END IF;
-END $$;

@@ -161,7 +161,7 @@ VALUES (%s, 'blog_post', %s, %s, 'draft', now()) RETURNING id"""
 class Service:
     def __init__(self, name: str, dsn: str, external_url: str, settings: Settings):
         self.name, self.dsn, self.external_url, self.s = name, dsn, external_url.rstrip("/"), settings
-        self.m = ServiceMetrics(settings.heap_limit_mb * 1024 * 1024)
+        self.m = ServiceMetrics()
         self.pool: AsyncConnectionPool | None = None
         self.busy = 0
         self.waiting = 0

@@ -33,9 +33,10 @@ import yaml
 
 import perfbook
 from perfbook.demo import processes, scenarios, seed, traffic
-from perfbook.demo.postgres import PostgresServer
+from perfbook.demo.postgres import DB_ROLES, PostgresServer, create_db_roles
 from perfbook.demo.processes import LOOPBACK, ProcInfo
 from perfbook.demo.prometheus import JOB, PrometheusServer
+from perfbook.demo.victoriametrics import VictoriaMetricsServer
 
 DATABASE_ENV = "PERFBOOK_DEMO_DATABASE_URL"
 SERVICE_NAME = "demo-api"
@@ -43,6 +44,9 @@ SERVICE_NAME = "demo-api"
 #: The stand-in's behaviour: healthy, and under the external_failing fault.
 EXTERNAL_HEALTHY = {"latency_ms": 300, "jitter_ms": 100, "failure_rate": 0.0}
 EXTERNAL_FAILING = {"latency_ms": 3000, "jitter_ms": 1500, "failure_rate": 0.6}
+
+#: ``tsdb=``: which time-series databases scrape the instances (both: the same targets, same labels).
+TSDBS = ("prometheus", "victoriametrics", "both")
 
 
 def _iso(t: float) -> str:
@@ -58,8 +62,16 @@ class Stack:
 
     def __init__(self, scenario: str = "incident", state_dir: Path | str | None = None, instances: int = 2,
                  *, keep: bool = False, use_cache: bool = True, log: Callable[[str], None] | None = None,
-                 everywhere: Iterable[str] = ()):
+                 everywhere: Iterable[str] = (), tsdb: str = "prometheus", db_role: str = "monitor"):
         self.scenario = scenarios.get(scenario)
+        if tsdb not in TSDBS:
+            raise ValueError(f"tsdb must be one of {', '.join(TSDBS)}, not {tsdb!r}")
+        #: which servers scrape the instances; the params point to Prometheus unless it is "victoriametrics"
+        self.tsdb = tsdb
+        if db_role not in DB_ROLES:
+            raise ValueError(f"db_role must be one of {', '.join(DB_ROLES)}, not {db_role!r}")
+        #: the privilege level perfbook runs with (perfbook demo --db-role; see demo.postgres.DB_ROLES)
+        self.db_role = db_role
         #: faults placed on one instance (scenarios.Fault.instance) put on every instance instead
         self.everywhere = frozenset(everywhere)
         if instances < 1:
@@ -78,6 +90,7 @@ class Stack:
         os.chmod(self.state_dir, 0o755)  # the postgres OS user must reach its data dir
         self.pg: PostgresServer | None = None
         self.prometheus: PrometheusServer | None = None
+        self.victoriametrics: VictoriaMetricsServer | None = None
         self.procs: dict[str, ProcInfo] = {}
         self._popens: dict = {}
         self.ports: dict[str, int] = {}
@@ -103,7 +116,19 @@ class Stack:
 
     @property
     def prometheus_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.ports['prometheus']}"
+        """The primary time-series database (Prometheus, or VictoriaMetrics when it is the only one)."""
+        return self.tsdb_url(self.primary_tsdb)
+
+    @property
+    def primary_tsdb(self) -> str:
+        return "victoriametrics" if self.tsdb == "victoriametrics" else "prometheus"
+
+    @property
+    def tsdb_names(self) -> list[str]:
+        return ["prometheus", "victoriametrics"] if self.tsdb == "both" else [self.tsdb]
+
+    def tsdb_url(self, name: str) -> str:
+        return f"http://{LOOPBACK}:{self.ports[name]}"
 
     @property
     def log_dir(self) -> Path:
@@ -139,7 +164,7 @@ class Stack:
     def _start(self, t0: float) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.ports = {"postgres": processes.free_port(), "external": processes.free_port(),
-                      "prometheus": processes.free_port(),
+                      **{name: processes.free_port() for name in self.tsdb_names},
                       **{f"api-{i}": processes.free_port() for i in range(1, self.n_instances + 1)}}
         env = self._child_env()
         # Stand-in and Prometheus start while PostgreSQL is being prepared.
@@ -148,11 +173,21 @@ class Stack:
                                  "--latency-ms", str(ext["latency_ms"]), "--jitter-ms", str(ext["jitter_ms"]),
                                  "--failure-rate", str(ext["failure_rate"])], env)
         targets = [f"{LOOPBACK}:{self.ports[f'api-{i}']}" for i in range(1, self.n_instances + 1)]
-        self.prometheus = PrometheusServer(self.state_dir, port=self.ports["prometheus"], targets=targets,
-                                           target_labels={t: {"instance_name": f"api-{i}"}
-                                                          for i, t in enumerate(targets, 1)})
-        self.prometheus.spawn()
-        self.procs["prometheus"] = self.prometheus.proc
+        labels = {t: {"instance_name": f"api-{i}"} for i, t in enumerate(targets, 1)}
+        # Both: Prometheus scrapes and sends every sample on to VictoriaMetrics (remote_write), so the
+        # two hold the same samples (two scrapers would not: see VictoriaMetricsServer).
+        if "victoriametrics" in self.tsdb_names:
+            self.victoriametrics = VictoriaMetricsServer(self.state_dir, port=self.ports["victoriametrics"],
+                                                         targets=targets, target_labels=labels,
+                                                         scrape=self.tsdb == "victoriametrics")
+        if "prometheus" in self.tsdb_names:
+            self.prometheus = PrometheusServer(self.state_dir, port=self.ports["prometheus"], targets=targets,
+                                               target_labels=labels, remote_write=[self.victoriametrics.write_url]
+                                               if self.victoriametrics else None)
+        for server in self._tsdb_servers():
+            if not self._scrapes_at_once(server):
+                server.spawn()
+                self.procs[server.name] = server.proc
         self.save_state()
 
         self.pg = PostgresServer(self.state_dir, port=self.ports["postgres"])
@@ -166,6 +201,7 @@ class Stack:
         self.procs["postgres"] = self.pg.proc
         self.save_state()
         seed.apply_db_faults(self.pg, set(self.faults))
+        create_db_roles(self.pg.dsn(seed.DEMO_DB), self.db_role)
         self.timings["postgres_start"] = round(time.monotonic() - t, 2)
 
         t = time.monotonic()
@@ -179,10 +215,25 @@ class Stack:
         for i, url in enumerate(self.service_urls, 1):
             self._wait_http(f"api-{i}", f"{url}/health", timeout=60)
         self.timings["services"] = round(time.monotonic() - t, 2)
-        t = time.monotonic()
-        self.prometheus.wait_ready()
-        processes.wait_for(self._all_targets_up, 30, "Prometheus scraping every instance")
-        self.timings["prometheus"] = round(time.monotonic() - t, 2)
+        for server in self._tsdb_servers():
+            if server.proc is None:  # a scraping VictoriaMetrics: only now the instances answer
+                server.spawn()
+                self.procs[server.name] = server.proc
+                self.save_state()
+        for server in self._tsdb_servers():
+            t = time.monotonic()
+            server.wait_ready()
+            processes.wait_for(lambda: self._all_targets_up(server.url), 60, f"{server.name} scraping every instance")
+            self.timings[server.name] = round(time.monotonic() - t, 2)
+
+    def _tsdb_servers(self) -> list:
+        return [s for s in (self.prometheus, self.victoriametrics) if s is not None]
+
+    def _scrapes_at_once(self, server) -> bool:
+        """VictoriaMetrics scrapes from its first second (Prometheus's first scrapes come later):
+        started before the instances listen, it would store the stack's own start-up as missed
+        scrapes (``up`` 0) inside the report's window — instance.down on a healthy stack."""
+        return server is self.victoriametrics and self.victoriametrics.scrape
 
     def _child_env(self) -> dict:
         env = dict(os.environ)
@@ -205,8 +256,9 @@ class Stack:
             log = self.log_dir / f"{name}.log"
             raise RuntimeError(f"{exc}\n--- {log} ---\n{processes.tail(log)}") from exc
 
-    def _all_targets_up(self) -> bool:
-        r = requests.get(f"{self.prometheus_url}/api/v1/query", params={"query": f'up{{job="{JOB}"}}'}, timeout=2)
+    def _all_targets_up(self, url: str | None = None) -> bool:
+        r = requests.get(f"{url or self.prometheus_url}/api/v1/query",
+                         params={"query": f'up{{job="{JOB}"}}', "nocache": "1"}, timeout=2)
         res = r.json()["data"]["result"]
         return len(res) == self.n_instances and all(x["value"][1] == "1" for x in res)
 
@@ -227,8 +279,13 @@ class Stack:
         return self.traffic_stats
 
     # -- params ------------------------------------------------------------------
-    def params_dict(self) -> dict:
-        """The params-file content for this stack (validated by perfbook.params)."""
+    def params_dict(self, tsdb: str | None = None) -> dict:
+        """The params-file content for this stack (validated by perfbook.params); ``tsdb``
+        picks the time-series database of a ``tsdb="both"`` stack (default: the primary)."""
+        tsdb = tsdb or self.primary_tsdb
+        prometheus = {"url": self.tsdb_url(tsdb), "selector": f'{{job="{JOB}"}}'}
+        if tsdb == "victoriametrics":
+            prometheus["flavor"] = "victoriametrics"
         since = (self.traffic_started_at or self.started_at or time.time()) - 10
         return {
             "service": SERVICE_NAME,
@@ -237,7 +294,7 @@ class Stack:
             "targets": {
                 "base_url": self.service_urls[0],
                 "metrics_urls": [f"{u}/metrics" for u in self.service_urls],
-                "prometheus": {"url": self.prometheus_url, "selector": f'{{job="{JOB}"}}'},
+                "prometheus": prometheus,
                 "database_env": DATABASE_ENV,
                 "postgres_logs": [str(self.postgres_log)],
                 "external_health_urls": {"ai-api": f"{self.external_url}/health"},
@@ -254,16 +311,21 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         """Environment variables the params name (the database URL, read-only role)."""
-        return {DATABASE_ENV: self.database_url("perfbook")}
+        return {DATABASE_ENV: self.database_url(self.monitor_user)}
+
+    @property
+    def monitor_user(self) -> str:
+        """The role perfbook connects as: ``perfbook`` (pg_monitor only) unless ``db_role`` says more."""
+        return DB_ROLES[getattr(self, "db_role", "monitor")]
 
     # -- state -------------------------------------------------------------------
     def save_state(self) -> Path:
         state = {
-            "scenario": self.scenario.name, "instances": self.n_instances, "state_dir": str(self.state_dir),
+            "scenario": self.scenario.name, "instances": self.n_instances, "tsdb": self.tsdb, "state_dir": str(self.state_dir),
             "created_dir": self._created_dir, "keep": self.keep, "ports": self.ports,
             "procs": {k: v.to_dict() for k, v in self.procs.items() if v is not None},
             "pg_home_external": self._pg_home_external, "started_at": self.started_at,
-            "traffic_started_at": self.traffic_started_at, "timings": self.timings,
+            "traffic_started_at": self.traffic_started_at, "timings": self.timings, "db_role": self.db_role,
         }
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
@@ -310,6 +372,7 @@ class Stack:
         stack = cls.__new__(cls)
         stack.scenario = scenarios.get(state["scenario"])
         stack.n_instances = state["instances"]
+        stack.tsdb = state.get("tsdb", "prometheus")
         stack.state_dir = Path(state["state_dir"])
         stack._created_dir = state["created_dir"]
         stack.keep = state.get("keep", False)
@@ -322,9 +385,11 @@ class Stack:
         stack.started_at = state.get("started_at")
         stack.traffic_started_at = state.get("traffic_started_at")
         stack.timings = state.get("timings", {})
+        stack.db_role = state.get("db_role", "monitor")
         stack.traffic_stats = None
         stack.pg = None
         stack.prometheus = None
+        stack.victoriametrics = None
         stack._stopped = False
         return stack
 
@@ -337,7 +402,7 @@ class Stack:
         """Stop every process the stack started (by PID; services and stand-in first,
         then Prometheus, then PostgreSQL) and remove the state folder (``remove``).
         Safe to call twice."""
-        order = [n for n in self.procs if n.startswith("api-")] + ["external", "prometheus"]
+        order = [n for n in self.procs if n.startswith("api-")] + ["external", "prometheus", "victoriametrics"]
 
         def _stop(name: str) -> None:
             info = self.procs.get(name)
@@ -366,7 +431,7 @@ class Stack:
                 shutil.rmtree(self.state_dir, ignore_errors=True)
             else:
                 for sub in ("pgdata", "pgrun", "prometheus-data", "logs", "postgresql.log", "prometheus.yml",
-                            "stack.json"):
+                            "victoriametrics-data", "victoriametrics.yml", "stack.json"):
                     p = self.state_dir / sub
                     if p.is_dir() and not p.is_symlink():
                         shutil.rmtree(p, ignore_errors=True)
@@ -389,6 +454,7 @@ class Stack:
                  f"state:    {self.state_dir}"]
         for i, u in enumerate(self.service_urls, 1):
             lines.append(f"api-{i}:    {u}")
-        lines += [f"ai-api:   {self.external_url}", f"prometheus: {self.prometheus_url}",
-                  f"postgres: {self.database_url('perfbook')}  (log {self.postgres_log})"]
+        lines += [f"ai-api:   {self.external_url}", *(f"{n}: {self.tsdb_url(n)}" for n in self.tsdb_names),
+                  f"postgres: {self.database_url(self.monitor_user)}  ({self.db_role} privilege level; "
+                  f"log {self.postgres_log})"]
         return "\n".join(lines)

@@ -11,6 +11,7 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
+from perfbook.plots import plain_text
 
 __all__ = ["instances_over_time", "instance_bars", "cpu_vs_target", "throughput_trend",
            "stress_latency", "stress_throughput", "load_timeline"]
@@ -35,6 +36,7 @@ def _users_axis(ax, users) -> None:
 
 
 def _done(fig):
+    plain_text(fig)  # text from outside is shown as written, never as mathtext
     fig.tight_layout()
     plt.close(fig)  # shown by the notebook's display(), not twice by the inline backend
     return fig

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..checks.database import short_query
+from . import plain_text
 
 
 def top_queries_figure(table: pd.DataFrame, title: str = "Top statements by total time"):
@@ -22,6 +23,7 @@ def top_queries_figure(table: pd.DataFrame, title: str = "Top statements by tota
     ax.set_xlabel("total execution time (s) since pg_stat_statements was reset")
     ax.set_title(title)
     ax.margins(x=0.25)
+    plain_text(fig)  # statement text is shown as written, never as mathtext
     fig.tight_layout()
     plt.close(fig)
     return fig

@@ -20,7 +20,8 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from perfbook.checks.alerts import render_expr
+from perfbook.checks.alerts import memory_ratio_basis, render_expr
+from perfbook.plots import plain_text
 
 __all__ = ["Line", "Threshold", "Panel", "key_metric_panels", "panel_queries", "promql_text", 
            "key_metrics_figure", "alert_values_figure", "alert_timeline_figure", "RANGE"]
@@ -110,11 +111,16 @@ def key_metric_panels(params: Any) -> list[Panel]:
         Panel("cpu", "4. CPU usage per instance", "%",
               (Line("", f"100 * sum by ({inst}) (rate(${{cpu_seconds}}{{__SEL__}}[{r}]))"),),
               _levels(th.cpu_percent, 1, "%") + _alert_line(params, "HighCPU", 1, "%")),
-        Panel("memory", "5. Heap used / limit per instance", "%",
-              (Line("", f"100 * max by ({inst}) (${{heap_used}}{{__SEL__}} / ${{heap_limit}}{{__SEL__}})"),),
-              _levels(th.memory_percent, 1, "%") + _alert_line(params, "HighMemory", 100, "%")),
+        # Stock prom-client has no heap-limit gauge: memory is RSS over targets.memory_limit,
+        # or heap used over the gauge where a service exports one (the higher): ${memory_ratio}.
+        Panel("memory", "5. Memory used / limit per instance", "%",
+              (Line("", f"100 * max by ({inst}) (${{memory_ratio}})"),),
+              _levels(th.memory_percent, 1, "%") + _alert_line(params, "HighMemory", 100, "%"),
+              note=memory_ratio_basis(params)),
+        # prom-client's max and p99 gauges describe the time since the previous scrape.
         Panel("eventloop", "6. Event-loop lag per instance", "ms",
-              (Line("p99", f"max by ({inst}) (${{eventloop_lag_p99}}{{__SEL__}})", scale=1000),
+              (Line("max", f"max by ({inst}) (${{eventloop_lag_max}}{{__SEL__}})", scale=1000, style="--"),
+               Line("p99", f"max by ({inst}) (${{eventloop_lag_p99}}{{__SEL__}})", scale=1000),
                Line("now", f"max by ({inst}) (${{eventloop_lag}}{{__SEL__}})", scale=1000, style=":")),
               _levels(th.eventloop_lag_seconds, 1000, "ms") + _alert_line(params, "EventLoopLag", 1000, "ms")),
         Panel("db", "7. Database query time (p95)", "ms",
@@ -162,6 +168,7 @@ def _time_axis(ax, start=None, end=None) -> None:
 
 
 def _done(fig):
+    plain_text(fig)  # text from outside is shown as written, never as mathtext
     plt.close(fig)  # shown by the notebook's display(), not twice by the inline backend
     return fig
 
@@ -234,6 +241,7 @@ def key_metrics_figure(panels: Sequence[Panel], data: dict[tuple[str, str], pd.D
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     fig.suptitle(title + " (UTC)")
+    plain_text(fig)  # before layout draws any text
     fig.tight_layout()
     return _done(fig)
 
@@ -273,6 +281,7 @@ def alert_values_figure(evaluations: Sequence[Any], title: str = "Alert rules: e
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     fig.suptitle(title + " — amber: pending, red: firing (UTC)")
+    plain_text(fig)  # before layout draws any text
     fig.tight_layout()
     return _done(fig)
 
@@ -320,5 +329,6 @@ def alert_timeline_figure(evaluations: Sequence[Any], server: pd.DataFrame | Non
     ax.legend(handles=handles, loc="upper right", fontsize="x-small", framealpha=0.8)
     ax.set_title(title + (": perfbook's evaluation and Prometheus's" if server is not None else ""))
     ax.grid(axis="y", visible=False)
+    plain_text(fig)  # before layout draws any text
     fig.tight_layout()
     return _done(fig)

@@ -14,6 +14,7 @@ from typing import Any
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
+from perfbook.plots import plain_text
 
 __all__ = ["show", "bullets_html", "latency_over_time", "level_over_time", "lag_over_time", "memory_over_time", "cpu_and_routes",
            "verdict_html", "open_next_html"]
@@ -52,6 +53,7 @@ def _legend(ax, **kw) -> None:
 
 
 def _done(fig):
+    plain_text(fig)  # text from outside is shown as written, never as mathtext
     fig.tight_layout()
     plt.close(fig)  # shown by the notebook's display(), not twice by the inline backend
     return fig
@@ -103,6 +105,7 @@ def latency_over_time(series: pd.DataFrame | None, title: str = "Latency per end
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize="small", frameon=False)
     fig.suptitle(title)
+    plain_text(fig)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     plt.close(fig)
     return fig
@@ -128,15 +131,18 @@ def level_over_time(series: pd.DataFrame | None, level: Any, title: str, ylabel:
     return _done(fig)
 
 
-def lag_over_time(lag: pd.DataFrame | None, lag_p99: pd.DataFrame | None, level: Any):
-    """Event-loop lag per instance in ms: the p99 gauge (solid) and the lag gauge (dotted),
-    with the Warning/Critical bands (runbook: 50 ms / 100 ms)."""
-    if (lag is None or lag.empty) and (lag_p99 is None or lag_p99.empty):
+def lag_over_time(lag: pd.DataFrame | None, lag_p99: pd.DataFrame | None, level: Any,
+                  lag_max: pd.DataFrame | None = None):
+    """Event-loop lag per instance in ms: the max gauge (dashed: the worst delay since the
+    previous scrape), the p99 gauge (solid) and the lag gauge (dotted), with the
+    Warning/Critical bands (runbook: 50 ms / 100 ms)."""
+    frames = [f for f in (lag, lag_p99, lag_max) if f is not None and not f.empty]
+    if not frames:
         return None
     fig, ax = plt.subplots(figsize=(9.5, 3.4))
     top = 0.0
     colours: dict[str, Any] = {}
-    for frame, style, what in ((lag_p99, "-", "p99"), (lag, ":", "lag")):
+    for frame, style, what in ((lag_max, "--", "max"), (lag_p99, "-", "p99"), (lag, ":", "lag")):
         if frame is None or frame.empty:
             continue
         for inst, g in frame.groupby("instance"):
@@ -147,7 +153,7 @@ def lag_over_time(lag: pd.DataFrame | None, lag_p99: pd.DataFrame | None, level:
             top = max(top, float(g["value"].max() * 1000))
     _bands(ax, level.warning, level.critical, top * 1.1, 1000)
     ax.set_ylabel("event-loop lag (ms)")
-    ax.set_title("Event-loop lag over the window (p99 gauge solid, lag gauge dotted)")
+    ax.set_title("Event-loop lag over the window (max gauge dashed, p99 solid, lag gauge dotted)")
     _time_axis(ax)
     _legend(ax)
     return _done(fig)

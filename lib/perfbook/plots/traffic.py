@@ -9,6 +9,7 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import PercentFormatter
+from perfbook.plots import plain_text
 
 __all__ = ["hit_rate_over_time", "hit_rate_bars", "rejections_by_route", "rejections_bars", "dependency_latency"]
 
@@ -23,6 +24,7 @@ def _time_axis(ax) -> None:
 
 
 def _done(fig):
+    plain_text(fig)  # text from outside is shown as written, never as mathtext
     fig.tight_layout()
     plt.close(fig)  # shown by the notebook's display(), not twice by the inline backend
     return fig

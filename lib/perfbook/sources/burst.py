@@ -20,12 +20,14 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Iterable
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import pandas as pd
 import requests
 
 from perfbook.sources import SourceUnreachable
+from perfbook.sources.bounded import TooLarge, limits_of, read_body
+from perfbook.sources.http import UrlRefused, build_url
 
 __all__ = ["BurstTarget", "BurstRefused", "host_allowed", "targets_from_params", "burst", "run_all",
            "RATE_LIMIT_HEADERS"]
@@ -48,6 +50,7 @@ class BurstTarget:
     name: str     # "POST /api/content/generate", the endpoint as the params name it
     method: str
     url: str
+    refused: str = ""  # why no URL could be built on targets.base_url's host (url is then "")
 
 
 def host_allowed(url: str, allowed_hosts: Iterable[str], opt_in: Iterable[str] = ()) -> bool:
@@ -59,7 +62,9 @@ def host_allowed(url: str, allowed_hosts: Iterable[str], opt_in: Iterable[str] =
 
 def targets_from_params(params: Any) -> list[BurstTarget]:
     """The params' expensive endpoints as burst targets (probe_path, else a route without
-    ``:params``); an endpoint with neither, or no base_url, is left out."""
+    ``:params``); an endpoint with neither, or no base_url, is left out. URLs come from
+    :func:`~perfbook.sources.http.build_url`: a path that would leave the base URL's host
+    gives a target with ``refused`` set and no URL."""
     base = params.targets.base_url
     out = []
     for e in params.endpoints:
@@ -67,7 +72,10 @@ def targets_from_params(params: Any) -> list[BurstTarget]:
             continue
         path = e.probe_path or (e.route if ":" not in e.route else None)
         if path:
-            out.append(BurstTarget(e.name, e.method, urljoin(base + "/", path.lstrip("/"))))
+            try:
+                out.append(BurstTarget(e.name, e.method, build_url(base, path)))
+            except UrlRefused as exc:
+                out.append(BurstTarget(e.name, e.method, "", refused=str(exc)))
     return out
 
 
@@ -78,7 +86,7 @@ def _headers_of(resp: requests.Response) -> dict[str, str]:
 def burst(target: BurstTarget, allowed_hosts: Iterable[str], opt_in: Iterable[str] = (), *,
           requests_: int = 20, timeout: float = 10.0, budget: float = 30.0, concurrency: int = 4,
           body: dict | None = None, stop_on_429: bool = True,
-          session: requests.Session | None = None) -> pd.DataFrame:
+          session: requests.Session | None = None, max_bytes: int | None = None) -> pd.DataFrame:
     """Send the bounded burst; one row per request sent.
 
     Columns: ``endpoint``, ``seq`` (order sent), ``order`` (order answered), ``status``
@@ -90,10 +98,13 @@ def burst(target: BurstTarget, allowed_hosts: Iterable[str], opt_in: Iterable[st
     Raises :class:`BurstRefused` for a host not allowed, :class:`SourceUnreachable`
     (source ``"http"``) when no request got an answer because nothing accepted a connection.
     """
+    if target.refused:
+        raise BurstRefused(target.refused)
     if not host_allowed(target.url, allowed_hosts, opt_in):
         raise BurstRefused(f"{urlsplit(target.url).hostname} is not in targets.allowed_hosts nor "
                            f"settings.rate_limiting.burst_opt_in_hosts")
     s = session or requests.Session()
+    max_bytes = max_bytes or limits_of().max_response_bytes
     payload = json.dumps(body or {}) if target.method in ("POST", "PUT", "PATCH") else None
     headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
     if payload is not None:
@@ -112,9 +123,12 @@ def burst(target: BurstTarget, allowed_hosts: Iterable[str], opt_in: Iterable[st
         started = time.perf_counter()
         try:
             resp = s.request(target.method, target.url, data=payload, headers=headers,
-                             timeout=min(timeout, left), allow_redirects=False)
-            resp.content  # noqa: B018 - read the body so the connection is reusable
+                             timeout=min(timeout, left), allow_redirects=False, stream=True)
             row.update(status=resp.status_code, headers=_headers_of(resp))
+            try:  # read the body (bounded) so the connection is reusable
+                read_body(resp, max_bytes, source="http", target=target.url)
+            except TooLarge as exc:
+                row["error"] = exc.reason
             if resp.status_code == 429 and stop_on_429:
                 stop.set()
         except requests.Timeout:
@@ -181,6 +195,8 @@ def run_all(params: Any, session: requests.Session | None = None) -> dict[str, p
         elif target is None:
             out[e.name] = ("no targets.base_url" if not params.targets.base_url else
                            "no probe_path, and the route has parameters")
+        elif target.refused:
+            out[e.name] = f"refused: {target.refused}"
         elif not host_allowed(target.url, params.targets.allowed_hosts, s.burst_opt_in_hosts):
             out[e.name] = (f"host {urlsplit(target.url).hostname} not allowed (targets.allowed_hosts / "
                            f"settings.rate_limiting.burst_opt_in_hosts)")
@@ -189,5 +205,6 @@ def run_all(params: Any, session: requests.Session | None = None) -> dict[str, p
         else:
             out[e.name] = burst(target, params.targets.allowed_hosts, s.burst_opt_in_hosts,
                                 requests_=s.burst_requests, timeout=s.burst_timeout, budget=left,
-                                concurrency=s.burst_concurrency, body=s.burst_body, session=session)
+                                concurrency=s.burst_concurrency, body=s.burst_body, session=session,
+                                max_bytes=limits_of(params).max_response_bytes)
     return out

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import urljoin
 
 import pandas as pd
 import requests
 
-from perfbook.sources import SourceError, http
+from perfbook.sources import SourceError, bounded, http
 
 __all__ = ["health_services", "probe_with_backoff", "probe_all", "PROBE_COLUMNS"]
 
@@ -33,7 +32,7 @@ def health_services(base_url: str | None, timeout: float = 5.0, retries: int = 1
     """
     if not base_url:
         raise SourceError("http", "(targets.base_url not set)", "no base URL to ask for /health/services")
-    url = urljoin(base_url.rstrip("/") + "/", path.lstrip("/"))
+    url = http.build_url(base_url, path)
     status, body = http.get_json(url, timeout=timeout, retries=retries)
     if not isinstance(body, (dict, list)):
         raise SourceError("http", url, f"HTTP {status}, not JSON: {str(body)[:120]!r}")
@@ -64,11 +63,15 @@ def probe_with_backoff(dependency: str, url: str, timeout: float = 5.0, retries:
         this_timeout = min(timeout, max(0.1, left))
         started = time.perf_counter()
         try:
-            resp = s.get(url, timeout=this_timeout, allow_redirects=False,
+            resp = s.get(url, timeout=this_timeout, allow_redirects=False, stream=True,
                          headers={"User-Agent": "perfbook-probe"})
             row.update(status=resp.status_code, ok=resp.status_code < 400)
             if resp.status_code >= 400:
                 row["error"] = f"HTTP {resp.status_code}"
+            try:  # the body is read (bounded: settings.limits' default), as a client would
+                bounded.read_body(resp, bounded.limits_of().max_response_bytes, source="http", target=url)
+            except bounded.TooLarge as exc:
+                row.update(ok=False, error=exc.reason)
         except requests.Timeout:
             row["error"] = f"timeout after {this_timeout:.3g} s"
         except requests.RequestException as exc:

@@ -47,6 +47,8 @@ from urllib.parse import urlsplit
 import pandas as pd
 import psutil
 
+from perfbook.sources.http import UrlRefused, build_url
+
 __all__ = ["LOCUSTFILE", "LoadTestRefused", "MixEntry", "Stage", "Plan", "StageResult", "LoadTestRun",
            "host_of", "host_allowed", "parse_mix", "parse_stages", "plan_from_params", "run", "run_stage",
            "locust_command"]
@@ -272,6 +274,12 @@ def plan_from_params(params: Any, *, mode: str | None = None, stages: Any = None
     if reason:
         plan.refused = reason
         return plan
+    for m in plan.mix:  # the locustfile builds each URL with the same function
+        try:
+            build_url(target, m.path)
+        except UrlRefused as exc:
+            plan.refused = f"settings.load_test.mix entry '{m.method} {m.path}': {exc}; refused before any request"
+            return plan
     if plan.peak_users > lt.max_users:
         plan.refused = (f"{plan.peak_users} users is above settings.load_test.max_users ({lt.max_users}); "
                         f"refused before any request")

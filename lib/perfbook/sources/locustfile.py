@@ -14,7 +14,8 @@ master to its workers, so a distributed run needs it on the master only::
      "headers": {"User-Agent": "perfbook-loadtest"}}
 
 Each simulated user (a ``FastHttpUser``) picks a request from the mix by weight, sends it
-without following redirects (a redirect must never lead the load off the allowed host),
+to the URL :func:`perfbook.sources.http.build_url` makes of ``--host`` and its path (refused
+if it would leave that host) without following redirects (a redirect must never lead the load off the allowed host),
 and waits ``think_time`` x U(0.5, 1.5) seconds. A status of 400 or more is a failure named
 ``HTTP <code>`` (429 is ``HTTP 429 (rate limited)``, so rejections can be told from
 errors) and counted under its own name, ``<name> [429]``, so the latency of the requests
@@ -35,6 +36,8 @@ import random
 
 from locust import FastHttpUser, events, task
 from locust.runners import WorkerRunner
+
+from perfbook.sources.http import build_url
 
 #: Requests rejected with HTTP 429 are counted under "<name> [429]".
 REJECTED_SUFFIX = " [429]"
@@ -105,6 +108,9 @@ class MixUser(FastHttpUser):
         self.network_timeout = self.connection_timeout = float(cfg.get("request_timeout", 10))
         self.default_headers = dict(cfg.get("headers") or {})
         super().__init__(environment)
+        # Every request goes to a URL built (and its host re-checked) by perfbook's one
+        # URL-building function: a path that would leave the host raises here, before any request.
+        self.urls = [build_url(self.host, m["path"]) for m in cfg["mix"]]
 
     def wait_time(self) -> float:
         think = float(config().get("think_time", 0) or 0)
@@ -113,9 +119,10 @@ class MixUser(FastHttpUser):
     @task
     def one_request(self) -> None:
         cfg = config()
-        m = random.choices(cfg["mix"], weights=cfg["_weights"])[0]
+        i = random.choices(range(len(cfg["mix"])), weights=cfg["_weights"])[0]
+        m = cfg["mix"][i]
         kwargs = {"json": m["json"]} if m.get("json") is not None else {}
-        with self.client.request(m["method"], m["path"], name=m.get("name") or m["path"],
+        with self.client.request(m["method"], self.urls[i], name=m.get("name") or m["path"],
                                  allow_redirects=False,
                                  catch_response=True, **kwargs) as resp:
             code = resp.status_code or 0

@@ -36,7 +36,8 @@ def prometheus_client(params: Any, secret: Any = None):
                                 "targets.prometheus is not set; alert rules and the key-metric history need a "
                                 "Prometheus (or compatible) server")
     token = secret(p.bearer_token_env) if (secret and p.bearer_token_env) else None
-    return PromClient(p.url, bearer_token=token, timeout=p.timeout, selector=p.selector, token_env=p.bearer_token_env)
+    return PromClient(p.url, bearer_token=token, timeout=p.timeout, selector=p.selector, token_env=p.bearer_token_env,
+                      max_response_bytes=params.settings.limits.max_response_bytes)
 
 
 def fetch_evaluations(query_range: Any, params: Any, start: Any, end: Any, prime: bool = True
@@ -177,9 +178,9 @@ def probe_http(params: Any, timeout: float = 5.0, max_bytes: int = 20_000_000) -
     :class:`~perfbook.sources.SourceUnreachable` when no request got an answer.
     """
     import requests
-    from urllib.parse import urljoin
 
     from perfbook.sources import SourceUnreachable, safe_target
+    from perfbook.sources.http import UrlRefused, build_url
 
     base = params.targets.base_url
     if not base:
@@ -198,10 +199,16 @@ def probe_http(params: Any, timeout: float = 5.0, max_bytes: int = 20_000_000) -
     with requests.Session() as s:
         s.headers["User-Agent"] = "perfbook"
         for purpose, e, path, headers in plan:
-            url = urljoin(base + "/", path.lstrip("/"))
             row = {"purpose": purpose, "endpoint": e.name, "path": path, "status": None, "headers": {},
                    "wire_bytes": None, "body_bytes": None, "items": None, "paging": [], "expensive": e.expensive,
                    "error": ""}
+            try:
+                url = build_url(base, path)
+            except UrlRefused as exc:
+                row["error"] = f"refused: {exc}"
+                errors.append(row["error"])
+                out.append(row)
+                continue
             try:
                 r = s.get(url, headers=headers, timeout=timeout, stream=True, allow_redirects=False)
                 raw = r.raw.read(max_bytes, decode_content=False)

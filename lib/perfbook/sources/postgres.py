@@ -12,9 +12,10 @@ Safety, in layers (the last one is the real guarantee):
    (``pg_terminate_backend``, ``set_config``, ``pg_stat_statements_reset`` ...).
 2. The connection starts with ``-c default_transaction_read_only=on -c statement_timeout=5000
    -c lock_timeout=1000 -c application_name=perfbook`` (values from
-   ``settings.database``), checked after connecting: every transaction is read-only and
-   bounded in time. Each statement carries a ``/*perfbook*/`` tag, so the DBA sees whose
-   it is in ``pg_stat_activity`` and in the logs, and perfbook leaves its own statements
+   ``settings.database``), checked after connecting with ``SHOW`` and ``SET`` when missing
+   (a pooler may drop startup options; a read-only role may have no timeouts): every
+   transaction is read-only and bounded in time. Each statement carries a ``/*perfbook*/``
+   tag, so the DBA sees whose it is in ``pg_stat_activity`` and in the logs, and perfbook leaves its own statements
    out of its analysis.
 3. **Connect as a role that cannot write** (``CREATE ROLE perfbook LOGIN; GRANT pg_monitor
    TO perfbook;``): a read-only transaction can be switched off by anyone who can send
@@ -42,7 +43,8 @@ APPLICATION_NAME = "perfbook"
 
 __all__ = [
     "Session", "connect", "require", "ReadOnlyViolation", "server_info", "extensions", "statements",
-    "statements_sql", "table_stats", "index_stats", "activity", "explain", "explain_analyze",
+    "statements_sql", "table_stats", "index_stats", "activity", "explain", "explain_analyze", "privileges",
+    "analyzable", "ANALYZE_SAFE_FUNCTIONS",
     "hypothetical_index_cost", "explain_all", "verify_with_hypopg", "endpoint_requests", "pool_usage", "safe_dsn",
     "StatementTimeout", "timeout_problem",
 ]
@@ -101,6 +103,80 @@ FORBIDDEN_FUNCTIONS = frozenset({
     "pg_drop_replication_slot", "pg_replication_origin_create", "pg_import_system_collations",
     "nextval", "setval", "txid_current", "pg_current_xact_id",
 })
+
+#: The only functions a statement may call for perfbook to EXPLAIN ANALYZE it — which
+#: *runs* it. An allow-list of functions that only compute on their arguments
+#: (aggregates, window functions, arithmetic, text, date/time, JSON, arrays): advisory
+#: locks in any variant, dblink_*, lo_*, pg_sleep*, nextval, pg_notify, user-defined
+#: functions (which may write, or wait) and anything nobody thought of are refused.
+#: Schema-qualified names count only in pg_catalog.
+ANALYZE_SAFE_FUNCTIONS = frozenset({
+    # aggregates and window functions
+    "count", "sum", "avg", "min", "max", "bool_and", "bool_or", "every", "array_agg", "string_agg",
+    "json_agg", "jsonb_agg", "json_object_agg", "jsonb_object_agg", "stddev", "stddev_pop", "stddev_samp",
+    "variance", "var_pop", "var_samp", "percentile_cont", "percentile_disc", "mode", "corr", "covar_pop",
+    "covar_samp", "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead",
+    "first_value", "last_value", "nth_value",
+    # numbers
+    "abs", "ceil", "ceiling", "floor", "round", "trunc", "sign", "sqrt", "cbrt", "power", "pow", "mod", "exp",
+    "ln", "log", "log10", "div", "width_bucket", "greatest", "least", "random",
+    # text
+    "lower", "upper", "initcap", "length", "char_length", "character_length", "octet_length", "bit_length",
+    "substr", "substring", "position", "strpos", "overlay", "trim", "btrim", "ltrim", "rtrim", "replace",
+    "translate", "concat", "concat_ws", "left", "right", "lpad", "rpad", "repeat", "reverse", "split_part",
+    "regexp_replace", "regexp_match", "regexp_matches", "regexp_split_to_array", "regexp_like", "starts_with",
+    "md5", "format", "quote_literal", "quote_nullable", "encode", "decode", "to_char", "to_number", "to_hex",
+    "ascii", "chr", "similar_to_escape", "similar_escape", "like_escape", "textlen", "texteq",
+    # date and time
+    "now", "date_trunc", "date_part", "extract", "age", "make_interval", "make_date", "make_time",
+    "make_timestamp", "make_timestamptz", "to_date", "to_timestamp", "timezone", "date_bin", "isfinite",
+    "justify_days", "justify_hours", "justify_interval", "statement_timestamp", "transaction_timestamp",
+    "clock_timestamp",
+    # json and arrays
+    "to_json", "to_jsonb", "row_to_json", "array_to_json", "json_build_object", "jsonb_build_object",
+    "json_build_array", "jsonb_build_array", "json_extract_path", "json_extract_path_text",
+    "jsonb_extract_path", "jsonb_extract_path_text", "json_array_length", "jsonb_array_length",
+    "json_typeof", "jsonb_typeof", "jsonb_set", "jsonb_strip_nulls", "json_array_elements",
+    "jsonb_array_elements", "json_array_elements_text", "jsonb_array_elements_text", "jsonb_each",
+    "jsonb_each_text", "json_each", "json_each_text", "jsonb_object_keys", "json_object_keys",
+    "jsonb_path_exists", "jsonb_path_query", "jsonb_path_query_array", "jsonb_path_query_first",
+    "array_length", "array_lower", "array_upper", "array_ndims", "array_dims", "array_position",
+    "array_positions", "array_to_string", "string_to_array", "array_remove", "array_replace", "array_append",
+    "array_prepend", "array_cat", "cardinality", "unnest", "generate_series", "generate_subscripts",
+    # misc pure helpers
+    "coalesce", "nullif", "num_nulls", "num_nonnulls", "gen_random_uuid", "uuid_generate_v4", "pg_typeof",
+})
+
+#: Operators allowed in a statement perfbook EXPLAIN ANALYZEs (a user-defined operator
+#: runs a function of its own).
+ANALYZE_SAFE_OPERATORS = frozenset({
+    "=", "<>", "!=", "<", ">", "<=", ">=", "+", "-", "*", "/", "%", "^", "||", "~~", "!~~", "~~*", "!~~*",
+    "~", "~*", "!~", "!~*", "@>", "<@", "&&", "?", "?|", "?&", "->", "->>", "#>", "#>>", "#-", "@@", "@?",
+    "|/", "||/", "@", "&", "|", "#", "<<", ">>", "BETWEEN", "NOT BETWEEN", "BETWEEN SYMMETRIC",
+    "NOT BETWEEN SYMMETRIC",
+})
+
+
+def analyze_refusal(stmt: Any) -> str | None:
+    """Why a parsed SELECT may not be EXPLAIN ANALYZEd (it would run): a function outside
+    :data:`ANALYZE_SAFE_FUNCTIONS` or an operator outside :data:`ANALYZE_SAFE_OPERATORS`;
+    None when it may."""
+    from pglast import ast
+
+    for node in _walk(stmt):
+        if isinstance(node, ast.FuncCall):
+            parts = [getattr(p, "sval", "") or "" for p in (node.funcname or ())]
+            name = parts[-1].lower() if parts else ""
+            schema = parts[-2].lower() if len(parts) > 1 else None
+            if name not in ANALYZE_SAFE_FUNCTIONS or schema not in (None, "pg_catalog"):
+                return (f"{'.'.join(parts)}() is not on perfbook's list of functions that only compute "
+                        f"(settings.database.explain_analyze runs the statement)")
+        elif isinstance(node, ast.A_Expr) and node.name:
+            parts = [getattr(p, "sval", "") or "" for p in node.name]
+            if parts[-1] not in ANALYZE_SAFE_OPERATORS or (len(parts) > 1 and parts[-2].lower() != "pg_catalog"):
+                return f"operator {'.'.join(parts)} is not on perfbook's list of built-in operators"
+    return None
+
 
 #: SET is allowed for these names only (planner/EXPLAIN knobs; never the read-only switch).
 SETTABLE = frozenset({"plan_cache_mode", "statement_timeout", "lock_timeout", "work_mem",
@@ -177,6 +253,13 @@ def check_read_only(sql: str, params: Any = None) -> None:
         inner = type(stmt.query).__name__
         if inner not in ("SelectStmt", "ExecuteStmt"):
             raise ReadOnlyViolation(f"EXPLAIN of {inner.removesuffix('Stmt').upper()}: perfbook explains SELECTs only")
+        if _explain_options(stmt).get("analyze"):
+            if inner != "SelectStmt":
+                raise ReadOnlyViolation("EXPLAIN ANALYZE runs the statement: perfbook does it for a SELECT it "
+                                        "can read only, not a prepared statement")
+            why = analyze_refusal(stmt.query)
+            if why:
+                raise ReadOnlyViolation(f"EXPLAIN ANALYZE runs the statement: {why}")
         return
     if kind == "PrepareStmt":
         if type(stmt.query).__name__ != "SelectStmt":
@@ -204,6 +287,19 @@ def _replacing_text_loader():
     return ReplacingTextLoader
 
 
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+_GUC_UNIT_MS = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def _guc_ms(text: str) -> float | None:
+    """A time setting as ``SHOW`` prints it (``5s``, ``500ms``, ``1min``, ``0``) in ms."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?\s*", str(text))
+    return float(m.group(1)) * _GUC_UNIT_MS[m.group(2) or "ms"] if m else None
+
+
 @dataclass
 class Session:
     """A read-only, time-bounded psycopg 3 session. Use :func:`connect` or :meth:`open`.
@@ -228,7 +324,7 @@ class Session:
         import psycopg
 
         target = safe_dsn(dsn)
-        st_ms, lock_ms = int(statement_timeout * 1000), int(lock_timeout * 1000)
+        st_ms, lock_ms = _ms(statement_timeout), _ms(lock_timeout)
         options = (f"-c default_transaction_read_only=on -c statement_timeout={st_ms} "
                    f"-c lock_timeout={lock_ms} -c application_name={APPLICATION_NAME}")
         try:
@@ -251,18 +347,35 @@ class Session:
         return session
 
     def _ensure_guards(self) -> None:
-        """Check the startup options took (a pooler may drop them); set them if not."""
-        want = {"default_transaction_read_only": "on",
-                "statement_timeout": f"{int(self.statement_timeout * 1000)}ms",
-                "lock_timeout": f"{int(self.lock_timeout * 1000)}ms"}
-        cur = self.conn.execute(f"{TAG} SELECT current_setting('default_transaction_read_only'), "
-                                f"current_setting('server_version_num')::int")
-        ro, self.version_num = cur.fetchone()
-        if ro != "on":
-            for k, v in want.items():
-                self.conn.execute(f"{TAG} SET {k} = '{v}'")
-            if self.conn.execute(f"{TAG} SHOW default_transaction_read_only").fetchone()[0] != "on":
-                raise SourceError(SOURCE, self.target, "could not make the session read-only; refusing to go on")
+        """Verify the guards after connecting and ``SET`` each one that is missing, whatever
+        the startup options did: a pooler (PgBouncer, Supavisor) may drop ``options``, and a
+        role may already have ``default_transaction_read_only=on`` with no timeouts at all.
+
+        ``SHOW statement_timeout`` / ``lock_timeout`` must equal ``settings.database``'s
+        values, ``SHOW default_transaction_read_only`` and ``SHOW transaction_read_only``
+        must be ``on``; anything else is ``SET`` and shown again. A guard that still does
+        not hold raises :class:`SourceError` and the session is not used."""
+        want_ms = {"statement_timeout": _ms(self.statement_timeout), "lock_timeout": _ms(self.lock_timeout)}
+        self.version_num = int(self.conn.execute(f"{TAG} SELECT current_setting('server_version_num')").fetchone()[0])
+        missing = self._missing_guards(want_ms)
+        for name in missing:
+            if name in want_ms:
+                self.conn.execute(f"{TAG} SET {name} = '{want_ms[name]}ms'")
+            else:  # transaction_read_only follows the session default from the next statement on
+                self.conn.execute(f"{TAG} SET default_transaction_read_only = on")
+        missing = self._missing_guards(want_ms) if missing else []
+        if missing:
+            raise SourceError(SOURCE, self.target, f"could not set {', '.join(missing)} on the session "
+                                                   f"(SHOW after SET differs); refusing to go on")
+
+    def _missing_guards(self, want_ms: dict[str, int]) -> list[str]:
+        """The guards that ``SHOW`` says are not in force."""
+        missing = [name for name, ms in want_ms.items()
+                   if _guc_ms(self.conn.execute(f"{TAG} SHOW {name}").fetchone()[0]) != ms]
+        for name in ("default_transaction_read_only", "transaction_read_only"):
+            if self.conn.execute(f"{TAG} SHOW {name}").fetchone()[0] != "on" and "transaction_read_only" not in missing:
+                missing.append("transaction_read_only")
+        return missing
 
     # -- running SQL ----------------------------------------------------------
     def _cursor(self, sql: str, params: Any = None):
@@ -460,6 +573,34 @@ def extensions(db: Session | None) -> dict[str, dict[str, str]]:
     return {r["name"]: {"version": r["version"], "schema": r["schema"]} for r in _need(db).rows(EXTENSIONS_SQL)}
 
 
+PRIVILEGES_SQL = """
+SELECT current_user AS "user",
+       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
+       pg_has_role(current_user, 'pg_monitor', 'USAGE') AS pg_monitor,
+       pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') AS read_all_stats,
+       COALESCE((SELECT pg_has_role(current_user, r.oid, 'USAGE') FROM pg_roles r
+                 WHERE r.rolname = 'pg_read_all_data'), false) AS read_all_data,
+       (SELECT count(*) FROM pg_stat_user_tables)::int AS tables,
+       ARRAY(SELECT s.schemaname || '.' || s.relname FROM pg_stat_user_tables s
+             WHERE NOT has_table_privilege(s.relid, 'SELECT') ORDER BY 1) AS unreadable,
+       EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'hypopg') AS hypopg,
+       EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'hypopg') AS hypopg_available
+"""
+
+
+@_bounded
+def privileges(db: Session | None) -> dict[str, Any]:
+    """What this session's role may do, for :func:`perfbook.checks.database.privilege_level`:
+    superuser, membership of pg_monitor / pg_read_all_stats / pg_read_all_data (14+), the
+    user tables it cannot SELECT (``unreadable``: ``schema.table``; EXPLAIN of a statement
+    reading one fails with InsufficientPrivilege), whether the hypopg extension is created
+    in this database (``hypopg``) or only installed on the server (``hypopg_available``).
+    Catalog reads only: any role may run it."""
+    row = _need(db).rows(PRIVILEGES_SQL)[0]
+    row["unreadable"] = list(row.get("unreadable") or [])
+    return row
+
+
 # --------------------------------------------------------------------------- pg_stat_statements
 
 #: Which column holds what, by pg_stat_statements' own column names. PostgreSQL 12
@@ -585,7 +726,9 @@ SELECT s.schemaname AS schema, s.relname AS table,
        s.last_vacuum, s.last_autovacuum, s.last_analyze, s.last_autoanalyze,
        s.vacuum_count, s.autovacuum_count, s.analyze_count, s.autoanalyze_count,
        c.reltuples, c.reloptions,
-       pg_table_size(s.relid) AS table_bytes, pg_total_relation_size(s.relid) AS total_bytes
+       pg_table_size(s.relid) AS table_bytes, pg_total_relation_size(s.relid) AS total_bytes,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = s.relid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum) AS columns
 FROM pg_stat_user_tables s
 JOIN pg_class c ON c.oid = s.relid
 ORDER BY s.seq_tup_read DESC
@@ -594,9 +737,11 @@ ORDER BY s.seq_tup_read DESC
 
 @_bounded
 def table_stats(db: Session | None) -> pd.DataFrame:
-    """pg_stat_user_tables with reloptions (autovacuum_enabled=...) and sizes, one row per table."""
+    """pg_stat_user_tables with reloptions (autovacuum_enabled=...), sizes and column names
+    (pg_attribute: readable without SELECT on the table), one row per table."""
     frame = _need(db).query(TABLE_STATS_SQL)
     frame["reloptions"] = frame["reloptions"].apply(lambda v: list(v) if isinstance(v, (list, tuple)) else [])
+    frame["columns"] = frame["columns"].apply(lambda v: list(v) if isinstance(v, (list, tuple)) else [])
     frame.attrs["sql"] = TABLE_STATS_SQL.strip()
     return frame
 
@@ -711,18 +856,31 @@ def is_single_select(query: str) -> bool:
     return True
 
 
+def analyzable(query: str) -> str | None:
+    """Why ``query`` may not be EXPLAIN ANALYZEd (None when it may): it must be a single
+    plain SELECT (:func:`is_single_select`) calling only allow-listed functions and
+    operators (:func:`analyze_refusal`)."""
+    from pglast import parse_sql
+
+    if not is_single_select(query):
+        return "not a single plain SELECT"
+    return analyze_refusal(parse_sql(query)[0].stmt)
+
+
 @_bounded
 def explain_analyze(db: Session | None, query: str, params: Any = None) -> dict[str, Any]:
     """``EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)`` of a single SELECT: it *runs* the query.
 
-    Refused (ValueError) unless ``query`` is a single plain SELECT (checked with pglast);
+    Refused (ValueError) unless ``query`` is a single plain SELECT calling only functions
+    and operators of an allow-list (:func:`analyzable`, checked with pglast);
     runs inside a read-only transaction that is rolled back, under ``statement_timeout``.
     Queries with ``$n`` need ``params``. Call it only when ``settings.database.explain_analyze``
     says so.
     """
     db = _need(db)
-    if not is_single_select(query):
-        raise ReadOnlyViolation("EXPLAIN ANALYZE runs the statement: perfbook does it for a single SELECT only")
+    why = analyzable(query)
+    if why:
+        raise ReadOnlyViolation(f"EXPLAIN ANALYZE runs the statement, so perfbook refuses it: {why}")
     if _param_count(query) and not params:
         raise ValueError("this statement has $n placeholders: give their values to EXPLAIN ANALYZE it")
     db.conn.execute(f"{TAG} BEGIN READ ONLY")
@@ -754,8 +912,11 @@ def explain_analyze_top(db: Session | None, candidates: pd.DataFrame, enabled: b
         q = r["query"]
         row = {"query": q, "execution_ms": None, "node": None, "actual_rows": None, "shared_hit": None,
                "shared_read": None, "skipped": None}
-        if not is_single_select(q):
-            row["skipped"] = "not a single plain SELECT"
+        why = analyzable(q)
+        if isinstance(r.get("skip"), str) and r["skip"]:
+            row["skipped"] = r["skip"]
+        elif why:
+            row["skipped"] = why
         elif _param_count(q):
             row["skipped"] = "has $n placeholders (values unknown)"
         else:
@@ -797,13 +958,20 @@ def explain_all(db: Session | None, candidates: pd.DataFrame) -> pd.DataFrame:
     """:func:`explain` for each row (``queryid``, ``query``) of ``candidates``.
 
     Columns: queryid, query, plan (dict or None), error (why a statement could not be
-    explained: types the planner cannot infer from ``$n``, a dropped table...).
+    explained: no SELECT privilege on a table it reads (InsufficientPrivilege), types the
+    planner cannot infer from ``$n``, a dropped table...). A row whose ``skip`` column
+    holds a reason (:func:`perfbook.checks.database.explain_candidates`: a table the role
+    cannot read) is not sent; the reason becomes its error.
     """
     import psycopg
 
     db = _need(db)
     out = []
     for r in candidates.to_dict("records"):
+        skip = r.get("skip")
+        if isinstance(skip, str) and skip:
+            out.append({"queryid": r["queryid"], "query": r["query"], "plan": None, "error": skip})
+            continue
         try:
             plan, err = explain(db, r["query"]), None
         except StatementTimeout as exc:

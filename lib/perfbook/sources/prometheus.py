@@ -26,14 +26,37 @@ with the server's own message; a connection failure or timeout becomes
 :class:`~perfbook.sources.SourceUnreachable`.
 
 Fly.io's managed endpoint (``https://api.fly.io/prometheus/<org>``, bearer token from
-``fly auth token``) is VictoriaMetrics, not Prometheus. Its MetricsQL ``rate()`` and
-``increase()`` do not extrapolate to the window's edges and use the last sample before
-the window, so they come out slightly different from Prometheus's (often a few percent,
-more on short windows with few samples). Compare numbers from the two only with that in
-mind; thresholds in the runbook are far coarser than the difference.
+``fly auth token``) is VictoriaMetrics, not Prometheus. :class:`PromClient` makes every
+query perfbook sends give the same verdict there as on Prometheus for the same samples
+(docs/fly.md; measured side by side in tests/integration/test_victoriametrics.py):
+
+- MetricsQL's ``rate()``/``increase()`` start from the last sample *before* the window
+  and count a series born inside it from 0, so a route whose first requests fall in the
+  window weighs more than in PromQL (the runbook's p95 alert peaked at 4.2 s on
+  VictoriaMetrics against 2.5 s on Prometheus over the same samples). On
+  VictoriaMetrics they are sent as ``increase_prometheus()`` (``rate`` divided by the
+  range), which reads only the window's samples as PromQL does; what is left is
+  PromQL's extrapolation to the window's edges, a few percent that cancels in every
+  ratio perfbook judges (error share, hit rate, quantiles).
+- A subquery without a resolution (``x[10m:]``) runs at Prometheus's evaluation
+  interval but at VictoriaMetrics' query ``step`` — 5 min for an instant query, one
+  point for a 1 min window (the pool's waiting share read 0 %). Both are sent with an
+  explicit resolution: the scrape interval (:meth:`PromClient.scrape_interval`).
+- ``nocache=1`` on every query: VictoriaMetrics otherwise moves an instant query's
+  time back by ``-search.latencyOffset`` (30 s) when it is that close to now, and
+  aligns a range query's start and end to its step.
+- A range query's points within ``-search.latencyOffset`` of now are replaced by the
+  last older point even with ``nocache=1``; the client waits until the query's end is
+  that old (at most ``latency_offset`` + 1 s, once per client) and says so in
+  :attr:`PromClient.notes`.
+- ``/api/v1/rules`` answers an empty list unless ``-vmalert.proxyURL`` is set (rules live
+  in vmalert): on VictoriaMetrics an empty answer is "not known here", not "no rules".
+- HTTP 429 (the managed endpoint's rate limit): waits ``Retry-After`` (bounded) and asks
+  again; still refused after ``rate_limit_retries`` → :class:`SourceUnreachable`.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -52,6 +75,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from perfbook.sources import SourceError, SourceProblem, SourceUnreachable, safe_target
+from perfbook.sources.bounded import limits_of, read_body, read_text
 
 __all__ = [
     "parse_exposition", "scrape", "scrape_all", "scrape_twice", "rates",
@@ -218,6 +242,7 @@ def scrape(
     token_env: str | None = None,
     retries: int = 1,
     session: requests.Session | None = None,
+    max_bytes: int | None = None,
 ) -> pd.DataFrame:
     """GET a /metrics URL and parse it (see :func:`parse_exposition` for the columns).
 
@@ -228,9 +253,11 @@ def scrape(
 
     Raises :class:`SourceUnreachable` (source ``"metrics"``) when nothing answers within
     ``timeout`` seconds (connection attempts retried ``retries`` times), and
-    :class:`SourceError` for an HTTP error status or a body that is not an exposition.
+    :class:`SourceError` for an HTTP error status or a body that is not an exposition, or
+    one larger than ``max_bytes`` (``settings.limits.max_response_bytes``; read no further).
     """
     target = safe_target(url)
+    max_bytes = max_bytes or limits_of().max_response_bytes
     headers = {"Accept": _ACCEPT, "User-Agent": _USER_AGENT}
     if bearer_token:
         headers["Authorization"] = f"Bearer {bearer_token}"
@@ -240,7 +267,11 @@ def scrape(
     scraped_at = pd.Timestamp.now(tz="UTC")
     try:
         response = _request(session, "GET", url, source="metrics", target=target,
-                            timeout=timeout, headers=headers)
+                            timeout=timeout, headers=headers, stream=True)
+        try:
+            text = read_text(response, max_bytes, source="metrics", target=target, what="the /metrics page")
+        except requests.RequestException as exc:
+            raise SourceUnreachable("metrics", target, _network_reason(exc, timeout)) from None
     finally:
         if own:
             session.close()
@@ -253,7 +284,7 @@ def scrape(
         raise SourceError("metrics", target, f"HTTP {response.status_code} {response.reason}")
     content_type = response.headers.get("Content-Type", "")
     try:
-        frame = parse_exposition(response.text, content_type=content_type,
+        frame = parse_exposition(text, content_type=content_type,
                                  instance=_instance_of(url), scraped_at=scraped_at)
     except (ValueError, IndexError, KeyError) as exc:
         raise SourceError("metrics", target,
@@ -608,6 +639,110 @@ def _frame_from_result(data: dict[str, Any]) -> pd.DataFrame:
     return frame[_label_order(label_cols) + ["timestamp", "value"]]
 
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def duration_seconds(text: str) -> float | None:
+    """Seconds of a PromQL duration (``90s``, ``1m30s``, ``1.5h`` in MetricsQL); None if it is not one."""
+    text = text.strip()
+    if not text or _DURATION_PART.sub("", text):
+        return None
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+
+
+def _code_spans(expr: str) -> list[tuple[int, int]]:
+    """(start, end) of the parts of ``expr`` outside string literals (label values)."""
+    spans, i, start, quote = [], 0, 0, None
+    while i < len(expr):
+        c = expr[i]
+        if quote:
+            if c == "\\" and quote != "`":
+                i += 2
+                continue
+            if c == quote:
+                quote, start = None, i + 1
+        elif c in "\"'`":
+            spans.append((start, i))
+            quote = c
+        i += 1
+    if quote is None:
+        spans.append((start, len(expr)))
+    return spans
+
+
+def _in_code(expr: str) -> list[bool]:
+    mask = [False] * len(expr)
+    for a, b in _code_spans(expr):
+        for k in range(a, b):
+            mask[k] = True
+    return mask
+
+
+_SUBQUERY_NO_STEP = re.compile(r"\[\s*([0-9][0-9a-z.]*)\s*:\s*\]")
+_COUNTER_FUNC = re.compile(r"(?<![A-Za-z0-9_:])(rate|increase|delta)\s*\(")
+
+
+def explicit_subquery_step(expr: str, step_s: float) -> str:
+    """``x[10m:]`` → ``x[10m:15s]``: a subquery's resolution spelled out (outside strings)."""
+    code = _in_code(expr)
+    res = f"{step_s:g}s"
+    return _SUBQUERY_NO_STEP.sub(lambda m: f"[{m.group(1)}:{res}]" if code[m.start()] else m.group(0), expr)
+
+
+def prometheus_counters(expr: str) -> str:
+    """PromQL ``rate``/``increase``/``delta`` as VictoriaMetrics computes them the Prometheus
+    way (see the module docstring): ``increase(x[5m])`` → ``increase_prometheus(x[5m])``,
+    ``rate(x[5m])`` → ``(increase_prometheus(x[5m]) / 300)``, ``delta`` → ``delta_prometheus``.
+    A ``rate`` whose range is not a plain duration is left as it is."""
+    code = _in_code(expr)
+    for m in reversed(list(_COUNTER_FUNC.finditer(expr))):
+        if not code[m.start()]:
+            continue
+        name, open_at = m.group(1), m.end() - 1
+        depth, close_at = 0, None
+        for k in range(open_at, len(expr)):
+            if not code[k]:
+                continue
+            if expr[k] == "(":
+                depth += 1
+            elif expr[k] == ")":
+                depth -= 1
+                if depth == 0:
+                    close_at = k
+                    break
+        if close_at is None:
+            return expr
+        arg = expr[open_at + 1:close_at]
+        if name != "rate":
+            expr = expr[:m.start()] + f"{name}_prometheus(" + arg + expr[close_at:]
+            code = _in_code(expr)
+            continue
+        ranges = [r for r in re.finditer(r"\[\s*([^\]:]+?)\s*(?::[^\]]*)?\]", arg)
+                  if code[open_at + 1 + r.start()]]
+        seconds = duration_seconds(ranges[-1].group(1)) if ranges else None
+        if not seconds:
+            continue
+        expr = expr[:m.start()] + f"(increase_prometheus({arg}) / {seconds:g})" + expr[close_at + 1:]
+        code = _in_code(expr)
+    return expr
+
+
+def _retry_after(value: str | None, default: float) -> float:
+    """Seconds from a ``Retry-After`` header (seconds or an HTTP date)."""
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        from email.utils import parsedate_to_datetime
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return default
+
+
 class PromClient:
     """The Prometheus HTTP API (``/api/v1/...``) as tidy DataFrames.
 
@@ -624,8 +759,14 @@ class PromClient:
     non-API page → :class:`SourceError` with the server's message. Warnings the server
     returns along with data are kept in ``df.attrs["warnings"]`` and :attr:`last_warnings`.
 
-    Works against Prometheus and against VictoriaMetrics (Fly.io's managed endpoint);
-    see the module docstring for why their ``rate()`` values differ.
+    Works against Prometheus and against VictoriaMetrics (Fly.io's managed endpoint):
+    ``flavor`` (the params' ``targets.prometheus.flavor``) says which; "prometheus"
+    (the params' default) is checked once (:attr:`flavor`), so a VictoriaMetrics named
+    as Prometheus is still asked the VictoriaMetrics way. ``latency_offset``: its
+    ``-search.latencyOffset`` (30 s unless changed). ``subquery_step``: the resolution of
+    subqueries without one (default: :meth:`scrape_interval`). ``rate_limit_retries``
+    and ``max_retry_after``: how often and how long to wait on HTTP 429. See the module
+    docstring; :attr:`notes` lists what the client did that a reader should know.
     """
 
     source = "prometheus"
@@ -642,6 +783,12 @@ class PromClient:
         max_points_per_series: int = MAX_POINTS_PER_SERIES,
         max_chunks: int = 100,
         session: requests.Session | None = None,
+        max_response_bytes: int | None = None,
+        flavor: str | None = None,
+        latency_offset: float = 30.0,
+        subquery_step: float | None = None,
+        rate_limit_retries: int = 3,
+        max_retry_after: float = 30.0,
     ) -> None:
         base = url.strip().rstrip("/")
         if base.endswith("/api/v1"):
@@ -653,13 +800,21 @@ class PromClient:
         self.token_env = token_env
         self.max_points_per_series = int(max_points_per_series)
         self.max_chunks = int(max_chunks)
+        self.max_response_bytes = int(max_response_bytes or limits_of().max_response_bytes)
         self.last_warnings: list[str] = []
         self._has_token = bool(bearer_token)
         self._session = session or _session(retries)
         self._headers = {"Accept": "application/json", "User-Agent": _USER_AGENT}
         if bearer_token:
             self._headers["Authorization"] = f"Bearer {bearer_token}"
-        self._flavor: str | None = None
+        self._flavor: str | None = flavor if flavor == "victoriametrics" else None
+        self.latency_offset = float(latency_offset)
+        self._subquery_step = subquery_step
+        self.rate_limit_retries = int(rate_limit_retries)
+        self.max_retry_after = float(max_retry_after)
+        #: what the client did that a reader of the numbers should know (waits, rate limits)
+        self.notes: list[str] = []
+        self._settled_until = 0.0
 
     @classmethod
     def from_env(cls, url: str, token_env: str | None = None, **kwargs: Any) -> "PromClient":
@@ -689,15 +844,34 @@ class PromClient:
         """GET (POST for long queries) ``/api/v1/<path>``; the answer's ``data``."""
         url = f"{self.url}/api/v1/{path}"
         params = params or {}
+        if path in ("query", "query_range"):
+            params = {**params, "nocache": "1"}  # VictoriaMetrics: no time shift or step alignment (module doc)
         long = sum(len(v) for v in params.values()) > 1500
         kwargs = {"data": params} if long else {"params": params}
-        response = _request(self._session, "POST" if long else "GET", url, source=self.source,
-                            target=self.target, timeout=self.timeout, headers=self._headers, **kwargs)
+        for attempt in range(self.rate_limit_retries + 1):
+            response = _request(self._session, "POST" if long else "GET", url, source=self.source,
+                                target=self.target, timeout=self.timeout, headers=self._headers, stream=True,
+                                **kwargs)
+            if response.status_code != 429:
+                break
+            wait = min(self.max_retry_after, _retry_after(response.headers.get("Retry-After"), 2.0 * 2 ** attempt))
+            response.close()
+            if attempt == self.rate_limit_retries:
+                raise SourceUnreachable(self.source, self.target,
+                                        f"HTTP 429 Too Many Requests: the endpoint's rate limit refused "
+                                        f"{attempt + 1} tries (Retry-After honoured up to {self.max_retry_after:g} s)")
+            time.sleep(wait)
+            self.notes.append(f"rate limited (HTTP 429): waited {wait:.0f} s and asked again")
         status = response.status_code
         if status in (401, 403):
             raise SourceError(self.source, self.target, _auth_reason(status, self._has_token, self.token_env))
         try:
-            body = response.json()
+            raw = read_body(response, self.max_response_bytes, source=self.source, target=self.target,
+                            what=f"the answer to /api/v1/{path}" + (f" ({expr[:80]})" if expr else ""))
+        except requests.RequestException as exc:
+            raise SourceUnreachable(self.source, self.target, _network_reason(exc, self.timeout)) from None
+        try:
+            body = json.loads(raw)
         except ValueError:
             body = None
         if not isinstance(body, dict) or "status" not in body:
@@ -727,10 +901,11 @@ class PromClient:
         labels (NaN where a series lacks one), ``timestamp`` (UTC), ``value`` (float).
         A scalar result is one row; a range-vector result (``x[5m]``) one row per sample.
         """
-        params = {"query": expr}
+        sent = self.prepare(expr)
+        params = {"query": sent}
         if at is not None:
             params["time"] = _fmt_time(_unix(at))
-        frame = _frame_from_result(self._api("query", params, expr=expr))
+        frame = _frame_from_result(self._api("query", params, expr=sent))
         frame.attrs.update(query=expr, warnings=list(self.last_warnings))
         return frame
 
@@ -747,11 +922,13 @@ class PromClient:
             raise ValueError(f"{len(chunks)} requests needed for this range at step {step}: "
                              f"use a coarser step (see auto_step)")
         step_s = _seconds(step)
+        sent = self.prepare(expr)
+        self._settle(chunks[-1][1])
         frames, warnings = [], []
         for chunk_start, chunk_end in chunks:
-            params = {"query": expr, "start": _fmt_time(chunk_start), "end": _fmt_time(chunk_end),
+            params = {"query": sent, "start": _fmt_time(chunk_start), "end": _fmt_time(chunk_end),
                       "step": f"{step_s:g}"}
-            frames.append(_frame_from_result(self._api("query_range", params, expr=expr)))
+            frames.append(_frame_from_result(self._api("query_range", params, expr=sent)))
             warnings.extend(self.last_warnings)
         frames = [f for f in frames if len(f)] or [frames[0]]
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -770,6 +947,11 @@ class PromClient:
         ``active_alerts``, ``last_error``. VictoriaMetrics serves rules only behind vmalert;
         elsewhere this raises :class:`SourceError`."""
         data = self._api("rules") or {}
+        if not data.get("groups") and self.flavor == "victoriametrics":
+            raise SourceError(self.source, self.target,
+                              "VictoriaMetrics keeps no alerting rules: they live in vmalert, and /api/v1/rules "
+                              "answers an empty list unless -vmalert.proxyURL points to it; which rules exist "
+                              "is not known from this endpoint")
         rows = []
         for group in data.get("groups", []):
             for rule in group.get("rules", []):
@@ -826,12 +1008,111 @@ class PromClient:
             else:
                 try:
                     info = self._api("status/buildinfo") or {}
-                except (SourceError, SourceUnreachable):
+                except SourceUnreachable:
+                    # not answered (a timeout on a busy server): ask again next time, never
+                    # settle on "unknown" for the client's lifetime because of one slow reply
+                    return "unknown"
+                except SourceError:
                     info = {}
                 if "revision" in info and "goVersion" in info:
                     self._flavor = "prometheus"
-                elif "victoria" in str(info).lower():
+                elif "victoria" in str(info).lower() or self._scalar_is_vector():
                     self._flavor = "victoriametrics"
                 else:
                     self._flavor = "unknown"
         return self._flavor
+
+    def _scalar_is_vector(self) -> bool:
+        """MetricsQL answers the scalar ``1`` as a one-series vector (VictoriaMetrics
+        1.79's buildinfo is empty); PromQL as a scalar."""
+        try:
+            data = self._api("query", {"query": "1"}) or {}
+        except (SourceError, SourceUnreachable):
+            return False
+        return data.get("resultType") == "vector"
+
+    def prepare(self, expr: str) -> str:
+        """The expression as sent: subqueries with an explicit resolution (both flavors),
+        and on VictoriaMetrics Prometheus-style counters (see the module docstring)."""
+        if _SUBQUERY_NO_STEP.search(expr):
+            expr = explicit_subquery_step(expr, self.scrape_interval())
+        if self.flavor == "victoriametrics":
+            expr = prometheus_counters(expr)
+        return expr
+
+    def scrape_interval(self, default: float = 15.0) -> float:
+        """The scrape interval of the selected targets (seconds, from the spacing of
+        ``up``'s samples over the last 5 min; ``default`` — Fly.io's 15 s — when unknown),
+        or the ``subquery_step`` given. Asked once."""
+        if self._subquery_step is None:
+            self._subquery_step = default
+            try:
+                frame = _frame_from_result(self._api("query", {"query": with_selector("up", self.selector) + "[5m]"}))
+            except (SourceError, SourceUnreachable):
+                frame = _empty_result()
+            if len(frame) > 2:
+                keys = [c for c in frame.columns if c not in ("timestamp", "value")]
+                gaps = (frame.sort_values([*keys, "timestamp"]).groupby(keys, dropna=False)["timestamp"]
+                        .diff().dt.total_seconds().dropna()) if keys else frame["timestamp"].diff().dt.total_seconds()
+                gaps = gaps[gaps > 0]
+                if len(gaps):
+                    self._subquery_step = float(max(1, round(gaps.median())))
+        return float(self._subquery_step)
+
+    def _settle(self, end: Any) -> None:
+        """VictoriaMetrics: wait until ``end`` is older than ``-search.latencyOffset`` (a range
+        query's newer points come back as copies of the last older one; module docstring)."""
+        t = _unix(end)
+        if t <= self._settled_until or self.flavor != "victoriametrics":
+            return
+        wait = t + self.latency_offset + 1.0 - time.time()
+        if wait > 0:
+            wait = min(wait, self.latency_offset + 1.0)
+            time.sleep(wait)
+            self.notes.append(f"waited {wait:.0f} s for VictoriaMetrics to show the window's newest "
+                              f"{self.latency_offset:g} s (-search.latencyOffset)")
+        self._settled_until = t
+
+
+# ---------------------------------------------------------------------------------
+# Which metrics exist (discovery, before judging)
+# ---------------------------------------------------------------------------------
+
+def metric_names(client: PromClient, start: Any = None, end: Any = None,
+                 candidates: Iterable[str] | None = None) -> set[str]:
+    """The metric (sample) names with series under the client's selector in ``[start,
+    end]``: ``/api/v1/label/__name__/values?match[]={<selector>}`` — one request, served by
+    Prometheus (2.24+) and VictoriaMetrics alike. Where that is refused (an old server, a
+    proxy that allows only queries), ``/api/v1/series`` for ``candidates`` (the configured
+    names, histograms' ``_bucket``/``_count`` included), and last an instant query
+    ``count by (__name__) ({__name__=~"..."})`` at ``end`` (series seen in its last 5 min).
+
+    Raises :class:`SourceUnreachable` when the server does not answer, and
+    :class:`SourceError` when every way is refused.
+    """
+    window = {}
+    if start is not None:
+        window["start"] = _fmt_time(_unix(start))
+    if end is not None:
+        window["end"] = _fmt_time(_unix(end))
+    sel = client.selector
+    try:
+        data = client._api("label/__name__/values", {**({"match[]": "{" + sel + "}"} if sel else {}), **window})
+        return {str(n) for n in (data or [])}
+    except SourceError as first:
+        if not candidates:
+            raise
+        refused = first
+    names = sorted(set(candidates))
+    regex = "|".join(re.escape(n) for n in names)
+    matcher = "{" + ",".join([f'__name__=~"{regex}"', *([sel] if sel else [])]) + "}"
+    try:
+        data = client._api("series", {"match[]": matcher, **window})
+        return {str(s.get("__name__")) for s in (data or []) if s.get("__name__")}
+    except SourceError:
+        pass
+    try:
+        frame = client.query(f"count by (__name__) ({matcher})", at=end)
+    except SourceError:
+        raise refused from None
+    return set(frame["metric"].astype(str)) if "metric" in frame.columns else set()

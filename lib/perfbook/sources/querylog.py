@@ -1,7 +1,8 @@
 """Query logs, streamed: PostgreSQL's statement log and Prisma's ``prisma:query`` lines.
 
 I/O only. Each reader yields one :class:`Statement` per executed statement, reading the
-file line by line (memory does not grow with the file; ``.gz`` files are read through
+file line by line, each line cut at ``settings.limits.max_line_length`` (memory does not grow
+with the file nor with a line that never ends; ``.gz`` files are read through
 gzip). The analysis (fingerprints, N+1 runs) is :mod:`perfbook.checks.querylog`. A file
 that is missing raises :class:`~perfbook.sources.SourceUnreachable` when opened; one that
 dies under the reader (truncated in place by log rotation, a read error, a ``.gz`` that
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, NamedTuple
 
 from . import SourceUnreachable
+from .bounded import LineCap, limits_of
 
 SOURCE = "logs"
 #: The demo's (and a sensible production) log_line_prefix: time with ms, pid, session id, user@db.
@@ -70,7 +72,7 @@ def _open(path: str | Path) -> io.TextIOBase:
         raise SourceUnreachable(SOURCE, str(p), "permission denied (run as a user who can read the log)") from None
 
 
-def _lines(f: io.TextIOBase, path: str | Path) -> Iterator[str]:
+def _lines(f: io.TextIOBase, path: str | Path, cap: LineCap | None = None) -> Iterator[str]:
     """The lines of an open log, guarded against the file dying under the reader.
 
     A read error (EIO on a failing disk or a lost network mount, a ``.gz`` that ends
@@ -80,7 +82,11 @@ def _lines(f: io.TextIOBase, path: str | Path) -> Iterator[str]:
     statements never read must not pass for a clean log. A file renamed away by rotation
     while open is read to its end (the descriptor keeps it), so it is complete as of its
     opening; a file that grows meanwhile (the server still logging) is fine too.
+
+    Lines are cut at ``cap.max_length`` characters (``settings.limits.max_line_length``;
+    :class:`~perfbook.sources.bounded.LineCap`): a line without a newline is never read whole.
     """
+    cap = cap or LineCap(limits_of().max_line_length)
     try:
         fd = f.fileno()
         st = os.fstat(fd)
@@ -88,7 +94,7 @@ def _lines(f: io.TextIOBase, path: str | Path) -> Iterator[str]:
     except (OSError, AttributeError, io.UnsupportedOperation):  # not a file on disk: nothing to compare
         fd, regular, opened_size = -1, False, 0
     try:
-        yield from f
+        yield from cap.lines(f)
     except EOFError:  # gzip: "Compressed file ended before the end-of-stream marker was reached"
         raise SourceUnreachable(SOURCE, str(path), "the compressed file ends early (truncated or still being "
                                                    "written): its statements could not all be read") from None
@@ -164,7 +170,7 @@ def _window(since: datetime | None, until: datetime | None) -> tuple[str, str]:
 
 
 def read_postgres_log(path: str | Path, prefix: str = DEFAULT_PREFIX, since: datetime | None = None,
-                      until: datetime | None = None) -> Iterator[Statement]:
+                      until: datetime | None = None, cap: LineCap | None = None) -> Iterator[Statement]:
     """Statements of one PostgreSQL stderr log, in order. ``since``/``until`` (aware
     datetimes) keep the window when the log's times are UTC (``log_timezone = 'UTC'``);
     with another zone the whole file is read."""
@@ -178,7 +184,7 @@ def read_postgres_log(path: str | Path, prefix: str = DEFAULT_PREFIX, since: dat
     key = "session" if prefix_parser.has_session else "pid"
     with _open(path) as f:
         parser = LogParser(prefix_parser, filters=_StatementsOnly())
-        for rec in parser.parse(_lines(f, path)):
+        for rec in parser.parse(_lines(f, path, cap)):
             if isinstance(rec, UnknownData):
                 continue
             d = rec.__dict__
@@ -227,12 +233,12 @@ _PRISMA_DURATION = re.compile(r"(?i)\bduration[:=]\s*([0-9.]+)\s*ms\b")
 
 
 def read_prisma_log(path: str | Path, since: datetime | None = None,
-                    until: datetime | None = None) -> Iterator[Statement]:
+                    until: datetime | None = None, cap: LineCap | None = None) -> Iterator[Statement]:
     """Statements from Prisma query logging, in order (see the module docstring)."""
     name = str(path)
     lo, hi = _window(since, until)
     with _open(path) as f:
-        for line in _lines(f, path):
+        for line in _lines(f, path, cap):
             if "prisma:query" in line:
                 m = _PRISMA.search(line)
                 if not m:
@@ -270,7 +276,7 @@ def read_prisma_log(path: str | Path, since: datetime | None = None,
 def sniff(path: str | Path, lines: int = 200) -> str:
     """``"prisma"`` if the first lines have ``prisma:query``, else ``"postgres"``."""
     with _open(path) as f:
-        for i, line in enumerate(f):
+        for i, line in enumerate(LineCap(64 * 1024).lines(f)):
             if "prisma:query" in line or (line.startswith("{") and '"query"' in line):
                 return "prisma"
             if " LOG:  " in line or " ERROR:  " in line:
@@ -280,11 +286,43 @@ def sniff(path: str | Path, lines: int = 200) -> str:
     return "postgres"
 
 
+class Statements:
+    """The statements of several logs (an iterator; or iterate it again from the start), with
+    what the line cap cut:
+    ``cut_lines`` (lines cut at, or continuation lines dropped past, ``max_line_length``
+    characters) and ``longest_line``, both after iterating."""
+
+    def __init__(self, paths: Iterable[str | Path], prefix: str, since: datetime | None, until: datetime | None,
+                 max_line_length: int) -> None:
+        self.paths, self.prefix, self.since, self.until = list(paths), prefix, since, until
+        self.max_line_length = int(max_line_length)
+        self.cut_lines = 0
+        self.longest_line = 0
+        self._it: Iterator[Statement] | None = None
+
+    def __next__(self) -> Statement:  # also an iterator, as read() used to be a generator
+        if self._it is None:
+            self._it = self._statements()
+        return next(self._it)
+
+    def __iter__(self) -> Iterator[Statement]:
+        return self._statements() if self._it is None else self._it
+
+    def _statements(self) -> Iterator[Statement]:
+        cap = LineCap(self.max_line_length)
+        try:
+            for p in self.paths:
+                if sniff(p) == "prisma":
+                    yield from read_prisma_log(p, self.since, self.until, cap)
+                else:
+                    yield from read_postgres_log(p, self.prefix, self.since, self.until, cap)
+        finally:
+            self.cut_lines, self.longest_line = cap.cut, cap.longest
+
+
 def read(paths: Iterable[str | Path], prefix: str = DEFAULT_PREFIX, since: datetime | None = None,
-         until: datetime | None = None) -> Iterator[Statement]:
-    """Statements of several logs, one file after the other, each read as its format."""
-    for p in paths:
-        if sniff(p) == "prisma":
-            yield from read_prisma_log(p, since, until)
-        else:
-            yield from read_postgres_log(p, prefix, since, until)
+         until: datetime | None = None, limits: Any = None) -> Statements:
+    """Statements of several logs, one file after the other, each read as its format; no
+    line longer than ``settings.limits.max_line_length`` (``limits``: the params'
+    ``settings.limits``, default its defaults) is held: see :class:`Statements`."""
+    return Statements(paths, prefix, since, until, limits_of(limits).max_line_length)

@@ -28,6 +28,7 @@ import pandas as pd
 
 from perfbook.sources import SourceProblem, SourceUnreachable
 from perfbook.sources import prometheus as prom
+from perfbook.sources.bounded import limits_of
 
 __all__ = ["WindowMetrics", "range_step", "rate_window"]
 
@@ -108,7 +109,9 @@ class WindowMetrics:
         if client is not None or p is not None:
             self.mode = "prometheus"
             self.client = client or prom.PromClient(p.url, bearer_token=bearer_token, timeout=p.timeout,
-                                                    selector=p.selector, token_env=p.bearer_token_env)
+                                                    selector=p.selector, token_env=p.bearer_token_env,
+                                                    max_response_bytes=limits_of(params).max_response_bytes,
+                                                    flavor=p.flavor)
         elif params.targets.metrics_urls:
             self.mode, self.client = "snapshot", None
         else:  # every question will raise SourceUnreachable (see _snapshot_frame)
@@ -127,7 +130,8 @@ class WindowMetrics:
     def basis(self) -> str:
         """What an "increase" means here, for table captions and evidence."""
         if self.mode == "prometheus":
-            return f"Prometheus, increase over the window ({self.window_s / 60:.1f} min)"
+            server = "VictoriaMetrics" if getattr(self.client, "_flavor", None) == "victoriametrics" else "Prometheus"
+            return f"{server}, increase over the window ({self.window_s / 60:.1f} min)"
         if self.mode == "none":
             return "no metrics source configured"
         return "/metrics snapshot, totals since each process started (no Prometheus configured)"
@@ -146,7 +150,8 @@ class WindowMetrics:
         """One round of every metrics URL (:func:`prom.scrape_all`): the instances that
         answered; each URL that did not is kept in :attr:`dead` (once). Raises only when
         none answered."""
-        return prom.scrape_all(list(self.params.targets.metrics_urls), self._scrape_timeout, self._dead_url)
+        return prom.scrape_all(list(self.params.targets.metrics_urls), self._scrape_timeout, self._dead_url,
+                               max_bytes=limits_of(self.params).max_response_bytes)
 
     def _dead_url(self, exc: SourceProblem) -> None:
         if exc.target not in {e.target for e in self.dead}:
@@ -217,7 +222,8 @@ class WindowMetrics:
         by = list(by)
         if self._scrape_pair is None:
             before, after = prom.scrape_twice(list(self.params.targets.metrics_urls), interval_s,
-                                              self._scrape_timeout, self._dead_url)
+                                              self._scrape_timeout, self._dead_url,
+                                              max_bytes=limits_of(self.params).max_response_bytes)
             self._scrape_pair = (after, prom.rates(before, after))
             self._scraped = after
         rates = self._scrape_pair[1]
@@ -258,4 +264,5 @@ class WindowMetrics:
         """Everything run so far, for a collapsed ``pb.details`` block."""
         if not self.queries:
             return "(no PromQL: " + self.basis + ")"
-        return "\n\n".join(f"# {t}\n{q}" for t, q in self.queries)
+        notes = [f"# note: {n}" for n in dict.fromkeys(getattr(self.client, "notes", None) or [])]
+        return "\n\n".join([*notes, *(f"# {t}\n{q}" for t, q in self.queries)])
