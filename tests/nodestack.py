@@ -22,7 +22,10 @@ Faults (:data:`FAULTS`; none = healthy):
   (healthy: one JOIN); ``GET /api/products/:id`` looks up one category either way;
 - ``event_loop_block``: instance api-2 (the one with 20 % of the traffic) runs a 250 ms
   synchronous loop every second;
-- ``pool_saturation``: both pools have 2 connections (healthy: 10);
+- ``pool_saturation``: both pools have 2 connections (healthy: 10) and ``GET /api/products/:id``
+  keeps its connection, in an open transaction, across a 200 ms call to a stock service: demand
+  for connections is then above what the pool has whatever the machine's speed (2 connections
+  serve at most 10 product pages a second; the traffic asks for more), so queries wait;
 - ``large_export``: the traffic calls ``GET /api/export`` (~200k rows: 60 days of 90) on
   api-2 every 20 s.
 
@@ -63,6 +66,7 @@ DATABASE_ENV = "PERFBOOK_NODESVC_DATABASE_URL"
 JOB = "nodesvc"
 BLOCKED = "api-2"            # the instance with the event-loop block (and the export traffic)
 BLOCK_MS = 250
+HOLD_MS = 200               # the pool fault: a connection held across a slow call
 EXPORT_EVERY_S = 20.0
 PRODUCTS = 20_000
 CLICKS = 300_000
@@ -231,6 +235,7 @@ class NodeStack:
                    "NODE_ENV": "production", "HOST": LOOPBACK, "PORT": str(self.ports[name]),
                    "INSTANCE_NAME": name, "DATABASE_URL": self.database_url(APP_USER),
                    "POOL_MAX": "2" if "pool_saturation" in self.faults else "10",
+                   "FAULT_HOLD_CONNECTION_MS": str(HOLD_MS) if "pool_saturation" in self.faults else "0",
                    "FAULT_N_PLUS_ONE": "1" if "n_plus_one" in self.faults else "0",
                    "FAULT_EVENT_LOOP_BLOCK_MS":
                        str(BLOCK_MS) if "event_loop_block" in self.faults and name == BLOCKED else "0"}

@@ -10,6 +10,8 @@
 //   FAULT_N_PLUS_ONE=1          GET /api/products looks up each row's category with its own query
 //   FAULT_EVENT_LOOP_BLOCK_MS=N a synchronous busy loop of N ms on the event loop every second
 //   POOL_MAX=N                  the pool's size (default 10; the pool-saturation fault runs it at 2)
+//   FAULT_HOLD_CONNECTION_MS=N  GET /api/products/:id keeps its connection checked out, in an open
+//                               transaction, across an N ms call to a (simulated) stock service
 // The missing index is the database's (the fixture leaves clicks(product_id, created_at) out) and
 // the large export is traffic's (GET /api/export exists always; the fixture calls it every 20 s).
 
@@ -23,6 +25,7 @@ const INSTANCE = process.env.INSTANCE_NAME || require('os').hostname();
 const POOL_MAX = Number(process.env.POOL_MAX || 10);
 const N_PLUS_ONE = ['1', 'true', 'on'].includes(String(process.env.FAULT_N_PLUS_ONE || '').toLowerCase());
 const BLOCK_MS = Number(process.env.FAULT_EVENT_LOOP_BLOCK_MS || 0);
+const HOLD_MS = Number(process.env.FAULT_HOLD_CONNECTION_MS || 0);
 
 // --- metrics -------------------------------------------------------------------------------
 client.collectDefaultMetrics();
@@ -62,8 +65,8 @@ const intParam = (v, dflt, max) => {
   return Number.isFinite(n) && n > 0 ? Math.min(n, max) : dflt;
 };
 
-async function getCategory(id) {
-  const { rows } = await pool.query('SELECT id, name, slug FROM categories WHERE id = $1', [id]);
+async function getCategory(id, db = pool) {
+  const { rows } = await db.query('SELECT id, name, slug FROM categories WHERE id = $1', [id]);
   return rows[0] || null;
 }
 
@@ -91,13 +94,36 @@ app.get('/api/products', wrap(async (req, res) => {
   res.json(rows);
 }));
 
-app.get('/api/products/:id', wrap(async (req, res) => {
-  const { rows } = await pool.query(
-    'SELECT id, name, description, price, stock, category_id, created_at FROM products WHERE id = $1',
-    [intParam(req.params.id, 0, 2 ** 31 - 1)]);
-  if (!rows.length) return res.status(404).json({ error: 'not found' });
+async function productPage(db, id) {
+  const { rows } = await db.query(
+    'SELECT id, name, description, price, stock, category_id, created_at FROM products WHERE id = $1', [id]);
+  if (!rows.length) return null;
   const product = rows[0];
-  product.category = await getCategory(product.category_id);
+  product.category = await getCategory(product.category_id, db);
+  return product;
+}
+
+app.get('/api/products/:id', wrap(async (req, res) => {
+  const id = intParam(req.params.id, 0, 2 ** 31 - 1);
+  let product;
+  if (HOLD_MS > 0) {
+    // "Reserve the stock": one transaction, its connection held while the stock service answers.
+    const conn = await pool.connect();
+    try {
+      await conn.query('BEGIN');
+      product = await productPage(conn, id);
+      await new Promise((resolve) => setTimeout(resolve, HOLD_MS));
+      await conn.query('COMMIT');
+    } catch (err) {
+      await conn.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      conn.release();
+    }
+  } else {
+    product = await productPage(pool, id);
+  }
+  if (!product) return res.status(404).json({ error: 'not found' });
   res.json(product);
 }));
 
@@ -140,7 +166,7 @@ if (BLOCK_MS > 0) {
 // --- start/stop ----------------------------------------------------------------------------
 const server = app.listen(PORT, HOST, () => {
   console.log(`${INSTANCE} listening on http://${HOST}:${PORT} (pool max ${POOL_MAX}, ` +
-              `n+1 ${N_PLUS_ONE ? 'on' : 'off'}, event-loop block ${BLOCK_MS} ms/s)`);
+              `n+1 ${N_PLUS_ONE ? 'on' : 'off'}, event-loop block ${BLOCK_MS} ms/s, connection hold ${HOLD_MS} ms)`);
 });
 
 function shutdown(signal) {
