@@ -34,10 +34,10 @@ query perfbook sends give the same verdict there as on Prometheus for the same s
   and count a series born inside it from 0, so a route whose first requests fall in the
   window weighs more than in PromQL (the runbook's p95 alert peaked at 4.2 s on
   VictoriaMetrics against 2.5 s on Prometheus over the same samples). On
-  VictoriaMetrics they are sent as ``increase_prometheus()`` (``rate`` divided by the
-  range), which reads only the window's samples as PromQL does; what is left is
-  PromQL's extrapolation to the window's edges, a few percent that cancels in every
-  ratio perfbook judges (error share, hit rate, quantiles).
+  VictoriaMetrics they are sent as ``increase_prometheus()``, which reads only the
+  window's samples as PromQL does, scaled by n / (n - 1) for the n samples in the range
+  as PromQL's extrapolation to the range's edges does (:func:`prometheus_counters`;
+  ``rate`` divides that by the range).
 - A subquery without a resolution (``x[10m:]``) runs at Prometheus's evaluation
   interval but at VictoriaMetrics' query ``step`` — 5 min for an instant query, one
   point for a 1 min window (the pool's waiting share read 0 %). Both are sent with an
@@ -692,9 +692,18 @@ def explicit_subquery_step(expr: str, step_s: float) -> str:
 
 def prometheus_counters(expr: str) -> str:
     """PromQL ``rate``/``increase``/``delta`` as VictoriaMetrics computes them the Prometheus
-    way (see the module docstring): ``increase(x[5m])`` → ``increase_prometheus(x[5m])``,
-    ``rate(x[5m])`` → ``(increase_prometheus(x[5m]) / 300)``, ``delta`` → ``delta_prometheus``.
-    A ``rate`` whose range is not a plain duration is left as it is."""
+    way (see the module docstring). ``increase(x[5m])`` →
+    ``(increase_prometheus(x[5m]) * count_over_time(x[5m]) / (count_over_time(x[5m]) - 1))``:
+    the change between the range's own first and last samples, scaled from the n - 1
+    intervals they span to the n intervals of the range, as PromQL's extrapolation to the
+    range's edges does (one average interval in all: half on each side of a series that
+    starts inside the range, the gaps to the edges of one that does not). ``rate`` is that
+    divided by the range's seconds, ``delta`` the same with ``delta_prometheus``. A range
+    with one sample gives no result, as in PromQL. A ``rate`` whose range is not a plain
+    duration is left as it is.
+
+    Without the scaling a range of four scrapes (the CPU rate) read a quarter low: CPU
+    70.8 % on VictoriaMetrics against 88.5 % on Prometheus from the same samples."""
     code = _in_code(expr)
     for m in reversed(list(_COUNTER_FUNC.finditer(expr))):
         if not code[m.start()]:
@@ -714,16 +723,16 @@ def prometheus_counters(expr: str) -> str:
         if close_at is None:
             return expr
         arg = expr[open_at + 1:close_at]
-        if name != "rate":
-            expr = expr[:m.start()] + f"{name}_prometheus(" + arg + expr[close_at:]
-            code = _in_code(expr)
-            continue
-        ranges = [r for r in re.finditer(r"\[\s*([^\]:]+?)\s*(?::[^\]]*)?\]", arg)
-                  if code[open_at + 1 + r.start()]]
-        seconds = duration_seconds(ranges[-1].group(1)) if ranges else None
-        if not seconds:
-            continue
-        expr = expr[:m.start()] + f"(increase_prometheus({arg}) / {seconds:g})" + expr[close_at + 1:]
+        scaled = (f"{'delta' if name == 'delta' else 'increase'}_prometheus({arg}) * count_over_time({arg})"
+                  f" / (count_over_time({arg}) - 1)")
+        if name == "rate":
+            ranges = [r for r in re.finditer(r"\[\s*([^\]:]+?)\s*(?::[^\]]*)?\]", arg)
+                      if code[open_at + 1 + r.start()]]
+            seconds = duration_seconds(ranges[-1].group(1)) if ranges else None
+            if not seconds:
+                continue
+            scaled += f" / {seconds:g}"
+        expr = expr[:m.start()] + f"({scaled})" + expr[close_at + 1:]
         code = _in_code(expr)
     return expr
 
