@@ -90,3 +90,20 @@ def test_library_figures_render_hostile_names():
         assert fig is not None
         texts = shown(fig)
         assert any(HOSTILE in s for s in texts), texts
+
+
+def test_verdict_table_and_open_next_are_never_typeset_as_math():
+    """Lab's MathJax skips an element whose class says so: the verdict table and the open-next
+    list carry SQL and money-like text (`$1`, `$5`) that must stay text (issue 19)."""
+    import pandas as pd
+
+    from perfbook.plots.resources import open_next_html, verdict_html
+    from perfbook.tables import NO_MATH
+
+    table = pd.DataFrame([{"verdict": "critical", "area": "database", "subject": "SELECT … WHERE id = $1 AND x = $2",
+                           "observed": "40 ms", "normal": "< 20 ms", "warning": "20 ms", "critical": "50 ms",
+                           "statistic": "mean"}])
+    nxt = pd.DataFrame([{"section": "database", "severity": "critical", "why": "costs $1 and $2"}])
+    for html_text in (verdict_html(table, "Endpoints"), open_next_html(nxt), open_next_html(pd.DataFrame())):
+        assert NO_MATH in html_text.split(">", 1)[0], html_text[:200]
+    assert "$1" in verdict_html(table)

@@ -15,6 +15,7 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 from perfbook.plots import plain_text
+from perfbook.tables import NO_MATH
 
 __all__ = ["show", "bullets_html", "latency_over_time", "level_over_time", "lag_over_time", "memory_over_time", "cpu_and_routes",
            "verdict_html", "open_next_html"]
@@ -274,19 +275,19 @@ def verdict_html(table: pd.DataFrame, caption: str = "") -> str:
         tds = "".join(f"<td style='{style}{';font-weight:bold' if i == 3 else ''}'>{c}</td>"
                       for i, c in enumerate(cells))
         body.append(f"<tr style='background:{bg}'>{tds}</tr>")
-    return (cap + "<table class='perfbook-verdict' style='border-collapse:collapse;font-size:0.92em'>"
-            + head + "".join(body) + "</table>")
+    return (f"<div class='{NO_MATH}'>" + cap + "<table class='perfbook-verdict' "
+            "style='border-collapse:collapse;font-size:0.92em'>" + head + "".join(body) + "</table></div>")
 
 
 def open_next_html(table: pd.DataFrame) -> str:
     """The "open next" list: section links-to-be with their reasons, most urgent first."""
     e = html.escape
     if table is None or table.empty:
-        return ("<div class='perfbook-open-next'><p><b>Open next:</b> nothing in the evidence points to another "
+        return (f"<div class='perfbook-open-next {NO_MATH}'><p><b>Open next:</b> nothing in the evidence points to another "
                 "section. If users still report slowness, run the load-test section against a staging copy.</p></div>")
     items = "".join(f"<li>{_badge(r['severity']) if r['severity'] in _VERDICT_STYLE else ''} "
                     f"<b><a href='{e(r['section'])}.html'>{e(r['section'])}</a></b> — {e(r['why'])}</li>"
                     for r in table.to_dict("records"))
-    return (f"<div class='perfbook-open-next' style='border-left:4px solid #1565c0;padding:4px 12px;"
+    return (f"<div class='perfbook-open-next {NO_MATH}' style='border-left:4px solid #1565c0;padding:4px 12px;"
             f"background:#eef4fb'><p style='margin:2px 0'><b>Open next</b> (what the evidence points to):</p>"
             f"<ol style='margin:2px 0'>{items}</ol></div>")
