@@ -69,13 +69,13 @@ def _say(msg: str) -> None:
     sys.stderr.flush()
 
 
-_last_line = [-1]
+_last_line: list = [None]
 
 
 def _bar(done: float, total: float, extra: str = "") -> None:
-    if not sys.stderr.isatty():  # logs and CI: a plain line every 10 s
-        step = int(done // 10)
-        if step != _last_line[0] or done >= total:
+    if not sys.stderr.isatty():  # logs and CI: a plain line every 10 s, the last one once
+        step = "end" if done >= total else int(done // 10)
+        if step != _last_line[0]:
             _last_line[0] = step
             sys.stderr.write(f"  traffic {done:4.0f}/{total:.0f} s {extra}\n")
         return
@@ -170,10 +170,11 @@ def demo_main(a) -> int:
              f"--db-role monitor|read_all|hypopg)")
         arm_alert_rules(stack)
         t0 = time.monotonic()
-        stack.drive(a.duration, progress=lambda done, total, stats: _bar(done, total, _stats(stats)))
+        driven = stack.drive(a.duration, progress=lambda done, total, stats: _bar(done, total, _stats(stats)))
         if sys.stderr.isatty():
             sys.stderr.write("\n")
-        _say(f"  drove {a.duration:.0f} s of traffic in {time.monotonic() - t0:.0f} s")
+        _say(f"  drove {a.duration:.0f} s of traffic in {time.monotonic() - t0:.0f} s "
+             f"({getattr(driven, 'requests', '?')} requests)")
         params = write_demo_params(stack, stack.state_dir / "params.yaml")
         os.environ.update(stack.env())
         from .cli import run_batch
