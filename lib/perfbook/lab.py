@@ -455,7 +455,7 @@ def report_workspace(folder: str | Path) -> Path:
     replace_file(ws / "findings.json", findings_json(findings), redact)
     index_manifest = dict(manifest)
     try:
-        from .checks.checklist import checklist_index_html
+        from .report import checklist_index_html
         index_manifest["checklist_html"] = checklist_index_html(findings)
     except ImportError:
         pass

@@ -409,7 +409,7 @@ class Batch:
         write_new(self.run_dir / "findings.json", findings_json(findings, self.redact), self.redact)
         manifest = self.manifest(status, code)
         try:
-            from .checks.checklist import checklist_index_html  # optional: the monitoring section's summary
+            from .report import checklist_index_html  # optional: the monitoring section's summary
             manifest["checklist_html"] = checklist_index_html(findings)
         except ImportError:
             pass

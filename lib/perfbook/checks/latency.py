@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..findings import Finding
 from .quantile import quantiles_by
-from .ratelimit import route_key
+from ..web import route_key
 
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 
@@ -150,7 +150,7 @@ def match_endpoint(method: Any, route: Any, endpoints: Iterable[Any]) -> Any | N
     """The params endpoint a metrics (method, route) pair belongs to, or None.
 
     Same method, and the same route once parameters are made anonymous (``:id`` and
-    ``{id}`` are equal, :func:`perfbook.checks.ratelimit.route_key`); a params route with
+    ``{id}`` are equal, :func:`perfbook.web.route_key`); a params route with
     ``*`` is a glob (``/api/analytics/*``, as the runbook's table writes it). An exact
     match wins over a glob.
     """
