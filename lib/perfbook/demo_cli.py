@@ -97,7 +97,7 @@ def _second_backend(stack, params: Path, sections, a) -> int:
     remote_write, so it holds the same samples), and the time-series verdicts compared."""
     import json
 
-    from .cli import run_batch
+    from .runner import run_batch
     from .demo.victoriametrics import verdict_differences
 
     window = yaml.safe_load(params.read_text(encoding="utf-8"))["window"]
@@ -176,7 +176,7 @@ def demo_main(a) -> int:
         _say(f"  drove {a.duration:.0f} s of traffic in {time.monotonic() - t0:.0f} s")
         params = write_demo_params(stack, stack.state_dir / "params.yaml")
         os.environ.update(stack.env())
-        from .cli import run_batch
+        from .runner import run_batch
         sections = [s.strip() for s in a.sections.split(",")] if a.sections else None
         code = run_batch(str(params), sections, incident=f"demo-{a.scenario}", jobs=a.jobs, timeout=a.timeout,
                          outputs=a.outputs)
