@@ -20,7 +20,7 @@ import requests
 
 from perfbook.params import path_problem
 
-from . import SourceUnreachable
+from . import SourceUnreachable, error_reason
 from .bounded import TooLarge, limits_of, read_body
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built: the locust subprocess imports this module
@@ -125,7 +125,7 @@ def probe(specs: list[ProbeSpec], count: int = 20, timeout: float = 10.0, retrie
                     row.update(seconds=time.perf_counter() - t0, error=f"timeout after {timeout:g}s")
                     break  # a timeout is an answer about latency: record it, do not retry
                 except requests.RequestException as exc:
-                    row.update(status=None, error=_reason(exc))
+                    row.update(status=None, error=error_reason(exc))
                     if attempt < retries:
                         time.sleep(backoff * 2 ** attempt)
             if row["status"] is None and row["error"] and not row["error"].startswith("timeout"):
@@ -146,13 +146,6 @@ def _origin(url: str) -> str:
     return f"{p.scheme}://{p.hostname}" + (f":{p.port}" if p.port else "")
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    for key in ("Connection refused", "Name or service not known", "No route to host", "timed out",
-                "Connection reset"):
-        if key in text:
-            return key
-    return type(exc).__name__
 
 
 def specs_from_params(params) -> list[ProbeSpec]:
@@ -182,7 +175,7 @@ def get_json(url: str, timeout: float = 5.0, retries: int = 2, backoff: float = 
             except ValueError:
                 return resp.status_code, body[:10_000].decode(resp.encoding or "utf-8", errors="replace")
         except requests.RequestException as exc:
-            last = _reason(exc)
+            last = error_reason(exc)
             if attempt < retries:
                 time.sleep(backoff * 2 ** attempt)
     raise SourceUnreachable("http", _origin(url), last)

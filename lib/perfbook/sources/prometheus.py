@@ -77,7 +77,7 @@ from perfbook.promql import (MAX_POINTS_PER_SERIES, SELECTOR_PLACEHOLDER, auto_s
                              explicit_subquery_step, has_subquery_without_step,
                              normalize_selector, prometheus_counters, render, split_range,
                              step_seconds, unix_seconds, utc, with_selector)
-from perfbook.sources import SourceError, SourceProblem, SourceUnreachable, safe_target
+from perfbook.sources import SourceError, SourceProblem, SourceUnreachable, error_reason, safe_target
 from perfbook.sources.bounded import limits_of, read_body, read_text
 
 __all__ = [
@@ -199,32 +199,12 @@ def _session(retries: int) -> requests.Session:
     return session
 
 
-_ERRNO = re.compile(r"\[Errno -?\d+\] [^'\"\)\]\(]+")
-
-
-def _network_reason(exc: requests.RequestException, timeout: float) -> str:
-    """One line saying why nothing answered, without the request URL."""
-    text = str(exc)
-    if isinstance(exc, requests.exceptions.Timeout) or "timed out" in text:
-        return f"no answer within {timeout:g} s"
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        return "TLS certificate verification failed"
-    found = _ERRNO.findall(text)
-    if found:
-        return found[-1].strip()
-    for phrase in ("Connection refused", "Name or service not known", "Connection reset",
-                   "Network is unreachable", "No route to host", "RemoteDisconnected"):
-        if phrase in text:
-            return phrase
-    return type(exc).__name__
-
-
 def _request(session: requests.Session, method: str, url: str, *, source: str, target: str,
              timeout: float, **kwargs: Any) -> requests.Response:
     try:
         return session.request(method, url, timeout=timeout, **kwargs)
     except requests.RequestException as exc:
-        raise SourceUnreachable(source, target, _network_reason(exc, timeout)) from None
+        raise SourceUnreachable(source, target, error_reason(exc, timeout)) from None
 
 
 def _auth_reason(status: int, has_token: bool, token_env: str | None) -> str:
@@ -272,7 +252,7 @@ def scrape(
         try:
             text = read_text(response, max_bytes, source="metrics", target=target, what="the /metrics page")
         except requests.RequestException as exc:
-            raise SourceUnreachable("metrics", target, _network_reason(exc, timeout)) from None
+            raise SourceUnreachable("metrics", target, error_reason(exc, timeout)) from None
     finally:
         if own:
             session.close()
@@ -657,7 +637,7 @@ class PromClient:
             raw = read_body(response, self.max_response_bytes, source=self.source, target=self.target,
                             what=f"the answer to /api/v1/{path}" + (f" ({expr[:80]})" if expr else ""))
         except requests.RequestException as exc:
-            raise SourceUnreachable(self.source, self.target, _network_reason(exc, self.timeout)) from None
+            raise SourceUnreachable(self.source, self.target, error_reason(exc, self.timeout)) from None
         try:
             body = json.loads(raw)
         except ValueError:
