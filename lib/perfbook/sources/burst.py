@@ -27,7 +27,7 @@ import requests
 
 from perfbook.sources import SourceUnreachable, error_reason
 from perfbook.sources.bounded import TooLarge, limits_of, read_body
-from perfbook.sources.http import UrlRefused, build_url
+from perfbook.sources.http import UrlRefused, build_url, host_listed
 
 __all__ = ["BurstTarget", "BurstRefused", "host_allowed", "targets_from_params", "burst", "run_all",
            "RATE_LIMIT_HEADERS"]
@@ -54,10 +54,8 @@ class BurstTarget:
 
 
 def host_allowed(url: str, allowed_hosts: Iterable[str], opt_in: Iterable[str] = ()) -> bool:
-    """True if ``url``'s host is listed in ``allowed_hosts`` or ``opt_in`` (case-insensitive)."""
-    host = (urlsplit(url).hostname or "").lower()
-    allowed = {h.lower().strip("[]") for h in [*allowed_hosts, *opt_in]}
-    return bool(host) and host.strip("[]") in allowed
+    """True if ``url``'s host is listed in ``allowed_hosts`` or ``opt_in`` (:func:`perfbook.sources.http.host_listed`)."""
+    return host_listed(url, allowed_hosts, opt_in)
 
 
 def targets_from_params(params: Any) -> list[BurstTarget]:

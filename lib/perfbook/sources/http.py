@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -139,6 +139,30 @@ def probe(specs: list[ProbeSpec], count: int = 20, timeout: float = 10.0, retrie
     df = pd.DataFrame(rows, columns=["endpoint", "method", "url", "seq", "status", "seconds", "bytes", "error"])
     df.attrs["unreachable"] = reasons
     return df
+
+
+def host_of(url: str) -> str:
+    """The host part of a URL, lower-case, IPv6 without brackets."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL with a host: {url!r}")
+    return parts.hostname.lower()
+
+
+def normalize_host(host: str) -> str:
+    """A host name as compared with the params' host lists: lower-case, no brackets, no final dot."""
+    return host.strip().strip("[]").lower().rstrip(".")
+
+
+def host_listed(url: str, *lists: Iterable[str]) -> bool:
+    """True when ``url`` is http(s) and its host is literally in one of ``lists``
+    (case-insensitive, :func:`normalize_host`). No name is resolved and nothing is sent:
+    a name that merely *resolves* to a listed address is not listed."""
+    try:
+        host = normalize_host(host_of(url))
+    except ValueError:
+        return False
+    return bool(host) and host in {normalize_host(h) for hosts in lists for h in hosts}
 
 
 def _origin(url: str) -> str:
