@@ -491,6 +491,12 @@ __all__ = ["Batch", "BatchResult", "NotebookResult", "BadInput", "ParamsError", 
 
 # --------------------------------------------------------------------------- the batch from a command line
 
+def say(msg: str) -> None:
+    """A progress or status line on stderr, flushed (the demo and lab commands)."""
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
 def print_error(msg: str) -> None:
     sys.stderr.write(f"perfbook: {msg}\n")
 

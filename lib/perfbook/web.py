@@ -4,13 +4,15 @@ response headers.
 - :func:`route_key`: a route template with its parameters made anonymous, so the same
   route compares equal whichever framework wrote it (Express ``/api/products/:id``,
   Starlette/FastAPI ``/api/products/{id}``);
-- :data:`RATELIMIT_HEADERS`: the rate-limit headers a probe keeps and a check looks for.
+- :data:`RATELIMIT_HEADERS`: the rate-limit headers a probe keeps and a check looks for;
+- :data:`REJECTED_SUFFIX`: how the load generator names requests rejected with HTTP 429,
+  and how the load-test check finds them.
 """
 from __future__ import annotations
 
 import re
 
-__all__ = ["route_key", "RATELIMIT_HEADERS"]
+__all__ = ["route_key", "RATELIMIT_HEADERS", "REJECTED_SUFFIX"]
 
 # A path parameter: Express's ``:name`` (an identifier, optionally with a regex constraint
 # ``:id(\d+)``), or Starlette's ``{name}`` / ``{name:converter}``. Text after the name —
@@ -30,3 +32,7 @@ def route_key(route: object) -> str:
 #: ``RateLimit-Policy``) and the older ``X-RateLimit-*`` (express-rate-limit's legacy headers), lower-cased.
 RATELIMIT_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit", "ratelimit-policy",
                      "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+
+#: The load generator (sources/locustfile.py) counts requests rejected with HTTP 429 under
+#: "<name> [429]"; the load-test check (checks/loadtest.py) reads them back by this suffix.
+REJECTED_SUFFIX = " [429]"

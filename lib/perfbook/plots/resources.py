@@ -14,6 +14,7 @@ from typing import Any
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
+from perfbook.checks.resources import MB
 from perfbook.plots import finish, plain_text
 
 __all__ = ["show", "bullets_html", "latency_over_time", "level_over_time", "lag_over_time", "memory_over_time", "cpu_and_routes",
@@ -21,7 +22,6 @@ __all__ = ["show", "bullets_html", "latency_over_time", "level_over_time", "lag_
 
 WARN_BAND = ("#f9a825", 0.13)
 CRIT_BAND = ("#c62828", 0.12)
-MB = 1024 * 1024
 
 
 def show(fig, missing: str = "") -> None:

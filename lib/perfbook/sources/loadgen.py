@@ -385,7 +385,8 @@ STATS_COLUMNS = ["method", "name", "requests", "failures", "rps", "fail_rps", "a
                  "p50", "p66", "p75", "p80", "p90", "p95", "p98", "p99", "p99.9", "p100"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel's choice)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -495,7 +496,7 @@ def run_stage(plan: Plan, stage: Stage, workdir: str | Path, index: int = 0) -> 
     with open(log_path, "wb") as log:
         try:
             if plan.workers > 0:
-                port = _free_port()
+                port = free_port()
                 procs.append(subprocess.Popen(locust_command(plan, stage, prefix, role="master", master_port=port,
                                                              workers=plan.workers, locustfile=lf),
                                               cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
