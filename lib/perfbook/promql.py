@@ -10,7 +10,8 @@ figures that draw them).
 - steps and windows: :func:`auto_step`, :func:`range_step`, :func:`rate_window`,
   :func:`split_range`, :func:`evaluation_ticks`, :func:`lookback_start`;
 - the rewrites sent to VictoriaMetrics so it answers as Prometheus does:
-  :func:`explicit_subquery_step`, :func:`prometheus_counters`.
+  :func:`explicit_subquery_step`, :func:`prometheus_counters`;
+- the monitoring section's checklist queries: :func:`checklist_queries`, :data:`KEY_METRICS`.
 
 No I/O here: :class:`perfbook.sources.prometheus.PromClient` runs the queries.
 """

@@ -36,7 +36,7 @@ query perfbook sends give the same verdict there as on Prometheus for the same s
   VictoriaMetrics against 2.5 s on Prometheus over the same samples). On
   VictoriaMetrics they are sent as ``increase_prometheus()``, which reads only the
   window's samples as PromQL does, scaled by n / (n - 1) for the n samples in the range
-  as PromQL's extrapolation to the range's edges does (:func:`prometheus_counters`;
+  as PromQL's extrapolation to the range's edges does (:func:`perfbook.promql.prometheus_counters`;
   ``rate`` divides that by the range).
 - A subquery without a resolution (``x[10m:]``) runs at Prometheus's evaluation
   interval but at VictoriaMetrics' query ``step`` — 5 min for an instant query, one
