@@ -20,7 +20,7 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from perfbook.checks.alerts import memory_ratio_basis, render_expr
+from perfbook.promql import memory_ratio_basis, render_expr
 from perfbook.plots import finish, plain_text
 
 __all__ = ["Line", "Threshold", "Panel", "key_metric_panels", "panel_queries", "promql_text", 
