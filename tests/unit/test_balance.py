@@ -272,3 +272,34 @@ def test_instance_figures_are_drawn_with_the_hot_instance():
     assert plots.instance_bars(balance.instance_summary(series), hot="a:1") is not None
     assert plots.cpu_vs_target(series, 70) is not None
     assert plots.instances_over_time(series.iloc[0:0]) is None
+
+
+class _RecordingClient:
+    def __init__(self):
+        self.asked = []
+
+    def render(self, template):
+        return template.replace("__SEL__", 'app="demo"')
+
+    def query_range(self, expr, start, end, step):
+        self.asked.append((expr, step))
+        return pd.DataFrame({"instance": ["a"], "measure": ["rps"], "timestamp": [T0], "value": [3.0]})
+
+
+def test_window_metrics_instance_frame_runs_the_one_range_query():
+    from datetime import timedelta
+
+    from perfbook.params import Params
+    from perfbook.sources.window_metrics import WindowMetrics
+
+    client = _RecordingClient()
+    end = T0.to_pydatetime()
+    wm = WindowMetrics(Params(service="t"), end - timedelta(minutes=10), end, client=client)
+    kind, frame = wm.instance_frame(Metrics())
+    assert kind == "prometheus" and len(client.asked) == 1
+    expr, step = client.asked[0]
+    assert 'app="demo"' in expr and "__SEL__" not in expr and step == wm.step
+    assert wm.queries[-1][0].startswith("per-instance load")
+    assert balance.series_from(kind, frame, Metrics())["value"].tolist() == [3.0]
+    with pytest.raises(SourceUnreachable):   # no source configured at all
+        WindowMetrics(Params(service="t"), end - timedelta(minutes=10), end).instance_frame(Metrics())
