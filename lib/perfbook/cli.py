@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .params import ParamsError, load, parse_override
-from .runner import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, Batch, BadInput, NotebookResult,
-                     available_sections, notebooks_dir, validate_sections)
+from .params import ParamsError
+from .runner import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput, available_sections, load_params, notebooks_dir,
+                     print_error, run_batch)
 
 EXIT_CODES_HELP = """exit status:
   0    every notebook ran, no critical finding
@@ -33,76 +33,6 @@ EXIT_CODES_HELP = """exit status:
        manifest.json is "failed" with the reason, and nothing unredacted is left
   130  interrupted; the run folder's manifest.json says which sections finished
 """
-
-
-def _err(msg: str) -> None:
-    sys.stderr.write(f"perfbook: {msg}\n")
-
-
-class Printer:
-    """Progress lines a tired engineer can follow (colour only on a terminal)."""
-
-    COLOURS = {"ok": "32", "failed": "31", "timeout": "31", "interrupted": "33", "critical": "31",
-               "warning": "33", "error": "35"}
-
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.done, self.stream = total, 0, stream
-        self.tty = stream.isatty()
-
-    def c(self, text: str, key: str) -> str:
-        return f"\x1b[{self.COLOURS.get(key, '0')}m{text}\x1b[0m" if self.tty else text
-
-    def __call__(self, event: str, r: NotebookResult) -> None:
-        if event == "start":
-            self.stream.write(f"  … {r.section} started\n")
-        else:
-            self.done += 1
-            counts: dict[str, int] = {}
-            for f in r.findings:
-                counts[f.severity] = counts.get(f.severity, 0) + 1
-            summary = ", ".join(self.c(f"{counts[s]} {s}", s) for s in ("critical", "error", "warning")
-                                if counts.get(s)) or "nothing above normal"
-            status = self.c(r.status, r.status)
-            extra = f" — {r.error[:160]}" if r.error and r.status != "ok" else ""
-            self.stream.write(f"[{self.done}/{self.total}] {r.section}: {status} in {r.duration_s:.1f}s — "
-                              f"{summary}{extra}\n")
-        self.stream.flush()
-
-
-def _load_params(path: str, overrides: list[str]) -> tuple[Any, dict[str, Any]]:
-    ov = dict(parse_override(o) for o in overrides or [])
-    return load(path, ov), ov
-
-
-def run_batch(params_file: str, sections: list[str] | None, *, incident=None, since=None, until=None,
-              overrides: list[str] | None = None, jobs=None, timeout=None, outputs="outputs",
-              quiet=False) -> int:
-    if timeout is not None and not timeout > 0:
-        raise BadInput(f"--timeout: must be a number of seconds above 0, got {timeout:g}")
-    params, ov = _load_params(params_file, overrides or [])
-    chosen = validate_sections(sections)
-    if not chosen:
-        raise BadInput(f"no notebooks found in {notebooks_dir()}")
-    printer = Printer(len(chosen))
-    batch = Batch(params_file, params, chosen, incident=incident, since=since, until=until, overrides=ov,
-                  jobs=jobs, timeout=timeout, outputs=outputs, progress=None if quiet else printer)
-    if not quiet:
-        each = (f"timeout {timeout:.0f}s each" if timeout is not None else "timeout per section: "
-                + ", ".join(f"{r.section} {r.timeout_s:.0f}s" for r in batch.results))
-        sys.stderr.write(f"perfbook {__version__}: {len(chosen)} section(s), {batch.jobs} at a time, "
-                         f"{each} → {batch.run_dir}\n")
-    result = batch.run()  # handles SIGINT/SIGTERM/SIGHUP itself
-    if batch.failure:
-        _err(batch.failure)
-    findings = result.findings
-    crit = sum(f.severity == "critical" for f in findings)
-    errs = sum(f.severity == "error" for f in findings)
-    warn = sum(f.severity == "warning" for f in findings)
-    failed = [r.section for r in result.results if r.status != "ok"]
-    sys.stderr.write(f"\n{crit} critical, {errs} could not run, {warn} warnings"
-                     + (f"; notebooks not ok: {', '.join(failed)}" if failed else "") + "\n")
-    print(f"Report: {result.index.resolve()}")
-    return result.exit_code
 
 
 def cmd_list(a: argparse.Namespace) -> int:
@@ -162,9 +92,9 @@ def cmd_check_params(a: argparse.Namespace) -> int:
         print("perfbook check-params: give one params file (FILE or -p FILE)", file=sys.stderr)
         return 2
     a.file = a.file or a.params_opt
-    params, _ = _load_params(a.file, a.set)
+    params, _ = load_params(a.file, a.set)
     for line in weak_secret_warnings(a.file, params):
-        _err(line)
+        print_error(line)
     print(f"{a.file}: ok — service {params.service!r} ({params.environment}), "
           f"{len(params.endpoints)} endpoints, secrets named: {', '.join(params.env_names()) or 'none'}")
     return 0
@@ -198,10 +128,10 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def cmd_alerts(a: argparse.Namespace) -> int:
     from .checks.alerts import export_notes, rules_yaml
-    params, _ = _load_params(a.params, a.set)
+    params, _ = load_params(a.params, a.set)
     text = rules_yaml(params)
     for note in export_notes(params):  # a rule stock prom-client cannot feed: said, not silent
-        _err(f"note: {note}")
+        print_error(f"note: {note}")
     if a.output in (None, "-"):
         sys.stdout.write(text)
     else:
@@ -319,10 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return a.fn(a)
     except (ParamsError, BadInput) as exc:
-        _err(str(exc))
+        print_error(str(exc))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        _err("interrupted")
+        print_error("interrupted")
         return EXIT_INTERRUPTED
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from .runner import say
+
 #: Settings that make the runbook's checks meaningful on a one-minute demo window: the
 #: alert rules' `for` shrinks from minutes to seconds, the stress test runs short stages.
 def _demo_settings() -> dict[str, Any]:
@@ -64,11 +66,6 @@ def arm_alert_rules(stack) -> Path | None:
     return path
 
 
-def _say(msg: str) -> None:
-    sys.stderr.write(msg + "\n")
-    sys.stderr.flush()
-
-
 _last_line: list = [None]
 
 
@@ -97,7 +94,7 @@ def _second_backend(stack, params: Path, sections, a) -> int:
     remote_write, so it holds the same samples), and the time-series verdicts compared."""
     import json
 
-    from .cli import run_batch
+    from .runner import run_batch
     from .demo.victoriametrics import verdict_differences
 
     window = yaml.safe_load(params.read_text(encoding="utf-8"))["window"]
@@ -105,7 +102,7 @@ def _second_backend(stack, params: Path, sections, a) -> int:
     text = yaml.safe_load(vm_params.read_text(encoding="utf-8"))
     text["window"] = window  # the very same window as the Prometheus batch
     vm_params.write_text(yaml.safe_dump(text, sort_keys=False), encoding="utf-8")
-    _say("\nThe same batch against VictoriaMetrics (same samples, same window):")
+    say("\nThe same batch against VictoriaMetrics (same samples, same window):")
     runs = sorted(Path(a.outputs).glob(f"*/*-demo-{a.scenario}"), key=lambda p: p.stat().st_mtime)
     code = run_batch(str(vm_params), sections, incident=f"demo-{a.scenario}-victoriametrics", jobs=a.jobs,
                      timeout=a.timeout, outputs=a.outputs)
@@ -113,10 +110,10 @@ def _second_backend(stack, params: Path, sections, a) -> int:
     if runs and vm_runs:
         load = lambda run: json.loads((run / "findings.json").read_text(encoding="utf-8"))  # noqa: E731
         diff, near = verdict_differences(load(runs[-1]), load(vm_runs[-1]))
-        _say("Time-series verdicts: " + ("the same on Prometheus and VictoriaMetrics." if not diff else
+        say("Time-series verdicts: " + ("the same on Prometheus and VictoriaMetrics." if not diff else
                                          f"{len(diff)} differ:\n  " + "\n  ".join(diff)))
         if near:
-            _say("  " + "\n  ".join(near))
+            say("  " + "\n  ".join(near))
     return code
 
 
@@ -135,10 +132,10 @@ def demo_main(a) -> int:
         try:
             stack = Stack.load_state()
         except FileNotFoundError:
-            _say("perfbook demo stop: no demo stack is recorded as running")
+            say("perfbook demo stop: no demo stack is recorded as running")
             return 0
         stack.stop(remove=True)
-        _say(f"stopped the demo stack ({stack.scenario.name}) and removed {stack.state_dir}")
+        say(f"stopped the demo stack ({stack.scenario.name}) and removed {stack.state_dir}")
         return 0
     if a.action == "env":
         try:
@@ -153,31 +150,31 @@ def demo_main(a) -> int:
     try:
         scenarios.get(a.scenario)
     except KeyError:
-        _say(f"perfbook: --scenario: unknown scenario {a.scenario!r}; known: {', '.join(scenarios.SCENARIOS)}")
+        say(f"perfbook: --scenario: unknown scenario {a.scenario!r}; known: {', '.join(scenarios.SCENARIOS)}")
         return EXIT_BAD_INPUT
     tsdb = getattr(a, "tsdb", "prometheus")
-    stack = Stack(a.scenario, keep=a.keep, log=lambda m: _say(f"  {m}"), db_role=getattr(a, "db_role", "monitor"),
+    stack = Stack(a.scenario, keep=a.keep, log=lambda m: say(f"  {m}"), db_role=getattr(a, "db_role", "monitor"),
                   tsdb=tsdb)
-    _say(f"perfbook demo: scenario {a.scenario!r} — starting PostgreSQL, "
+    say(f"perfbook demo: scenario {a.scenario!r} — starting PostgreSQL, "
          f"{' and '.join(stack.tsdb_names).replace('victoriametrics', 'VictoriaMetrics').replace('prometheus', 'Prometheus')}, "
          f"{stack.n_instances} service instances and the external-API stand-in on 127.0.0.1")
     ok = False
     try:
         timings = stack.start()
-        _say(f"  stack up in {timings['total']:.1f} s (goal < 30 s): "
+        say(f"  stack up in {timings['total']:.1f} s (goal < 30 s): "
              + ", ".join(f"{k} {v}" for k, v in timings.items() if k != "total"))
-        _say(f"  perfbook connects to PostgreSQL as {stack.monitor_user} (privilege level {stack.db_role}; "
+        say(f"  perfbook connects to PostgreSQL as {stack.monitor_user} (privilege level {stack.db_role}; "
              f"--db-role monitor|read_all|hypopg)")
         arm_alert_rules(stack)
         t0 = time.monotonic()
         driven = stack.drive(a.duration, progress=lambda done, total, stats: _bar(done, total, _stats(stats)))
         if sys.stderr.isatty():
             sys.stderr.write("\n")
-        _say(f"  drove {a.duration:.0f} s of traffic in {time.monotonic() - t0:.0f} s "
-             f"({getattr(driven, 'requests', '?')} requests)")
+        say(f"  drove {a.duration:.0f} s of traffic in {time.monotonic() - t0:.0f} s "
+            f"({getattr(driven, 'requests', '?')} requests)")
         params = write_demo_params(stack, stack.state_dir / "params.yaml")
         os.environ.update(stack.env())
-        from .cli import run_batch
+        from .runner import run_batch
         sections = [s.strip() for s in a.sections.split(",")] if a.sections else None
         code = run_batch(str(params), sections, incident=f"demo-{a.scenario}", jobs=a.jobs, timeout=a.timeout,
                          outputs=a.outputs)
@@ -185,16 +182,16 @@ def demo_main(a) -> int:
             code = max(code, _second_backend(stack, params, sections, a))
         ok = True
         if a.keep:
-            _say(f"\nThe stack is still up (--keep):\n{stack.describe()}\n"
+            say(f"\nThe stack is still up (--keep):\n{stack.describe()}\n"
                  f"params: {params}\nexplore: make lab   ·   stop: perfbook demo stop")
         return code
     except HypopgUnavailable as exc:
-        _say(f"perfbook: {exc}")
+        say(f"perfbook: {exc}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        _say("\ninterrupted: stopping the demo stack")
+        say("\ninterrupted: stopping the demo stack")
         return 130
     finally:
         if not (a.keep and ok):
             stack.stop(remove=True)
-            _say("demo stack stopped")
+            say("demo stack stopped")

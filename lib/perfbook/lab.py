@@ -27,7 +27,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from .runner import say
 
 #: Environment variable naming the params file whose secrets the save hook redacts.
 PARAMS_ENV = "PERFBOOK_LAB_PARAMS"
@@ -52,11 +53,6 @@ SERVER_CONFIG = '''# Written by `perfbook lab` for this workspace.
 c = get_config()  # noqa: F821
 c.FileContentsManager.pre_save_hook = "perfbook.lab.pre_save_hook"
 '''
-
-
-def _say(msg: str) -> None:
-    sys.stderr.write(msg + "\n")
-    sys.stderr.flush()
 
 
 # --------------------------------------------------------------------------- the workspace
@@ -186,12 +182,6 @@ def pre_save_hook(model: dict, path: str = "", contents_manager: Any = None, **k
 # --------------------------------------------------------------------------- the params to use
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class DemoForLab:
     """The demo stack Lab investigates: a kept one (``perfbook demo --keep``) or one started
     here, with traffic flowing while Lab runs, stopped when Lab exits."""
@@ -211,7 +201,7 @@ class DemoForLab:
         except (FileNotFoundError, ValueError, KeyError):
             return None
         if not all(stack.running().values()):
-            _say(f"perfbook lab: the kept demo stack at {stack.state_dir} is not fully running; starting a new one")
+            say(f"perfbook lab: the kept demo stack at {stack.state_dir} is not fully running; starting a new one")
             return None
         self.stack = stack
         params = stack.state_dir / "params.yaml"
@@ -223,13 +213,13 @@ class DemoForLab:
 
         import yaml
 
-        stack = Stack(self.scenario, log=lambda m: _say(f"  {m}"))
+        stack = Stack(self.scenario, log=lambda m: say(f"  {m}"))
         self.stack, self.owned = stack, True
-        _say(f"perfbook lab: no demo stack is kept and no -p given: starting one (scenario {self.scenario!r}) "
+        say(f"perfbook lab: no demo stack is kept and no -p given: starting one (scenario {self.scenario!r}) "
              f"on 127.0.0.1; it stops when Lab exits")
         stack.start()
         arm_alert_rules(stack)
-        _say(f"  driving {self.warmup:.0f} s of traffic before Lab opens (it goes on while Lab runs)")
+        say(f"  driving {self.warmup:.0f} s of traffic before Lab opens (it goes on while Lab runs)")
         stack.drive(self.warmup)
         data = demo_params(stack)
         data["window"]["until"] = "now"  # a live investigation: the window ends when a cell runs
@@ -257,7 +247,7 @@ class DemoForLab:
             self._traffic.join(timeout=15)
         if self.owned and self.stack is not None:
             self.stack.stop(remove=True)
-            _say("perfbook lab: demo stack stopped")
+            say("perfbook lab: demo stack stopped")
 
 
 # --------------------------------------------------------------------------- perfbook lab
@@ -325,14 +315,16 @@ def lab_main(a: Any) -> int:
             demo = DemoForLab(scenario=a.scenario)
             params_file = demo.kept() or demo.start()
             if not demo.owned:
-                _say(f"perfbook lab: using the demo stack kept at {demo.stack.state_dir}")
+                say(f"perfbook lab: using the demo stack kept at {demo.stack.state_dir}")
         load(str(params_file), overrides)  # a bad params file: say so before anything starts
         ws = make_workspace(params_file, a.outputs, incident=a.incident, since=a.since, until=a.until,
                             overrides=overrides, label="demo" if demo else None)
         if stopping["signal"] is not None:  # Ctrl-C while the stack started: do not open Lab
-            _say(f"perfbook lab: interrupted; the workspace is {ws}")
+            say(f"perfbook lab: interrupted; the workspace is {ws}")
             return 130
-        port = a.port or _free_port()
+        from .sources.loadgen import free_port
+
+        port = a.port or free_port()
         token = secrets.token_hex(24)
         url = f"http://127.0.0.1:{port}"
         env = lab_env(ws, params_file, token, demo.env() if demo else {})
@@ -340,13 +332,13 @@ def lab_main(a: Any) -> int:
         proc = subprocess.Popen(lab_command(ws, port, a.open), env=env, cwd=str(ws), stdout=log, stderr=log,
                                 start_new_session=True)
         if stopping["signal"] is None and not wait_ready(url, token, proc):
-            _say(f"perfbook lab: JupyterLab did not start; its log: {ws / '.jupyter' / 'lab.log'}")
+            say(f"perfbook lab: JupyterLab did not start; its log: {ws / '.jupyter' / 'lab.log'}")
             if proc.poll() is None:
                 proc.terminate()
             return 1
         first = "quick-diagnostics.ipynb" if (ws / "quick-diagnostics.ipynb").exists() else ""
         print(f"JupyterLab: {url}/lab/tree/{first}?token={token}", flush=True)
-        _say(f"  params:    {params_file}\n  workspace: {ws}   (your notebooks are saved here; notebooks/ is untouched)\n"
+        say(f"  params:    {params_file}\n  workspace: {ws}   (your notebooks are saved here; notebooks/ is untouched)\n"
              f"  Lab log:   {ws / '.jupyter' / 'lab.log'}\n"
              f"  stop with Ctrl-C; then `perfbook report {ws}` for the HTML report")
         while proc.poll() is None:
@@ -356,7 +348,7 @@ def lab_main(a: Any) -> int:
                 pass
         return 0 if stopping["signal"] is not None or proc.returncode in (0, -signal.SIGTERM) else proc.returncode
     except ValueError as exc:
-        _say(f"perfbook lab: {exc}")
+        say(f"perfbook lab: {exc}")
         return EXIT_BAD_INPUT
     finally:
         if proc is not None and proc.poll() is None:
@@ -419,7 +411,7 @@ def report_workspace(folder: str | Path) -> Path:
     try:
         params = load(params_file) if params_file else None
     except Exception as exc:  # noqa: BLE001 - the report still lists what ran
-        _say(f"perfbook report: cannot read the params file {params_file}: {exc}; secrets of its "
+        say(f"perfbook report: cannot read the params file {params_file}: {exc}; secrets of its "
              f"environment variables cannot be redacted by name (patterns still apply)")
     redact = Redactor.for_env(params.env_names() if params else [])
     results, findings, windows = [], [], []
@@ -455,7 +447,7 @@ def report_workspace(folder: str | Path) -> Path:
     replace_file(ws / "findings.json", findings_json(findings), redact)
     index_manifest = dict(manifest)
     try:
-        from .checks.checklist import checklist_index_html
+        from .report import checklist_index_html
         index_manifest["checklist_html"] = checklist_index_html(findings)
     except ImportError:
         pass

@@ -273,6 +273,16 @@ def metrics_window(ctx: Context, without: str) -> Any:
     return wm
 
 
+def instance_series(wm: Any, m: Any) -> Any:
+    """Per-instance series over the window (load balancing, scaling): fetched through
+    ``wm`` (:meth:`~perfbook.sources.window_metrics.WindowMetrics.instance_frame`, the I/O)
+    and read by :func:`perfbook.checks.balance.series_from` (pure). ``m``: the params'
+    metrics section."""
+    from .checks.balance import series_from
+
+    return series_from(*wm.instance_frame(m), m)
+
+
 # --------------------------------------------------------------------------- display helpers
 
 

@@ -541,7 +541,8 @@ class LoadTest(Strict):
         return self
 
 
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+#: A ``${name}`` placeholder (a field of the metrics section) in alert and panel expressions.
+PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 #: Placeholders of alert expressions that stand for a derived expression, not a metric name
 #: (expanded by :func:`perfbook.checks.alerts.render_expr`).
@@ -574,7 +575,7 @@ class AlertRule(Strict):
     @field_validator("expr")
     @classmethod
     def _placeholders(cls, v: str) -> str:
-        for name in _PLACEHOLDER.findall(v):
+        for name in PLACEHOLDER.findall(v):
             if name not in Metrics.model_fields and name not in DERIVED_PLACEHOLDERS:
                 raise ValueError(f"${{{name}}} is not a field of the metrics section "
                                  f"(one of: {', '.join([*Metrics.model_fields, *DERIVED_PLACEHOLDERS])})")

@@ -579,6 +579,34 @@ code {{ font-size: .95em; }}
 </body></html>"""
 
 
+def checklist_index_html(findings: Iterable[Finding]) -> str:
+    """The checklist summary for the batch's index page (see :func:`perfbook.checks.checklist.combine`): a tick, a
+    cross or a question mark per item, with the evidence. Empty when no finding of the
+    batch bears on the checklist (neither the monitoring section nor a mapped code)."""
+    from .checks.checklist import LEVELS, MARKS, STATUSES, combine, on_checklist
+
+    findings = list(findings)
+    if not on_checklist(findings):
+        return ""
+    answers = combine(findings)
+    e = html.escape
+    colour = {"met": ("#2e7d32", "#eef8ee"), "unmet": ("#c62828", "#fdecea"), "unknown": ("#555", "#f5f5f5")}
+    counts = {s: sum(1 for a in answers if a.status == s) for s in STATUSES}
+    rows = []
+    for level in LEVELS:
+        rows.append(f"<tr><th colspan='3' style='text-align:left;padding-top:6px'>{e(level)} Level</th></tr>")
+        for a in (x for x in answers if x.item.level == level):
+            fg, bg = colour[a.status]
+            rows.append(f"<tr style='background:{bg}'><td style='color:{fg};font-weight:bold;text-align:center'>"
+                        f"{MARKS[a.status]}</td><td>{e(a.item.text)}</td>"
+                        f"<td style='font-size:.85em'>{e(a.why[:600])}"
+                        f"<span style='color:#777'> — {e(a.source)}</span></td></tr>")
+    return (f"<div class='perfbook-checklist'><h2>Performance Optimization Checklist</h2>"
+            f"<p>{counts['met']} met, {counts['unmet']} unmet, {counts['unknown']} unknown "
+            f"(✔ met · ✘ unmet · ? cannot be known from outside, or not measured in this batch)</p>"
+            f"<table class='perfbook-table'>{''.join(rows)}</table></div>")
+
+
 def _short(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"

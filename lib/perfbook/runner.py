@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from . import __version__
 from .findings import Finding, collect
-from .params import Params, ParamsError
+from .params import Params, ParamsError, load, parse_override
 from .report import (STATUS_TEXT, Redactor, SecretLeak, clip, error_html, findings_json, git_revision,
                      index_html, make_run_dir, redact_notebook, replace_file, versions, write_new)
 
@@ -409,7 +409,7 @@ class Batch:
         write_new(self.run_dir / "findings.json", findings_json(findings, self.redact), self.redact)
         manifest = self.manifest(status, code)
         try:
-            from .checks.checklist import checklist_index_html  # optional: the monitoring section's summary
+            from .report import checklist_index_html  # optional: the monitoring section's summary
             manifest["checklist_html"] = checklist_index_html(findings)
         except ImportError:
             pass
@@ -487,3 +487,85 @@ __all__ = ["Batch", "BatchResult", "NotebookResult", "BadInput", "ParamsError", 
            "available_sections", "validate_sections", "notebooks_dir", "EXIT_OK", "EXIT_CRITICAL",
            "EXIT_BAD_INPUT", "EXIT_NOTEBOOK_FAILED", "EXIT_INTERRUPTED", "EXIT_RUNNER_FAILED", "error_html",
            "expected_seconds", "notebook_timeout"]
+
+
+# --------------------------------------------------------------------------- the batch from a command line
+
+def say(msg: str) -> None:
+    """A progress or status line on stderr, flushed (the demo and lab commands)."""
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def print_error(msg: str) -> None:
+    sys.stderr.write(f"perfbook: {msg}\n")
+
+
+class Printer:
+    """Progress lines a tired engineer can follow (colour only on a terminal)."""
+
+    COLOURS = {"ok": "32", "failed": "31", "timeout": "31", "interrupted": "33", "critical": "31",
+               "warning": "33", "error": "35"}
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.done, self.stream = total, 0, stream
+        self.tty = stream.isatty()
+
+    def c(self, text: str, key: str) -> str:
+        return f"\x1b[{self.COLOURS.get(key, '0')}m{text}\x1b[0m" if self.tty else text
+
+    def __call__(self, event: str, r: NotebookResult) -> None:
+        if event == "start":
+            self.stream.write(f"  … {r.section} started\n")
+        else:
+            self.done += 1
+            counts: dict[str, int] = {}
+            for f in r.findings:
+                counts[f.severity] = counts.get(f.severity, 0) + 1
+            summary = ", ".join(self.c(f"{counts[s]} {s}", s) for s in ("critical", "error", "warning")
+                                if counts.get(s)) or "nothing above normal"
+            status = self.c(r.status, r.status)
+            extra = f" — {r.error[:160]}" if r.error and r.status != "ok" else ""
+            self.stream.write(f"[{self.done}/{self.total}] {r.section}: {status} in {r.duration_s:.1f}s — "
+                              f"{summary}{extra}\n")
+        self.stream.flush()
+
+
+def load_params(path: str, overrides: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The params file with ``--set`` overrides applied, and the overrides as a dict."""
+    ov = dict(parse_override(o) for o in overrides or [])
+    return load(path, ov), ov
+
+
+def run_batch(params_file: str, sections: list[str] | None, *, incident=None, since=None, until=None,
+              overrides: list[str] | None = None, jobs=None, timeout=None, outputs="outputs",
+              quiet=False) -> int:
+    """Run ``sections`` (None: all) of ``params_file`` as one batch, with progress lines on
+    stderr and the report's path on stdout; returns the exit status (``perfbook run``,
+    ``perfbook section``, ``perfbook demo``)."""
+    if timeout is not None and not timeout > 0:
+        raise BadInput(f"--timeout: must be a number of seconds above 0, got {timeout:g}")
+    params, ov = load_params(params_file, overrides or [])
+    chosen = validate_sections(sections)
+    if not chosen:
+        raise BadInput(f"no notebooks found in {notebooks_dir()}")
+    printer = Printer(len(chosen))
+    batch = Batch(params_file, params, chosen, incident=incident, since=since, until=until, overrides=ov,
+                  jobs=jobs, timeout=timeout, outputs=outputs, progress=None if quiet else printer)
+    if not quiet:
+        each = (f"timeout {timeout:.0f}s each" if timeout is not None else "timeout per section: "
+                + ", ".join(f"{r.section} {r.timeout_s:.0f}s" for r in batch.results))
+        sys.stderr.write(f"perfbook {__version__}: {len(chosen)} section(s), {batch.jobs} at a time, "
+                         f"{each} → {batch.run_dir}\n")
+    result = batch.run()  # handles SIGINT/SIGTERM/SIGHUP itself
+    if batch.failure:
+        print_error(batch.failure)
+    findings = result.findings
+    crit = sum(f.severity == "critical" for f in findings)
+    errs = sum(f.severity == "error" for f in findings)
+    warn = sum(f.severity == "warning" for f in findings)
+    failed = [r.section for r in result.results if r.status != "ok"]
+    sys.stderr.write(f"\n{crit} critical, {errs} could not run, {warn} warnings"
+                     + (f"; notebooks not ok: {', '.join(failed)}" if failed else "") + "\n")
+    print(f"Report: {result.index.resolve()}")
+    return result.exit_code

@@ -11,6 +11,7 @@ import yaml
 
 from perfbook.checks import alerts
 from perfbook.params import AlertRule, Params
+from perfbook.promql import number_literal
 
 T0 = pd.Timestamp("2025-10-31T12:00:00Z")
 
@@ -213,7 +214,7 @@ def test_high_memory_evaluates_on_stock_prom_client_with_a_memory_limit():
 def test_numbers_are_written_as_prometheus_prints_them(x, text):
     # /api/v1/rules returns a rule as the server prints it (Go's %v); "5.36870912e+08" was read back
     # from a real Prometheus for 536870912 — the exported text must read the same
-    assert alerts._number(x) == text
+    assert number_literal(x) == text
 
 
 def test_same_promql_ignores_whitespace_and_number_spelling():

@@ -11,6 +11,7 @@ from perfbook.checks import balance
 from perfbook.params import Metrics
 from perfbook.sources import SourceError, SourceUnreachable, flytoml
 from perfbook.sources.prometheus import parse_exposition
+from perfbook.sources.window_metrics import instance_query
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "promclient"
 T0 = pd.Timestamp("2026-01-01T12:00:00Z")
@@ -209,7 +210,7 @@ def test_fly_toml_missing_or_broken_is_a_source_problem(tmp_path):
 
 
 def test_instance_query_tags_every_measure_and_keeps_the_selector_placeholder():
-    q = balance.instance_query(Metrics(), 60)
+    q = instance_query(Metrics(), 60)
     for measure in ("rps", "err_rps", "cpu", "memory", "p95", "latency_mean", "connections", "route_p95", "route_rps"):
         assert f'"measure", "{measure}"' in q
     assert q.count("__SEL__") >= 9
@@ -242,8 +243,25 @@ def test_series_from_a_real_prom_client_scrape():
     assert summary["share"].sum() == pytest.approx(1.0)
 
 
-def test_route_key_matches_express_and_starlette_templates():
-    assert balance.route_key("/api/products/:id") == balance.route_key("/api/products/{id}") == "/api/products/{}"
+def test_series_from_picks_the_reading_by_kind():
+    m = Metrics()
+    raw = pd.DataFrame({"instance": ["a"], "measure": ["rps"], "timestamp": [T0], "value": [2.0]})
+    assert balance.series_from("prometheus", raw, m)["value"].tolist() == [2.0]
+    assert balance.series_from("snapshot", pd.DataFrame(), m).empty
+
+
+class _FakeWindow:
+    def __init__(self, kind, frame):
+        self.answer = (kind, frame)
+
+    def instance_frame(self, m):
+        return self.answer
+
+
+def test_instance_series_shim_asks_the_window_and_reads_its_answer():
+    raw = pd.DataFrame({"instance": ["a"], "measure": ["rps"], "timestamp": [T0], "value": [2.0]})
+    out = balance.instance_series(_FakeWindow("prometheus", raw), Metrics())
+    assert out["measure"].tolist() == ["rps"]
 
 
 def test_instance_figures_are_drawn_with_the_hot_instance():
@@ -254,3 +272,34 @@ def test_instance_figures_are_drawn_with_the_hot_instance():
     assert plots.instance_bars(balance.instance_summary(series), hot="a:1") is not None
     assert plots.cpu_vs_target(series, 70) is not None
     assert plots.instances_over_time(series.iloc[0:0]) is None
+
+
+class _RecordingClient:
+    def __init__(self):
+        self.asked = []
+
+    def render(self, template):
+        return template.replace("__SEL__", 'app="demo"')
+
+    def query_range(self, expr, start, end, step):
+        self.asked.append((expr, step))
+        return pd.DataFrame({"instance": ["a"], "measure": ["rps"], "timestamp": [T0], "value": [3.0]})
+
+
+def test_window_metrics_instance_frame_runs_the_one_range_query():
+    from datetime import timedelta
+
+    from perfbook.params import Params
+    from perfbook.sources.window_metrics import WindowMetrics
+
+    client = _RecordingClient()
+    end = T0.to_pydatetime()
+    wm = WindowMetrics(Params(service="t"), end - timedelta(minutes=10), end, client=client)
+    kind, frame = wm.instance_frame(Metrics())
+    assert kind == "prometheus" and len(client.asked) == 1
+    expr, step = client.asked[0]
+    assert 'app="demo"' in expr and "__SEL__" not in expr and step == wm.step
+    assert wm.queries[-1][0].startswith("per-instance load")
+    assert balance.series_from(kind, frame, Metrics())["value"].tolist() == [3.0]
+    with pytest.raises(SourceUnreachable):   # no source configured at all
+        WindowMetrics(Params(service="t"), end - timedelta(minutes=10), end).instance_frame(Metrics())

@@ -9,6 +9,8 @@ import pytest
 from perfbook.checks import checklist as cl
 from perfbook.findings import Finding
 from perfbook.params import Params
+from perfbook.report import checklist_index_html
+from perfbook.sources.monitoring import Evidence
 
 P = Params.model_validate({"service": "demo-api", "targets": {"base_url": "http://127.0.0.1:8101"}})
 
@@ -169,7 +171,7 @@ def test_dashboard_and_baselines():
 
 
 def _evidence(**values):
-    return cl.Evidence(values=values, probes=[
+    return Evidence(values=values, probes=[
         probe("compression", "GET /api/products", headers={"content-encoding": "gzip"}, wire_bytes=1000,
               body_bytes=3000),
         probe("rate_limit", "GET /api/products", headers=RL),
@@ -238,14 +240,14 @@ def test_index_combines_other_sections_findings_unmet_beats_met():
     assert by["caching"].status == "unmet" and by["caching"].source == "caching"   # overrules monitoring's met
     assert by["load_balancing"].status == "met"
     assert by["prepared"].status == "unknown"
-    html = cl.checklist_index_html(mon + others)
+    html = checklist_index_html(mon + others)
     assert "Performance Optimization Checklist" in html and "Indexes on filtered/sorted columns" in html
     assert html.count("<tr style=") == 25
 
 
 def test_index_escapes_text_and_is_empty_without_checklist_evidence():
     evil = _f("db.missing_index", "warning", "database", "<script>alert(1)</script>", "products")
-    html = cl.checklist_index_html([evil])
+    html = checklist_index_html([evil])
     assert "<script>" not in html and "&lt;script&gt;" in html
-    assert cl.checklist_index_html([_f("latency.slo_breach", "warning", "quick-diagnostics")]) == ""
-    assert cl.checklist_index_html([]) == ""
+    assert checklist_index_html([_f("latency.slo_breach", "warning", "quick-diagnostics")]) == ""
+    assert checklist_index_html([]) == ""

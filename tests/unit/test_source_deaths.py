@@ -207,6 +207,7 @@ def test_a_read_error_mid_log_is_unreachable(tmp_path, monkeypatch):
 def test_redis_reasons_are_one_phrase_without_the_address():
     import redis
 
+    from perfbook.sources import error_reason
     from perfbook.sources import redis as R
 
     for exc, reason in [
@@ -215,7 +216,29 @@ def test_redis_reasons_are_one_phrase_without_the_address():
         (redis.ConnectionError("Connection closed by server."), "Connection closed by server"),
         (redis.ConnectionError("Error 111 connecting to 10.0.0.7:6379. Connection refused."), "Connection refused"),
     ]:
-        assert R._reason(exc) == reason
+        assert error_reason(exc, detail=True) == reason
         with pytest.raises(SourceUnreachable) as e:
             R._call("redis://:pw@10.0.0.7:6379/0", lambda: (_ for _ in ()).throw(exc))
         assert e.value.reason == reason and e.value.target == "redis://10.0.0.7:6379/0"
+
+
+def test_one_error_reason_for_every_source():
+    import requests
+    import redis
+
+    from perfbook.sources import error_reason
+
+    refused = requests.ConnectionError("HTTPConnectionPool(host='10.0.0.7', port=9090): Max retries exceeded with url: "
+                                       "/api/v1/query?query=up (Caused by NewConnectionError('<urllib3.connection."
+                                       "HTTPConnection object at 0x7f>: Failed to establish a new connection: "
+                                       "[Errno 111] Connection refused'))")
+    assert error_reason(refused) == error_reason(refused, 5) == "Connection refused"
+    assert error_reason(requests.ReadTimeout("read timed out"), 2) == "no answer within 2 s"
+    assert error_reason(requests.ReadTimeout("x")) == "timed out"
+    assert error_reason(redis.TimeoutError("Timeout reading from socket")) == "timed out"
+    assert error_reason(requests.ConnectionError("[Errno -3] Temporary failure in name resolution")) == \
+        "[Errno -3] Temporary failure in name resolution"
+    assert error_reason(requests.exceptions.SSLError("... CERTIFICATE_VERIFY_FAILED ...")) == \
+        "TLS certificate verification failed"
+    assert error_reason(ValueError("http://user:pw@host/")) == "ValueError"   # no URL, no secret
+    assert error_reason(redis.ResponseError("ERR unknown command"), detail=True) == "ResponseError: ERR unknown command"

@@ -12,3 +12,11 @@ def number(x: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if math.isnan(v) else v
+
+
+def ms(seconds: float | None) -> str:
+    """Seconds as milliseconds for a title: ``9.5 ms`` under 10 ms, ``123 ms`` above, ``n/a`` for None."""
+    if seconds is None:
+        return "n/a"
+    v = seconds * 1000
+    return f"{v:.1f} ms" if v < 10 else f"{v:.0f} ms"

@@ -28,189 +28,25 @@ Everything here is pure: the range queries are run by the notebook through
 """
 from __future__ import annotations
 
-import decimal
 import math
 import re
-from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 import yaml
 
 from perfbook.findings import Finding
-from perfbook.sources.prometheus import render as _render_selector
+from perfbook.promql import (PLACEHOLDER, alert_expr, evaluation_ticks, lookback_start, memory_ratio_basis,
+                             memory_ratio_template, number_literal, prom_duration, render_expr, same_promql)
+from perfbook.rules import (ALERT_META_LABELS, SPAN_COLUMNS, STATE_COLUMNS, RuleEvaluation, alert_spans, evaluate,
+                            series_name, series_states, server_spans, union_seconds)
 
 __all__ = [
     "render_expr", "same_promql", "memory_ratio_template", "memory_ratio_basis", "export_notes", "alert_expr", "prom_duration", "rules_yaml", "rules_table",
     "evaluation_ticks", "lookback_start", "series_states", "alert_spans", "RuleEvaluation", "evaluate",
     "alert_findings", "server_spans", "compare_with_server", "server_rules_table", "STATE_COLUMNS",
-    "SPAN_COLUMNS", 
+    "SPAN_COLUMNS", "ALERT_META_LABELS", "series_name",
 ]
-
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_EMPTY_MATCHERS = re.compile(r"(?<=[A-Za-z0-9_:])\{\s*\}")
-_OPS = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
-
-#: Labels Prometheus adds to ALERTS series and to the alerts it reports, besides the
-#: result's own labels and the rule's labels.
-ALERT_META_LABELS = ("alertname", "alertstate", "metric")
-
-STATE_COLUMNS = ["series", "timestamp", "value", "holds", "state", "active_at"]
-SPAN_COLUMNS = ["series", "state", "start", "end", "duration_s", "ongoing", "active_at", "peak"]
-
-
-# ---------------------------------------------------------------------------------
-# The rules as PromQL
-# ---------------------------------------------------------------------------------
-
-def memory_ratio_template(params: Any) -> str:
-    """What ``${memory_ratio}`` stands for in an alert or panel expression: memory used over
-    its limit, per series, on stock prom-client 15 (which has no heap-limit gauge).
-
-    With ``targets.memory_limit`` (the instance's memory, what the OOM killer compares):
-    RSS over it, and heap used over the heap-limit gauge where the service exports one
-    (``nodejs_heap_size_limit_bytes`` is not a prom-client metric; a service may add it
-    from ``v8.getHeapStatistics()``), each tagged with a ``basis`` label so that an
-    aggregation over them (``max by (instance)``) takes the higher. Without a memory
-    limit, only the heap-limit ratio: a rule on it has data only where that gauge exists
-    (``perfbook alerts export`` says so). The heap's committed size
-    (``nodejs_heap_size_total_bytes``, the sum of the V8 heap spaces) is not a limit: V8
-    grows it on demand, and heap used / committed is 80 % on an idle process.
-    """
-    heap = "${heap_used}{__SEL__} / ${heap_limit}{__SEL__}"
-    limit = params.targets.memory_limit_bytes()
-    if not limit:
-        return heap
-    return (f'label_replace(${{resident_memory}}{{__SEL__}} / {_number(limit)}, "basis", "rss/memory_limit", '
-            f'"__name__", ".*") or label_replace({heap}, "basis", "heap/heap_limit", "__name__", ".*")')
-
-
-def memory_ratio_basis(params: Any) -> str:
-    """In words, what the memory ratio compares (for titles, captions and export notes)."""
-    limit = params.targets.memory_limit_bytes()
-    heap = f"heap used / {params.metrics.heap_limit} (where exported)"
-    if not limit:
-        return heap
-    return f"RSS / targets.memory_limit ({limit / 1024 / 1024:.0f} MB), or {heap} when higher"
-
-
-def render_expr(template: str, params: Any, selector: str | None = None) -> str:
-    """A rule's expression with ``${name}`` replaced by ``params.metrics.<name>`` and
-    ``__SEL__`` by the Prometheus selector's matchers (``selector`` overrides the params').
-    ``${memory_ratio}`` is expanded first (:func:`memory_ratio_template`).
-
-    An empty matcher list left behind (``metric{}``) is dropped, so the text is what one
-    would write by hand.
-    """
-    template = template.replace("${memory_ratio}", memory_ratio_template(params))
-
-    def metric(m: re.Match) -> str:
-        name = m.group(1)
-        if not hasattr(params.metrics, name):
-            raise ValueError(f"${{{name}}} is not a field of the params' metrics section")
-        return str(getattr(params.metrics, name))
-
-    text = _PLACEHOLDER.sub(metric, template)
-    if selector is None:
-        prom = params.targets.prometheus
-        selector = prom.selector if prom is not None else ""
-    text = _render_selector(text, selector)
-    return _EMPTY_MATCHERS.sub("", text)
-
-
-def _number(x: float) -> str:
-    """A PromQL number literal as Prometheus itself prints it (Go's ``%v``: the shortest
-    digits, in exponent form from 1e+06 and under 1e-04): ``3``, ``0.9``, ``100000``,
-    ``5.36870912e+08``, ``1e-05`` — so a rule the server reports back (``/api/v1/rules``)
-    reads exactly as exported."""
-    x = float(x)
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    if x == 0:
-        return "0"
-    sign, digits, exp = decimal.Decimal(repr(abs(x))).normalize().as_tuple()
-    d = "".join(map(str, digits))
-    e = len(d) + exp - 1                       # the decimal exponent of the first digit
-    minus = "-" if x < 0 else ""
-    if e < -4 or e >= 6:
-        mant = d[0] + ("." + d[1:] if len(d) > 1 else "")
-        return f"{minus}{mant}e{'-' if e < 0 else '+'}{abs(e):02d}"
-    if e >= len(d) - 1:
-        return minus + d + "0" * (e - len(d) + 1)
-    if e >= 0:
-        return f"{minus}{d[:e + 1]}.{d[e + 1:]}"
-    return f"{minus}0.{'0' * (-e - 1)}{d}"
-
-
-_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)(?![\w.])")
-
-
-def same_promql(a: str, b: str) -> bool:
-    """Two PromQL texts equal but for whitespace and the spelling of numbers
-    (``536870912`` and ``5.36870912e+08``: how a server prints a rule is not how it was
-    written)."""
-    def canon(text: str) -> str:
-        return _NUMBER.sub(lambda m: repr(float(m.group(1))), re.sub(r"\s+", "", text))
-    return canon(a) == canon(b)
-
-
-def _atomic(expr: str) -> bool:
-    """True when ``expr`` is one function call or one selector, so a comparison can be
-    appended without parentheses (``max(...) > 3``); anything else gets them."""
-    e = expr.strip()
-    if re.fullmatch(r"[A-Za-z_:][A-Za-z0-9_:]*(\{[^{}]*\})?(\[[^\]]*\])?", e):
-        return True
-    m = re.match(r"^[A-Za-z_][A-Za-z0-9_]*\s*(?:(?:by|without)\s*\([^)]*\)\s*)?\(", e)
-    if not m:
-        return False
-    depth, in_str, escaped = 0, None, False
-    for i in range(m.end() - 1, len(e)):
-        ch = e[i]
-        if in_str:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == in_str:
-                in_str = None
-            continue
-        if ch in "\"'`":
-            in_str = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                rest = e[i + 1:].strip()
-                return rest == "" or bool(re.fullmatch(r"(by|without)\s*\([^)]*\)", rest))
-    return False
-
-
-def alert_expr(rule: Any, params: Any, selector: str | None = None) -> str:
-    """The rule as Prometheus evaluates it: the rendered expression with the comparison
-    (``histogram_quantile(...) > 3``)."""
-    expr = render_expr(rule.expr, params, selector)
-    lhs = expr if _atomic(expr) else f"({expr})"
-    return f"{lhs} {rule.op} {_number(rule.threshold)}"
-
-
-def prom_duration(seconds: float) -> str:
-    """Seconds as a Prometheus duration: ``300`` → ``5m``, ``90`` → ``1m30s``,
-    ``0.5`` → ``500ms``, ``0`` → ``0s``."""
-    ms = int(round(float(seconds) * 1000))
-    if ms < 0:
-        raise ValueError("a duration cannot be negative")
-    if ms == 0:
-        return "0s"
-    out = []
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        n, ms = divmod(ms, size)
-        if n:
-            out.append(f"{n}{unit}")
-    return "".join(out)
 
 
 def _op_words(op: str) -> str:
@@ -241,10 +77,10 @@ def rules_yaml(params: Any) -> str:
             "for": prom_duration(rule.for_),
             "labels": {"severity": rule.severity},
             "annotations": {
-                "summary": rule.summary or f"{rule.name}: {_op_words(rule.op)} {_number(rule.threshold)}{unit}",
+                "summary": rule.summary or f"{rule.name}: {_op_words(rule.op)} {number_literal(rule.threshold)}{unit}",
                 "description": (f"{rule.name}{{{{ with $labels.{params.metrics.instance_label} }}}} on "
                                 f"{{{{ . }}}}{{{{ end }}}}: value {{{{ $value | printf \"%.4g\" }}}} is "
-                                f"{_op_words(rule.op)} {_number(rule.threshold)}{unit} for at least "
+                                f"{_op_words(rule.op)} {number_literal(rule.threshold)}{unit} for at least "
                                 f"{prom_duration(rule.for_)}."),
                 "runbook": "Performance Degradation Runbook: Performance Monitoring / Performance Alerts",
             },
@@ -270,7 +106,7 @@ def export_notes(params: Any) -> list[str]:
     notes = []
     m = params.metrics
     for rule in params.settings.monitoring.alerts:
-        names = set(_PLACEHOLDER.findall(rule.expr))
+        names = set(PLACEHOLDER.findall(rule.expr))
         if "memory_ratio" in names and not params.targets.memory_limit_bytes():
             notes.append(f"{rule.name}: no targets.memory_limit in the params, so the rule compares heap used with "
                          f"{m.heap_limit}, which stock prom-client does not export: set targets.memory_limit (the "
@@ -289,238 +125,6 @@ def rules_table(params: Any) -> pd.DataFrame:
              "severity": r.severity, "summary": r.summary}
             for r in params.settings.monitoring.alerts]
     return pd.DataFrame(rows, columns=["alert", "expr", "for", "severity", "summary"])
-
-
-# ---------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------
-
-def _ts(t: Any) -> pd.Timestamp:
-    """UTC timestamp from a datetime, a pandas Timestamp, ISO text or unix seconds."""
-    if isinstance(t, (int, float, np.integer, np.floating)) and not isinstance(t, bool):
-        return pd.Timestamp(float(t), unit="s", tz="UTC")
-    ts = pd.Timestamp(t)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _ms(t: Any) -> int:
-    return int(round(_ts(t).timestamp() * 1000))
-
-
-def lookback_start(start: Any, for_s: float, interval_s: float) -> pd.Timestamp:
-    """Where to begin evaluating so that the state at ``start`` is right: ``for`` plus
-    one interval earlier (an alert already firing when the window opens is firing at
-    its first tick, as on the server)."""
-    return _ts(start) - pd.Timedelta(seconds=float(for_s) + float(interval_s))
-
-
-def evaluation_ticks(start: Any, end: Any, interval_s: float) -> pd.DatetimeIndex:
-    """The evaluation times in ``[start, end]``: multiples of the interval since the
-    epoch (as a server's ticks are, up to its per-group offset), UTC."""
-    step = int(round(float(interval_s) * 1000))
-    if step <= 0:
-        raise ValueError("the evaluation interval must be positive")
-    first = -(-_ms(start) // step) * step
-    last = _ms(end)
-    if last < first:
-        return pd.DatetimeIndex([], tz="UTC")
-    return pd.to_datetime(np.arange(first, last + 1, step, dtype="int64"), unit="ms", utc=True)
-
-
-def _label_columns(frame: pd.DataFrame) -> list[str]:
-    return sorted(c for c in frame.columns if c not in ("timestamp", "value", "metric"))
-
-
-def series_name(labels: dict[str, Any]) -> str:
-    """``{instance="127.0.0.1:8101"}``; ``{}`` for a result without labels."""
-    parts = [f'{k}="{v}"' for k, v in sorted(labels.items()) if v is not None and v == v and v != ""]
-    return "{" + ", ".join(parts) + "}"
-
-
-def _series_keys(frame: pd.DataFrame, drop: Iterable[str] = ()) -> pd.Series:
-    cols = [c for c in _label_columns(frame) if c not in set(drop)]
-    if frame.empty:
-        return pd.Series([], dtype=object)
-    records = frame[cols].to_dict("records") if cols else [{} for _ in range(len(frame))]
-    return pd.Series([series_name(r) for r in records], index=frame.index, dtype=object)
-
-
-def series_states(samples: pd.DataFrame, ticks: Sequence[Any], threshold: float, for_s: float,
-                  op: str = ">") -> pd.DataFrame:
-    """Each result series' alert state at each tick, by Prometheus's rules (module doc).
-
-    ``samples``: the rule's expression (without the comparison) evaluated at the ticks:
-    a tidy frame with label columns, ``timestamp`` and ``value`` (what
-    ``PromClient.query_range(expr, first_tick, last_tick, interval)`` returns). A tick
-    where a series has no sample is a tick where the expression had no result for it.
-    NaN never satisfies a comparison (as in PromQL).
-
-    Returns one row per (series, tick) from the series' first sample on: ``series``
-    (``{instance="..."}``), ``timestamp``, ``value`` (NaN when absent), ``holds``
-    (comparison true), ``state`` (inactive/pending/firing), ``active_at``.
-    """
-    if op not in _OPS:
-        raise ValueError(f"op must be one of {', '.join(_OPS)}")
-    tick_ms = np.array(sorted({_ms(t) for t in ticks}), dtype="int64")
-    if samples.empty or not len(tick_ms):
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in STATE_COLUMNS})
-    frame = samples.copy()
-    frame["series"] = _series_keys(frame)
-    frame["ms"] = [_ms(t) for t in frame["timestamp"]]
-    hold_ms = int(round(float(for_s) * 1000))
-    compare = _OPS[op]
-    out = []
-    for name, part in frame.groupby("series", sort=True):
-        values = dict(zip(part["ms"], part["value"].astype(float)))
-        first = min(values)
-        state, active_at = "inactive", None
-        for t in tick_ms[tick_ms >= first]:
-            v = values.get(int(t), math.nan)
-            holds = bool(not math.isnan(v) and compare(v, threshold))
-            if not holds:
-                state, active_at = "inactive", None
-            else:
-                if state == "inactive":
-                    state, active_at = "pending", int(t)
-                if state == "pending" and int(t) - active_at >= hold_ms:
-                    state = "firing"
-            out.append((name, int(t), v, holds, state, active_at))
-    df = pd.DataFrame(out, columns=["series", "ms", "value", "holds", "state", "active_ms"])
-    df["timestamp"] = pd.to_datetime(df["ms"], unit="ms", utc=True)
-    df["active_at"] = pd.to_datetime(df["active_ms"], unit="ms", utc=True)
-    return df[STATE_COLUMNS]
-
-
-def alert_spans(states: pd.DataFrame, op: str = ">") -> pd.DataFrame:
-    """Runs of pending and of firing per series, from :func:`series_states`.
-
-    ``start``: the first tick in the state; ``end``: the first tick out of it (the tick
-    the alert fired, or resolved), or the last tick when it still held (``ongoing``);
-    ``duration_s`` = end - start; ``active_at`` of the alert; ``peak``: the largest
-    value during the run (smallest for ``<`` rules).
-    """
-    rows = []
-    if not states.empty:
-        for name, part in states.groupby("series", sort=True):
-            part = part.sort_values("timestamp")
-            times = list(part["timestamp"])
-            st = list(part["state"])
-            vals = list(part["value"])
-            act = list(part["active_at"])
-            i = 0
-            while i < len(st):
-                if st[i] == "inactive":
-                    i += 1
-                    continue
-                j = i
-                while j + 1 < len(st) and st[j + 1] == st[i] and act[j + 1] == act[i]:
-                    j += 1
-                ongoing = j + 1 >= len(st)
-                end = times[j] if ongoing else times[j + 1]
-                run = [v for v in vals[i:j + 1] if not math.isnan(v)]
-                peak = (min(run) if op.startswith("<") else max(run)) if run else math.nan
-                rows.append({"series": name, "state": st[i], "start": times[i], "end": end,
-                             "duration_s": (end - times[i]).total_seconds(), "ongoing": ongoing,
-                             "active_at": act[i], "peak": peak})
-                i = j + 1
-    if not rows:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in SPAN_COLUMNS})
-    return pd.DataFrame(rows, columns=SPAN_COLUMNS)
-
-
-@dataclass
-class RuleEvaluation:
-    """One rule evaluated over a window: its states per tick and its spans, clipped to
-    ``[start, end]`` (ticks before ``start`` only prime the state machine)."""
-
-    rule: Any
-    expr: str                      # rendered, without the comparison
-    interval_s: float
-    start: pd.Timestamp
-    end: pd.Timestamp
-    states: pd.DataFrame
-    spans: pd.DataFrame
-    samples: int = 0
-    error: str = ""                # the server refused the query (its message)
-
-    @property
-    def name(self) -> str:
-        return self.rule.name
-
-    @property
-    def firing(self) -> pd.DataFrame:
-        return self.spans[self.spans["state"] == "firing"]
-
-    @property
-    def fired(self) -> bool:
-        return not self.firing.empty
-
-    @property
-    def first_fired_at(self) -> pd.Timestamp | None:
-        return self.firing["start"].min() if self.fired else None
-
-    def firing_seconds(self) -> float:
-        """Time at least one series was firing (union over series), in seconds."""
-        return _union_seconds(self.firing)
-
-    def peak(self) -> float:
-        vals = self.states["value"].dropna() if not self.states.empty else pd.Series(dtype=float)
-        if vals.empty:
-            return math.nan
-        return float(vals.min() if self.rule.op.startswith("<") else vals.max())
-
-    def state_at_end(self) -> str:
-        if self.states.empty:
-            return "no data"
-        last = self.states[self.states["timestamp"] == self.states["timestamp"].max()]
-        for s in ("firing", "pending"):
-            if (last["state"] == s).any():
-                return s
-        return "inactive"
-
-
-def _union_seconds(spans: pd.DataFrame) -> float:
-    if spans.empty:
-        return 0.0
-    total, cur_s, cur_e = 0.0, None, None
-    for s, e in sorted(zip(spans["start"], spans["end"])):
-        if cur_e is None or s > cur_e:
-            if cur_e is not None:
-                total += (cur_e - cur_s).total_seconds()
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    total += (cur_e - cur_s).total_seconds()
-    return total
-
-
-def _clip(spans: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    if spans.empty:
-        return spans
-    s = spans[(spans["end"] > start) | (spans["ongoing"] & (spans["end"] >= start))].copy()
-    s["start"] = s["start"].where(s["start"] >= start, start)
-    s["end"] = s["end"].where(s["end"] <= end, end)
-    s["duration_s"] = (s["end"] - s["start"]).dt.total_seconds()
-    return s.reset_index(drop=True)
-
-
-def evaluate(rule: Any, samples: pd.DataFrame, start: Any, end: Any, interval_s: float,
-             expr: str = "", prime: bool = True) -> RuleEvaluation:
-    """Evaluate one rule over ``[start, end]``.
-
-    ``samples``: the rule's expression evaluated every ``interval_s`` on the
-    :func:`evaluation_ticks` grid, from :func:`lookback_start` (so ``for`` can already
-    have elapsed at ``start``) to ``end``. ``prime=False`` starts the state machine at
-    ``start`` instead, as a server does when its rules were loaded at ``start``.
-    """
-    start, end = _ts(start), _ts(end)
-    first = lookback_start(start, rule.for_, interval_s) if prime else start
-    ticks = evaluation_ticks(first, end, interval_s)
-    states = series_states(samples, ticks, rule.threshold, rule.for_, rule.op)
-    spans = _clip(alert_spans(states, rule.op), start, end)
-    window_states = states[states["timestamp"] >= start] if not states.empty else states
-    return RuleEvaluation(rule, expr, float(interval_s), start, end, window_states.reset_index(drop=True),
-                          spans, samples=int(len(samples)))
 
 
 def _fmt_time(t: pd.Timestamp | None) -> str | None:
@@ -612,56 +216,6 @@ _RULE_HINTS = {
 }
 
 
-# ---------------------------------------------------------------------------------
-# What the server says
-# ---------------------------------------------------------------------------------
-
-def server_spans(alerts_series: pd.DataFrame, ticks: Sequence[Any], rule_labels: Iterable[str] = ("severity",)
-                 ) -> pd.DataFrame:
-    """Pending and firing spans from the server's own ``ALERTS`` series.
-
-    ``alerts_series``: ``ALERTS{alertname=~"..."}`` as a range query at ``ticks``
-    (columns ``alertname``, ``alertstate``, the alert's labels, ``timestamp``,
-    ``value``). The server writes ALERTS at each of its evaluations and marks it stale
-    when the alert ends, so a tick shows the state of the server's latest evaluation.
-    Returns :data:`SPAN_COLUMNS` plus ``alertname``; ``series`` names the labels the
-    alert got from the expression (the rule's own labels, ``rule_labels``, left out) so
-    they match perfbook's series.
-    """
-    cols = SPAN_COLUMNS + ["alertname"]
-    if alerts_series is None or alerts_series.empty or "alertname" not in alerts_series.columns:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
-    frame = alerts_series.copy()
-    frame["series"] = _series_keys(frame, drop=[*ALERT_META_LABELS, *rule_labels])
-    frame["ms"] = [_ms(t) for t in frame["timestamp"]]
-    tick_ms = sorted({_ms(t) for t in ticks})
-    out = []
-    for (alertname, name), part in frame.groupby(["alertname", "series"], sort=True):
-        firing = set(part.loc[part["alertstate"] == "firing", "ms"])
-        pending = set(part.loc[part["alertstate"] == "pending", "ms"])
-        first = min(part["ms"])
-        rows = []
-        for t in tick_ms:
-            if t < first:
-                continue
-            state = "firing" if t in firing else "pending" if t in pending else "inactive"
-            rows.append((name, t, math.nan, state != "inactive", state, None))
-        states = pd.DataFrame(rows, columns=["series", "ms", "value", "holds", "state", "active_at"])
-        states["timestamp"] = pd.to_datetime(states["ms"], unit="ms", utc=True)
-        # A new alert starts each time the state leaves inactive: mark it with its start.
-        act, current = [], None
-        for st, ts in zip(states["state"], states["timestamp"]):
-            current = None if st == "inactive" else (current or ts)
-            act.append(current)
-        states["active_at"] = act
-        spans = alert_spans(states[STATE_COLUMNS])
-        spans["alertname"] = alertname
-        out.append(spans)
-    if not out:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
-    return pd.concat(out, ignore_index=True)[cols]
-
-
 def compare_with_server(evaluations: Sequence[RuleEvaluation], server: pd.DataFrame | None,
                         configured: Iterable[str] | None = None, tolerance_s: float | None = None) -> pd.DataFrame:
     """perfbook's evaluation beside the server's, one row per rule.
@@ -700,7 +254,7 @@ def compare_with_server(evaluations: Sequence[RuleEvaluation], server: pd.DataFr
             delta = (p_at - s_at).total_seconds() if (p_at is not None and s_at is not None) else None
             agree = (ev.fired == s_fired) and (delta is None or abs(delta) <= tol)
             row.update(server="fired" if s_fired else "did not fire", server_fired_at=_fmt_time(s_at),
-                       server_firing_s=_union_seconds(srv_firing) if s_fired else 0.0,
+                       server_firing_s=union_seconds(srv_firing) if s_fired else 0.0,
                        delta_s=delta, agree=agree)
         rows.append(row)
     return pd.DataFrame(rows, columns=["alert", "perfbook", "perfbook_fired_at", "perfbook_firing_s", "perfbook_series",

@@ -19,15 +19,14 @@ the thresholds are defaults of :func:`uneven_load`):
 The hot instance is the one with the highest share; *since when* is the start of its
 last unbroken stretch above the threshold (per point of the window's series).
 
-:func:`instance_series` gets the numbers through a
-:class:`perfbook.sources.window_metrics.WindowMetrics` (one PromQL range query, or one
-/metrics scrape per instance when no Prometheus is configured); everything else here is
-pure.
+The numbers come from :meth:`perfbook.sources.window_metrics.WindowMetrics.instance_frame`
+(one PromQL range query, or one /metrics scrape per instance when no Prometheus is
+configured); :func:`series_from` makes them the per-instance series everything here
+reads. Pure: no query is built or run here.
 """
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import numpy as np
@@ -47,27 +46,6 @@ MEASURES = ("rps", "err_rps", "cpu", "memory", "p95", "latency_mean", "connectio
 
 
 # --------------------------------------------------------------------------- the data
-
-
-def instance_query(m: Any, rate_s: int) -> str:
-    """One PromQL expression for every per-instance series this section (and scaling)
-    needs, each tagged with a ``measure`` label, joined with ``or``. ``m`` is the params'
-    :class:`~perfbook.params.Metrics`; ``__SEL__`` is where the params' selector goes."""
-    i, r, sel = m.instance_label, f"{rate_s}s", "__SEL__"
-    parts = {
-        "rps": f"sum by ({i}) (rate({m.http_requests}{{{sel}}}[{r}]))",
-        "err_rps": f'sum by ({i}) (rate({m.http_requests}{{{m.status_label}=~"5..",{sel}}}[{r}]))',
-        "cpu": f"100 * sum by ({i}) (rate({m.cpu_seconds}{{{sel}}}[{r}]))",
-        "memory": f"sum by ({i}) ({m.resident_memory}{{{sel}}})",
-        "p95": f"histogram_quantile(0.95, sum by ({i}, le) (rate({m.http_duration}_bucket{{{sel}}}[{r}])))",
-        "latency_mean": (f"sum by ({i}) (rate({m.http_duration}_sum{{{sel}}}[{r}])) / "
-                         f"sum by ({i}) (rate({m.http_duration}_count{{{sel}}}[{r}]))"),
-        "connections": f"sum by ({i}) ({m.http_connections}{{{sel}}})",
-        "route_p95": (f"histogram_quantile(0.95, sum by ({m.method_label}, {m.route_label}, le) "
-                      f"(rate({m.http_duration}_bucket{{{sel}}}[{r}])))"),
-        "route_rps": f"sum by ({m.method_label}, {m.route_label}) (rate({m.http_duration}_count{{{sel}}}[{r}]))",
-    }
-    return "\n or ".join(f'label_replace({expr}, "measure", "{name}", "", "")' for name, expr in parts.items())
 
 
 def tidy_series(frame: pd.DataFrame, m: Any) -> pd.DataFrame:
@@ -129,18 +107,19 @@ def series_from_scrape(scrape: pd.DataFrame, m: Any) -> pd.DataFrame:
     return tidy_series(frame, m)
 
 
-def instance_series(wm: Any, m: Any) -> pd.DataFrame:
-    """Per-instance series over the window through ``wm`` (a
-    :class:`~perfbook.sources.window_metrics.WindowMetrics`): the :func:`instance_query`
-    range query with Prometheus (recorded in ``wm.queries``), else one scrape per
-    metrics URL (:func:`series_from_scrape`)."""
-    from ..sources.window_metrics import rate_window
+def series_from(kind: str, frame: pd.DataFrame, m: Any) -> pd.DataFrame:
+    """Per-instance series from what :meth:`perfbook.sources.window_metrics.WindowMetrics.instance_frame`
+    returned: ``kind`` ``"prometheus"`` (the range query's answer, :func:`tidy_series`) or
+    ``"snapshot"`` (one scrape per instance, :func:`series_from_scrape`)."""
+    return tidy_series(frame, m) if kind == "prometheus" else series_from_scrape(frame, m)
 
-    if wm.mode == "prometheus":
-        expr = wm.client.render(instance_query(m, rate_window(wm.step)))
-        wm.queries.append((f"per-instance load (step {wm.step} s)", expr))
-        return tidy_series(wm.client.query_range(expr, wm.start, wm.end, wm.step), m)
-    return series_from_scrape(wm.scrape(), m)
+
+def instance_series(wm: Any, m: Any) -> pd.DataFrame:
+    """Deprecated: use ``pb.instance_series`` (the notebook API), which fetches through
+    ``wm`` and calls :func:`series_from`. Kept, with the same behaviour, until the
+    load-balancing and scaling notebooks call that instead; this module imports no source
+    and builds no query, it only hands ``wm`` the question."""
+    return series_from(*wm.instance_frame(m), m)
 
 
 # --------------------------------------------------------------------------- per instance
@@ -404,8 +383,3 @@ def concurrency_vs_limits(summary: pd.DataFrame, fly: Any) -> tuple[pd.DataFrame
                                                    "means the fleet is near capacity (see the scaling section)."))
     return t, findings
 
-
-def route_key(route: str) -> str:
-    """Route templates compared across frameworks: ``/api/products/:id`` and
-    ``/api/products/{id}`` both give ``/api/products/{}``."""
-    return re.sub(r"(:[A-Za-z_]\w*|\{[^}/]*\})", "{}", str(route))

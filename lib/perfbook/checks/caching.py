@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import number
 from ..findings import Finding
-from .ratelimit import route_key
+from ..web import route_key
 
 OVERALL = "overall"
 

@@ -11,7 +11,7 @@ Each of the 25 items is answered **met**, **unmet** or **unknown**:
   and whether the params carry the runbook's baselines;
 - what it cannot know from outside (a CDN for static assets, lazy loading, prepared
   statements, review and load-test schedules...) is **unknown**, with the reason;
-- the batch's index page (:func:`checklist_index_html`) combines those answers with the
+- the batch's index page (:func:`perfbook.report.checklist_index_html`, through :func:`combine`) combines those answers with the
   other sections' findings of the same run: ``db.missing_index`` makes "Indexes on
   filtered/sorted columns" unmet, ``db.n_plus_one`` "Query optimization (no N+1)",
   ``db.bloat`` "Regular VACUUM/ANALYZE", and so on (:data:`FROM_FINDINGS`).
@@ -19,28 +19,29 @@ Each of the 25 items is answered **met**, **unmet** or **unknown**:
 Findings: ``checklist.unmet`` per item — ``warning`` when unmet, ``ok`` when met,
 ``info`` when unknown; ``subject`` is the item's text, ``evidence.status`` the answer.
 
-Pure, except the evidence gathering at the end (:func:`gather`, :func:`probe_http`):
-the monitoring notebook's few HTTP requests and PromQL queries, through the caller's
-``PromClient`` and :mod:`perfbook.sources.flytoml`.
+Pure. The evidence is gathered by :func:`perfbook.sources.monitoring.gather` (the
+monitoring notebook's few HTTP requests and PromQL queries, :func:`perfbook.promql.checklist_queries`)
+into a :class:`perfbook.sources.monitoring.Evidence`; the index page's HTML is
+:func:`perfbook.report.checklist_index_html`.
 """
 from __future__ import annotations
 
-import html
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
 from perfbook.findings import Finding
+from perfbook.promql import KEY_METRICS, checklist_queries
+from perfbook.web import RATELIMIT_HEADERS
 
-__all__ = ["Item", "ITEMS", "Answer", "UNKNOWN_REASONS", "FROM_FINDINGS", "checklist_queries", "run_queries",
+__all__ = ["Item", "ITEMS", "Answer", "UNKNOWN_REASONS", "FROM_FINDINGS", "checklist_queries", "KEY_METRICS",
            "answer_caching", "answer_rate_limiting", "answer_compression", "answer_pagination",
            "answer_async", "answer_pool_configured", "answer_db_pooling", "answer_instance_size",
            "answer_horizontal_scaling", "answer_autoscaling", "answer_dashboard", "answer_alerts_configured",
            "answer_baselines", "unknown_answers", "measured_answers", "checklist_table", "checklist_findings",
-           "combine", "checklist_index_html", "Evidence", 
-           "source_findings"]
+           "combine", "on_checklist", "MARKS", "LEVELS", "STATUSES", "source_findings"]
 
 RUNBOOK_REF = "Performance Optimization Checklist"
 
@@ -130,92 +131,6 @@ UNKNOWN_REASONS: dict[str, str] = {
 }
 
 
-# ---------------------------------------------------------------------------------
-# What the monitoring notebook asks Prometheus
-# ---------------------------------------------------------------------------------
-
-def checklist_queries(params: Any, window_s: float, step_s: int = 15, rate_s: int = 60) -> dict[str, str]:
-    """PromQL (templates for :func:`perfbook.checks.alerts.render_expr`) of the measured
-    items, each an instant query at the window's end over the window ``W``:
-
-    cache hits/misses and rate-limit rejections (increase over W); per instance the median
-    over W of the event-loop lag p99 (the typical delay) and the
-    ``settings.diagnostics.sustained_quantile`` (0.9) quantile over W of the worst
-    event-loop delay per scrape (prom-client's max gauge, else its p99 gauge: stalls in at
-    least a tenth of the scrapes, not one spike), the p95 over W of CPU %
-    (``rate(process_cpu_seconds_total)``) and of memory used over its limit
-    (``${memory_ratio}``: RSS / targets.memory_limit, or heap used / the heap-limit gauge
-    where exported); the pool gauges' peaks and the share of scrapes with queries waiting
-    for a connection; instances up; and whether each key metric has a sample in W (and
-    RSS, which stands in for the heap limit stock prom-client does not export).
-    """
-    w, st, r = f"{max(1, int(math.ceil(window_s)))}s", f"{max(1, int(step_s))}s", f"{max(1, int(rate_s))}s"
-    inst = "${instance_label}"
-    wait_hist = getattr(params.settings.database, "pool_wait_histogram", "prisma_client_queries_wait_histogram_ms")
-    lag_q = params.settings.diagnostics.sustained_quantile
-    q = {
-        "cache_hits": f"sum(increase(${{cache_hits}}{{__SEL__}}[{w}]))",
-        "cache_misses": f"sum(increase(${{cache_misses}}{{__SEL__}}[{w}]))",
-        "ratelimit_hits": f"sum(increase(${{rate_limit_hits}}{{__SEL__}}[{w}]))",
-        "http_429": f'sum(increase(${{http_requests}}{{${{status_label}}="429",__SEL__}}[{w}]))',
-        "lag_typical": f"max by ({inst}) (quantile_over_time(0.5, ${{eventloop_lag_p99}}{{__SEL__}}[{w}]))",
-        "lag_stalls": f"max by ({inst}) (quantile_over_time({lag_q:g}, ${{eventloop_lag_max}}{{__SEL__}}[{w}]) or "
-                      f"quantile_over_time({lag_q:g}, ${{eventloop_lag_p99}}{{__SEL__}}[{w}]))",
-        "cpu_p95": f"quantile_over_time(0.95, (100 * sum by ({inst}) (rate(${{cpu_seconds}}{{__SEL__}}[{r}])))[{w}:{st}])",
-        "memory_p95": f"quantile_over_time(0.95, (100 * max by ({inst}) (${{memory_ratio}}))[{w}:{st}])",
-        "pool_open_max": f"max by ({inst}) (max_over_time(${{db_pool_open}}{{__SEL__}}[{w}]))",
-        "pool_busy_max": f"max by ({inst}) (max_over_time(${{db_pool_busy}}{{__SEL__}}[{w}]))",
-        "pool_waiting_share": f"max by ({inst}) (avg_over_time((${{db_pool_wait}}{{__SEL__}} > bool 0)[{w}:{st}]))",
-        "pool_waiting_max": f"max by ({inst}) (max_over_time(${{db_pool_wait}}{{__SEL__}}[{w}]))",
-        # Prisma's wait-time histogram (ms), named in the database settings.
-        "pool_wait_p95_ms": f"histogram_quantile(0.95, sum by ({inst}, le) "
-                            f"(increase({wait_hist}_bucket{{__SEL__}}[{w}])))",
-        "instances_up": f"count(max_over_time(up{{__SEL__}}[{w}]) > 0)",
-    }
-    for name in KEY_METRICS:
-        q[f"present:{name}"] = f"count(last_over_time(${{{name}}}{KEY_METRICS[name]}{{__SEL__}}[{w}]))"
-    q["fallback:resident_memory"] = f"count(last_over_time(${{resident_memory}}{{__SEL__}}[{w}]))"
-    return q
-
-
-#: The ten key metrics' series (the metrics field, and the suffix of the series queried).
-KEY_METRICS = {
-    "http_duration": "_bucket", "http_requests": "", "cpu_seconds": "", "heap_used": "", "heap_limit": "",
-    "eventloop_lag": "", "db_query_duration": "_bucket", "external_duration": "_bucket",
-    "cache_hits": "", "http_connections": "",
-}
-
-
-def run_queries(query: Callable[..., pd.DataFrame], queries: dict[str, str], at: Any
-                ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Run each (rendered) query with ``query(expr, at=at)`` (a ``PromClient``'s).
-
-    Values: a float for a result without labels, ``{label value: float}`` for one row per
-    instance, None for an empty result. Refused queries go to the second dict (the
-    server's message); an unreachable server raises as usual.
-    """
-    from perfbook.sources import SourceError
-
-    values, errors = {}, {}
-    for key, expr in queries.items():
-        try:
-            frame = query(expr, at=at)
-        except SourceError as exc:
-            errors[key] = exc.reason
-            continue
-        values[key] = _reduce(frame)
-    return values, errors
-
-
-def _reduce(frame: pd.DataFrame) -> Any:
-    if frame is None or frame.empty:
-        return None
-    labels = [c for c in frame.columns if c not in ("timestamp", "value", "metric")]
-    if not labels:
-        return float(frame["value"].iloc[0])
-    return {" ".join(str(v) for v in row[labels] if v == v): float(row["value"]) for _, row in frame.iterrows()}
-
-
 def _scaled(v: Any, factor: float) -> Any:
     if v is None:
         return None
@@ -258,12 +173,10 @@ def answer_caching(hits: float | None, misses: float | None, target: float = 0.6
                                      "startup; the caching section shows which cache misses.")
 
 
-_RL_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit", "ratelimit-policy",
-               "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
 
 
 def _has_rl_headers(probe: dict) -> bool:
-    return any(h in (probe.get("headers") or {}) for h in _RL_HEADERS)
+    return any(h in (probe.get("headers") or {}) for h in RATELIMIT_HEADERS)
 
 
 def answer_rate_limiting(probes: Sequence[dict], rejections: float | None = None) -> Answer:
@@ -610,23 +523,9 @@ def unknown_answers(keys: Iterable[str] | None = None) -> list[Answer]:
                    ("load_balancing", "indexes", "no_n_plus_one", "vacuum") else "other sections") for k in keys]
 
 
-@dataclass
-class Evidence:
-    """What the monitoring notebook gathered for the checklist (:func:`gather`)."""
-
-    values: dict[str, Any] = field(default_factory=dict)      # run_queries of checklist_queries
-    query_errors: dict[str, str] = field(default_factory=dict)
-    probes: list[dict] = field(default_factory=list)           # probe_http
-    rules: pd.DataFrame | None = None                          # /api/v1/rules
-    rules_problem: str | None = None
-    fly: Any = None                                            # perfbook.sources.flytoml.FlyConfig
-    fly_problem: str | None = None
-    unreachable: list[Any] = field(default_factory=list)      # SourceProblem per dead source
-
-
-def measured_answers(ev: Evidence, params: Any) -> list[Answer]:
+def measured_answers(ev: Any, params: Any) -> list[Answer]:
     """Every checklist item answered from what the monitoring notebook gathered
-    (:class:`Evidence`), in the runbook's order."""
+    (a :class:`perfbook.sources.monitoring.Evidence`), in the runbook's order."""
     th = params.thresholds
     values = ev.values
     rej = [_num(values.get(k)) for k in ("ratelimit_hits", "http_429")]
@@ -668,12 +567,12 @@ def measured_answers(ev: Evidence, params: Any) -> list[Answer]:
 # Presenting and recording
 # ---------------------------------------------------------------------------------
 
-_MARK = {"met": "✔", "unmet": "✘", "unknown": "?"}
+MARKS = {"met": "✔", "unmet": "✘", "unknown": "?"}
 
 
 def checklist_table(answers: Sequence[Answer]) -> pd.DataFrame:
     """The checklist as a table in the runbook's order: level, item, answer, why, source."""
-    rows = [{"level": a.item.level, "item": a.item.text, "answer": f"{_MARK[a.status]} {a.status}",
+    rows = [{"level": a.item.level, "item": a.item.text, "answer": f"{MARKS[a.status]} {a.status}",
              "evidence / reason": a.why, "source": a.source} for a in answers]
     return pd.DataFrame(rows, columns=["level", "item", "answer", "evidence / reason", "source"])
 
@@ -756,34 +655,13 @@ def combine(findings: Iterable[Finding]) -> list[Answer]:
     return out
 
 
-def checklist_index_html(findings: Iterable[Finding]) -> str:
-    """The checklist summary for the batch's index page (see :func:`combine`): a tick, a
-    cross or a question mark per item, with the evidence. Empty when no finding of the
-    batch bears on the checklist (neither the monitoring section nor a mapped code)."""
-    findings = list(findings)
-    if not any(f.code == "checklist.unmet" or f.code in FROM_FINDINGS for f in findings):
-        return ""
-    answers = combine(findings)
-    e = html.escape
-    colour = {"met": ("#2e7d32", "#eef8ee"), "unmet": ("#c62828", "#fdecea"), "unknown": ("#555", "#f5f5f5")}
-    counts = {s: sum(1 for a in answers if a.status == s) for s in STATUSES}
-    rows = []
-    for level in LEVELS:
-        rows.append(f"<tr><th colspan='3' style='text-align:left;padding-top:6px'>{e(level)} Level</th></tr>")
-        for a in (x for x in answers if x.item.level == level):
-            fg, bg = colour[a.status]
-            rows.append(f"<tr style='background:{bg}'><td style='color:{fg};font-weight:bold;text-align:center'>"
-                        f"{_MARK[a.status]}</td><td>{e(a.item.text)}</td>"
-                        f"<td style='font-size:.85em'>{e(a.why[:600])}"
-                        f"<span style='color:#777'> — {e(a.source)}</span></td></tr>")
-    return (f"<div class='perfbook-checklist'><h2>Performance Optimization Checklist</h2>"
-            f"<p>{counts['met']} met, {counts['unmet']} unmet, {counts['unknown']} unknown "
-            f"(✔ met · ✘ unmet · ? cannot be known from outside, or not measured in this batch)</p>"
-            f"<table class='perfbook-table'>{''.join(rows)}</table></div>")
+def on_checklist(findings: Iterable[Finding]) -> bool:
+    """True when a finding bears on the checklist (the monitoring section's, or a mapped code)."""
+    return any(f.code == "checklist.unmet" or f.code in FROM_FINDINGS for f in findings)
 
 
-def source_findings(ev: Evidence) -> list[Finding]:
-    """A ``source.unreachable`` finding per source :func:`gather` could not reach."""
+def source_findings(ev: Any) -> list[Finding]:
+    """A ``source.unreachable`` finding per source :func:`perfbook.sources.monitoring.gather` could not reach."""
     return [Finding("source.unreachable", "error",
                     f"{exc.source} unreachable: the checklist items that need it stay unknown",
                     subject=exc.source, evidence={"target": exc.target, "reason": exc.reason},

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from ..findings import Finding
+from ..sql import walk
 
 # --------------------------------------------------------------------------- text helpers
 
@@ -143,8 +144,6 @@ def query_shape(text: str) -> Shape:
     from pglast import ast, parse_sql
     from pglast.enums import A_Expr_Kind, SortByDir
 
-    from ..sources.postgres import _walk
-
     shape = Shape()
     if UTILITY.match(text or ""):
         shape.kind = "utility"
@@ -159,7 +158,7 @@ def query_shape(text: str) -> Shape:
     shape.parsed = True
     kinds = {"SelectStmt": "select", "InsertStmt": "insert", "UpdateStmt": "update", "DeleteStmt": "delete"}
     shape.kind = kinds.get(type(stmt).__name__, "utility" if not isinstance(stmt, ast.SelectStmt) else "select")
-    for node in _walk(stmt):
+    for node in walk(stmt):
         if isinstance(node, ast.RangeVar):
             shape.tables.append(node.relname)
             if node.alias is not None:
@@ -1139,8 +1138,6 @@ def statement_predicates(text: str, columns: dict[str, set[str]] | None = None) 
     from pglast import ast, parse_sql
     from pglast.enums import A_Expr_Kind, NullTestType, SetOperation, SortByDir, SubLinkType
 
-    from ..sources.postgres import _walk
-
     if not text or UTILITY.match(text):
         return []
     try:
@@ -1150,8 +1147,8 @@ def statement_predicates(text: str, columns: dict[str, set[str]] | None = None) 
     if len(stmts) != 1:
         return []
     root = stmts[0].stmt
-    ctes = {n.ctename for n in _walk(root) if isinstance(n, ast.CommonTableExpr)}
-    relations = [n for n in _walk(root) if isinstance(n, ast.RangeVar)
+    ctes = {n.ctename for n in walk(root) if isinstance(n, ast.CommonTableExpr)}
+    relations = [n for n in walk(root) if isinstance(n, ast.RangeVar)
                  and not (n.schemaname is None and n.relname in ctes)]
     only = len({(n.schemaname, n.relname) for n in relations}) == 1 and len(relations) == 1
     out: list[RelationUse] = []
@@ -1173,7 +1170,7 @@ def statement_predicates(text: str, columns: dict[str, set[str]] | None = None) 
                              if isinstance(v, (ast.Node, list, tuple)))
         return False
 
-    for node in _walk(root):
+    for node in walk(root):
         if isinstance(node, ast.SelectStmt):
             if node.op not in (None, SetOperation.SETOP_NONE) or node.valuesLists:
                 continue  # the arms of a UNION are SelectStmts of their own

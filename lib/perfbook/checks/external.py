@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
-from . import number
+from . import ms, number
 from ..findings import Finding
 from .quantile import quantiles_by
 
@@ -32,8 +32,6 @@ RUNBOOK_BREAKER = {"timeout": 10000, "errorThresholdPercentage": 50, "resetTimeo
 _num = number
 
 
-def _ms(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
 # --------------------------------------------------------------------------- /health/services
@@ -163,12 +161,12 @@ def slow_dependencies(latency: pd.DataFrame, slow_fraction: float = 0.5, min_cal
             sev = "warning"
         else:
             found.append(Finding("external.slow", "ok",
-                                 f"{name}: p95 {_ms(p95)}, well under its {timeout:g} s timeout",
+                                 f"{name}: p95 {ms(p95)}, well under its {timeout:g} s timeout",
                                  subject=name, evidence=ev))
             continue
         found.append(Finding(
             "external.slow", sev,
-            f"{name} is slow: p95 {_ms(p95)}, p99 {_ms(p99)} against a {timeout:g} s timeout "
+            f"{name} is slow: p95 {ms(p95)}, p99 {ms(p99)} against a {timeout:g} s timeout "
             f"({calls:.0f} calls{share_note})",
             subject=name, evidence=ev, recommendation=slow_recommendation(name, p99, timeout, t_share)))
     return found
@@ -423,7 +421,7 @@ def probe_findings(summary: pd.DataFrame, timeout_for: Callable[[str], float] | 
         else:
             found.append(Finding("external.errors", "ok",
                                  f"{name} health check answered {rec['final_status']:.0f} in "
-                                 f"{_ms(rec['final_seconds'])}", subject=name, evidence=ev))
+                                 f"{ms(rec['final_seconds'])}", subject=name, evidence=ev))
     return found
 
 

@@ -25,9 +25,10 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import pandas as pd
 
+from . import ms
 from ..findings import Finding
 from .quantile import quantiles_by
-from .ratelimit import route_key
+from ..web import route_key
 
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 
@@ -36,9 +37,6 @@ PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 CRITICAL_FACTOR = 2.0
 
 
-def _ms(seconds: float) -> str:
-    ms = seconds * 1000
-    return f"{ms:.1f} ms" if ms < 10 else f"{ms:.0f} ms"
 
 
 def _no_userinfo(url: str) -> str:
@@ -111,7 +109,7 @@ def slo_breaches(observed: pd.DataFrame, endpoints, source: str = "probes",
                 breached.append(label)
                 findings.append(Finding(
                     "latency.slo_breach", verdict,
-                    f"{name} {label} is {_ms(value)}, target {_ms(target)} "
+                    f"{name} {label} is {ms(value)}, target {ms(target)} "
                     f"({value / target:.1f}x){tag}",
                     subject=name,
                     evidence={"percentile": label, "observed_ms": round(value * 1000, 1),
@@ -137,7 +135,7 @@ def slo_breaches(observed: pd.DataFrame, endpoints, source: str = "probes",
         if not breached and not all(pd.isna(rec.get(lbl)) for lbl, _ in PERCENTILES):
             findings.append(Finding(
                 "latency.slo_breach", "ok",
-                f"{name} within target (p95 {_ms(rec['p95'])} ≤ {_ms(t.p95)}){tag}",
+                f"{name} within target (p95 {ms(rec['p95'])} ≤ {ms(t.p95)}){tag}",
                 subject=name, evidence={"p50_ms": round(rec["p50"] * 1000, 1), "p95_ms": round(rec["p95"] * 1000, 1),
                                         "p99_ms": round(rec["p99"] * 1000, 1), "source": source}))
     return pd.DataFrame(rows), findings
@@ -150,7 +148,7 @@ def match_endpoint(method: Any, route: Any, endpoints: Iterable[Any]) -> Any | N
     """The params endpoint a metrics (method, route) pair belongs to, or None.
 
     Same method, and the same route once parameters are made anonymous (``:id`` and
-    ``{id}`` are equal, :func:`perfbook.checks.ratelimit.route_key`); a params route with
+    ``{id}`` are equal, :func:`perfbook.web.route_key`); a params route with
     ``*`` is a glob (``/api/analytics/*``, as the runbook's table writes it). An exact
     match wins over a glob.
     """

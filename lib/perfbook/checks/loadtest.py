@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from ..findings import Finding
+from ..web import REJECTED_SUFFIX  # the load generator's name for HTTP 429 rejections
 
 #: A stage's endpoint p95 is judged only on this many requests or more.
 MIN_REQUESTS = 5
@@ -43,8 +44,6 @@ GENERATOR_CPU_LIMIT = 90.0
 #: Less headroom than this (breaking users / expected users) is a warning.
 HEADROOM_WARNING = 2.0
 
-#: The load generator counts HTTP 429 rejections under "<name> [429]" (see sources/locustfile.py).
-REJECTED_SUFFIX = " [429]"
 AGGREGATED = "Aggregated"
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import number
 from ..findings import Finding
+from ..web import route_key
 
 #: The runbook's limiters (Issue 6, Implementing Rate Limits).
 RUNBOOK_API_LIMITER = {"windowMs": 15 * 60 * 1000, "max": 100}
@@ -185,12 +186,6 @@ def burst_summary(burst: pd.DataFrame) -> dict[str, Any]:
             "timeouts": int(burst["error"].str.startswith("timeout").sum()),
             "headers": parsed, "stopped": burst.attrs.get("stopped"),
             "seconds": burst.attrs.get("seconds")}
-
-
-def route_key(route: str) -> str:
-    """A route with its parameters made anonymous, so ``/api/products/:id`` (Express) and
-    ``/api/products/{id}`` (Starlette, FastAPI) compare equal."""
-    return re.sub(r"/(?::[^/]+|\{[^/}]+\})", "/{}", str(route))
 
 
 #: express-rate-limit's default ``windowMs``: the window assumed when headers do not say it.

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ..findings import Finding
-from .balance import route_key
+from ..web import route_key
 
 
 # --------------------------------------------------------------------------- trend

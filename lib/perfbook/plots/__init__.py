@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["escape", "plain_text"]
+__all__ = ["escape", "plain_text", "finish"]
 
 
 def escape(text: Any) -> str:
@@ -52,6 +52,19 @@ def plain_text(fig: Any) -> Any:
     for t in fig.findobj(Text):
         if id(t) not in regenerated and "$" in t.get_text():
             t.set_text(escape(t.get_text()))
+    return fig
+
+
+def finish(fig: Any, tight: bool = True) -> Any:
+    """A figure ready for the notebook: text escaped (:func:`plain_text`), laid out
+    (``tight_layout``, unless the figure lays itself out), and closed, so it is shown by the
+    notebook's ``display()`` and not a second time by the inline backend. Returns ``fig``."""
+    import matplotlib.pyplot as plt
+
+    plain_text(fig)  # text from outside is shown as written, never as mathtext
+    if tight:
+        fig.tight_layout()
+    plt.close(fig)
     return fig
 
 

@@ -11,7 +11,7 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
-from perfbook.plots import plain_text
+from perfbook.plots import finish
 
 __all__ = ["instances_over_time", "instance_bars", "cpu_vs_target", "throughput_trend",
            "stress_latency", "stress_throughput", "load_timeline"]
@@ -33,13 +33,6 @@ def _users_axis(ax, users) -> None:
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("concurrent users")
-
-
-def _done(fig):
-    plain_text(fig)  # text from outside is shown as written, never as mathtext
-    fig.tight_layout()
-    plt.close(fig)  # shown by the notebook's display(), not twice by the inline backend
-    return fig
 
 
 # --------------------------------------------------------------------------- load balancing
@@ -70,7 +63,7 @@ def instances_over_time(series: pd.DataFrame, measures=("rps", "cpu"), hot: str 
         ax.set_title(f"{name[0].upper()}{name[1:]} per instance")
         ax.legend(loc="best", fontsize="small")
     _time_axis(axes[-1, 0])
-    return _done(fig)
+    return finish(fig)
 
 
 def instance_bars(summary: pd.DataFrame, hot: str | None = None):
@@ -88,7 +81,7 @@ def instance_bars(summary: pd.DataFrame, hot: str | None = None):
     for ax in (a1, a2):
         ax.tick_params(axis="x", labelrotation=20)
         ax.set_xlabel("instance")
-    return _done(fig)
+    return finish(fig)
 
 
 # --------------------------------------------------------------------------- scaling
@@ -107,7 +100,7 @@ def cpu_vs_target(series: pd.DataFrame, target: float = 70.0):
     ax.set_title("CPU per instance against the scale-out line")
     ax.legend(loc="best", fontsize="small")
     _time_axis(ax)
-    return _done(fig)
+    return finish(fig)
 
 
 def throughput_trend(total: pd.DataFrame, trend: dict | None = None, capacity_rps: float | None = None):
@@ -130,7 +123,7 @@ def throughput_trend(total: pd.DataFrame, trend: dict | None = None, capacity_rp
     ax.set_title("Total throughput over the window")
     ax.legend(loc="best", fontsize="small")
     _time_axis(ax)
-    return _done(fig)
+    return finish(fig)
 
 
 # --------------------------------------------------------------------------- load / stress tests
@@ -161,7 +154,7 @@ def stress_latency(stages: pd.DataFrame, endpoints: pd.DataFrame | None = None, 
     ax.set_ylabel("response time (ms, log)")
     ax.set_title("Latency against load (dotted: each endpoint's p95 target)")
     ax.legend(loc="best", fontsize="x-small")
-    return _done(fig)
+    return finish(fig)
 
 
 def stress_throughput(stages: pd.DataFrame, breaking: dict | None = None):
@@ -188,7 +181,7 @@ def stress_throughput(stages: pd.DataFrame, breaking: dict | None = None):
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, loc="best", fontsize="small")
     ax.set_title("Throughput and failures against load")
-    return _done(fig)
+    return finish(fig)
 
 
 def load_timeline(history: pd.DataFrame):
@@ -218,4 +211,4 @@ def load_timeline(history: pd.DataFrame):
     ax3.set_ylabel("p95 (ms, last 10 s)")
     ax3.set_ylim(bottom=0)
     _time_axis(ax3)
-    return _done(fig)
+    return finish(fig)

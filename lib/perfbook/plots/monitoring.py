@@ -20,8 +20,8 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from perfbook.checks.alerts import memory_ratio_basis, render_expr
-from perfbook.plots import plain_text
+from perfbook.promql import memory_ratio_basis, render_expr
+from perfbook.plots import finish, plain_text
 
 __all__ = ["Line", "Threshold", "Panel", "key_metric_panels", "panel_queries", "promql_text", 
            "key_metrics_figure", "alert_values_figure", "alert_timeline_figure", "RANGE"]
@@ -167,12 +167,6 @@ def _time_axis(ax, start=None, end=None) -> None:
         ax.set_xlim(pd.Timestamp(start), pd.Timestamp(end))
 
 
-def _done(fig):
-    plain_text(fig)  # text from outside is shown as written, never as mathtext
-    plt.close(fig)  # shown by the notebook's display(), not twice by the inline backend
-    return fig
-
-
 def _series_label(line_label: str, frame: pd.DataFrame, keys: tuple) -> str:
     parts = [str(k) for k in keys if k is not None and str(k) not in ("", "nan")]
     text = " ".join([line_label, *parts]).strip()
@@ -243,7 +237,7 @@ def key_metrics_figure(panels: Sequence[Panel], data: dict[tuple[str, str], pd.D
     fig.suptitle(title + " (UTC)")
     plain_text(fig)  # before layout draws any text
     fig.tight_layout()
-    return _done(fig)
+    return finish(fig, tight=False)
 
 
 def _spans_of(ev_spans: pd.DataFrame, series: str):
@@ -283,7 +277,7 @@ def alert_values_figure(evaluations: Sequence[Any], title: str = "Alert rules: e
     fig.suptitle(title + " — amber: pending, red: firing (UTC)")
     plain_text(fig)  # before layout draws any text
     fig.tight_layout()
-    return _done(fig)
+    return finish(fig, tight=False)
 
 
 def alert_timeline_figure(evaluations: Sequence[Any], server: pd.DataFrame | None = None,
@@ -331,4 +325,4 @@ def alert_timeline_figure(evaluations: Sequence[Any], server: pd.DataFrame | Non
     ax.grid(axis="y", visible=False)
     plain_text(fig)  # before layout draws any text
     fig.tight_layout()
-    return _done(fig)
+    return finish(fig, tight=False)

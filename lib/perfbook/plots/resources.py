@@ -14,7 +14,8 @@ from typing import Any
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
-from perfbook.plots import plain_text
+from perfbook.checks.resources import MB
+from perfbook.plots import finish, plain_text
 from perfbook.tables import NO_MATH
 
 __all__ = ["show", "bullets_html", "latency_over_time", "level_over_time", "lag_over_time", "memory_over_time", "cpu_and_routes",
@@ -22,7 +23,6 @@ __all__ = ["show", "bullets_html", "latency_over_time", "level_over_time", "lag_
 
 WARN_BAND = ("#f9a825", 0.13)
 CRIT_BAND = ("#c62828", 0.12)
-MB = 1024 * 1024
 
 
 def show(fig, missing: str = "") -> None:
@@ -51,13 +51,6 @@ def _time_axis(ax, max_ticks: int = 6) -> None:
 def _legend(ax, **kw) -> None:
     """Legend outside the plot area, on the right: it never hides a line."""
     ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, **kw)
-
-
-def _done(fig):
-    plain_text(fig)  # text from outside is shown as written, never as mathtext
-    fig.tight_layout()
-    plt.close(fig)  # shown by the notebook's display(), not twice by the inline backend
-    return fig
 
 
 def _bands(ax, warning: float, critical: float, top: float, scale: float = 1.0) -> float:
@@ -129,7 +122,7 @@ def level_over_time(series: pd.DataFrame | None, level: Any, title: str, ylabel:
     ax.set_title(title)
     _time_axis(ax)
     _legend(ax)
-    return _done(fig)
+    return finish(fig)
 
 
 def lag_over_time(lag: pd.DataFrame | None, lag_p99: pd.DataFrame | None, level: Any,
@@ -157,7 +150,7 @@ def lag_over_time(lag: pd.DataFrame | None, lag_p99: pd.DataFrame | None, level:
     ax.set_title("Event-loop lag over the window (max gauge dashed, p99 solid, lag gauge dotted)")
     _time_axis(ax)
     _legend(ax)
-    return _done(fig)
+    return finish(fig)
 
 
 def memory_over_time(heap_used: pd.DataFrame | None, rss: pd.DataFrame | None, level: Any,
@@ -206,7 +199,7 @@ def memory_over_time(heap_used: pd.DataFrame | None, rss: pd.DataFrame | None, l
     ax.set_title("Memory over the window: heap used (solid), RSS (dotted)")
     _time_axis(ax)
     _legend(ax)
-    return _done(fig)
+    return finish(fig)
 
 
 def cpu_and_routes(cpu: pd.DataFrame | None, busy: pd.DataFrame | None, routes: list[str], level: Any,
@@ -236,7 +229,7 @@ def cpu_and_routes(cpu: pd.DataFrame | None, busy: pd.DataFrame | None, routes: 
         ax2.legend(fontsize="x-small", loc="lower left", bbox_to_anchor=(1.12, 0.0), borderaxespad=0)
     ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.12, 1.0), borderaxespad=0)
     ax.set_title("CPU per instance and the busiest routes' handling time")
-    return _done(fig)
+    return finish(fig)
 
 
 # --------------------------------------------------------------------------- HTML tables

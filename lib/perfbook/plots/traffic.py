@@ -9,7 +9,7 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import PercentFormatter
-from perfbook.plots import plain_text
+from perfbook.plots import finish
 
 __all__ = ["hit_rate_over_time", "hit_rate_bars", "rejections_by_route", "rejections_bars", "dependency_latency"]
 
@@ -21,13 +21,6 @@ def _time_axis(ax) -> None:
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz="UTC"))
     ax.set_xlabel("time (UTC)")
-
-
-def _done(fig):
-    plain_text(fig)  # text from outside is shown as written, never as mathtext
-    fig.tight_layout()
-    plt.close(fig)  # shown by the notebook's display(), not twice by the inline backend
-    return fig
 
 
 def hit_rate_over_time(series: pd.DataFrame | None, target: float = 0.60):
@@ -46,7 +39,7 @@ def hit_rate_over_time(series: pd.DataFrame | None, target: float = 0.60):
     ax.set_title("Cache hit rate over the window")
     _time_axis(ax)
     ax.legend(loc="best", fontsize="small")
-    return _done(fig)
+    return finish(fig)
 
 
 def hit_rate_bars(rates: pd.DataFrame, target: float = 0.60):
@@ -64,7 +57,7 @@ def hit_rate_bars(rates: pd.DataFrame, target: float = 0.60):
     ax.set_xlabel("cache")
     ax.set_title("Cache hit rate per cache")
     ax.legend(loc="best", fontsize="small")
-    return _done(fig)
+    return finish(fig)
 
 
 def rejections_by_route(series: pd.DataFrame | None, top: int = 8, method_label: str = "method",
@@ -86,7 +79,7 @@ def rejections_by_route(series: pd.DataFrame | None, top: int = 8, method_label:
     ax.set_title("Rate-limit rejections (HTTP 429) by route")
     _time_axis(ax)
     ax.legend(loc="best", fontsize="small")
-    return _done(fig)
+    return finish(fig)
 
 
 def rejections_bars(table: pd.DataFrame):
@@ -98,7 +91,7 @@ def rejections_bars(table: pd.DataFrame):
     ax.barh(d["endpoint"].astype(str), d["rejected_429"], color="#e08a00")
     ax.set_xlabel("429 responses")
     ax.set_title("Rate-limit rejections (HTTP 429) by route")
-    return _done(fig)
+    return finish(fig)
 
 
 def dependency_latency(latency: pd.DataFrame | None, timeout_for,
@@ -133,4 +126,4 @@ def dependency_latency(latency: pd.DataFrame | None, timeout_for,
         ax.set_title(f"{name}: call latency, timeout and breaker state")
         ax.legend(loc="upper left", fontsize="small")
     _time_axis(axes[-1, 0])
-    return _done(fig)
+    return finish(fig)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["SourceProblem", "SourceUnreachable", "SourceError", "safe_target"]
+__all__ = ["SourceProblem", "SourceUnreachable", "SourceError", "safe_target", "error_reason"]
 
 # Query parameters whose values are secrets in connection strings and URLs.
 _SECRET_PARAMS = re.compile(r"pass(word)?|secret|token|api[_-]?key|auth|sig(nature)?", re.I)
@@ -47,6 +47,37 @@ def safe_target(target: object) -> str:
     except ValueError:
         # Not parseable as a URL: at least cut anything that looks like user:pass@.
         return re.sub(r"//[^/@\s]*@", "//", text)
+
+
+#: What a failed connection's message says, in its own words (checked in this order, case
+#: apart): the reason a source gives, without the address, URL or object reprs around it.
+_PHRASES = ("Connection refused", "Name or service not known", "No route to host", "Network is unreachable",
+            "Connection reset", "Connection closed by server", "RemoteDisconnected",
+            "Authentication required", "invalid password", "WRONGPASS", "NOAUTH", "NOPERM")
+_ERRNO = re.compile(r"\[Errno -?\d+\] [^'\"\)\]\(]+")
+_TIMEOUT = re.compile(r"timed out|timeout", re.I)  # in the type name (ReadTimeout, redis.TimeoutError)
+
+
+def error_reason(exc: BaseException, timeout: float | None = None, *, detail: bool = False) -> str:
+    """One line saying why a source did not answer, without the URL or address (the
+    exception's target says where): a timeout (``no answer within 5 s`` when ``timeout``
+    is known, else ``timed out``), a failed TLS verification, a known phrase (``Connection
+    refused``, ``Connection reset``, ``Name or service not known``, Redis' ``WRONGPASS``...),
+    an ``[Errno N] ...`` text, else the exception's type (with ``detail``, followed by its
+    message, for sources whose messages carry no URL, as Redis' errors)."""
+    text = str(exc)
+    low = text.lower()
+    if isinstance(exc, TimeoutError) or _TIMEOUT.search(type(exc).__name__) or "timed out" in low:
+        return f"no answer within {timeout:g} s" if timeout is not None else "timed out"
+    if "certificate_verify_failed" in low or "certificate verify failed" in low:
+        return "TLS certificate verification failed"
+    for phrase in _PHRASES:
+        if phrase.lower() in low:
+            return phrase
+    found = _ERRNO.findall(text)
+    if found:
+        return found[-1].strip()
+    return f"{type(exc).__name__}: {text[:200]}" if detail else type(exc).__name__
 
 
 def _one_line(reason: object) -> str:

@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 import pandas as pd
 import requests
 
-from perfbook.sources import SourceUnreachable
+from perfbook.sources import SourceUnreachable, error_reason
 from perfbook.sources.bounded import TooLarge, limits_of, read_body
-from perfbook.sources.http import UrlRefused, build_url
+from perfbook.sources.http import UrlRefused, build_url, host_listed
 
 __all__ = ["BurstTarget", "BurstRefused", "host_allowed", "targets_from_params", "burst", "run_all",
            "RATE_LIMIT_HEADERS"]
@@ -54,10 +54,8 @@ class BurstTarget:
 
 
 def host_allowed(url: str, allowed_hosts: Iterable[str], opt_in: Iterable[str] = ()) -> bool:
-    """True if ``url``'s host is listed in ``allowed_hosts`` or ``opt_in`` (case-insensitive)."""
-    host = (urlsplit(url).hostname or "").lower()
-    allowed = {h.lower().strip("[]") for h in [*allowed_hosts, *opt_in]}
-    return bool(host) and host.strip("[]") in allowed
+    """True if ``url``'s host is listed in ``allowed_hosts`` or ``opt_in`` (:func:`perfbook.sources.http.host_listed`)."""
+    return host_listed(url, allowed_hosts, opt_in)
 
 
 def targets_from_params(params: Any) -> list[BurstTarget]:
@@ -134,7 +132,7 @@ def burst(target: BurstTarget, allowed_hosts: Iterable[str], opt_in: Iterable[st
         except requests.Timeout:
             row["error"] = f"timeout after {min(timeout, left):.3g} s"
         except requests.RequestException as exc:
-            row["error"] = _reason(exc)
+            row["error"] = error_reason(exc)
             refused.set()  # nothing listens: sending the rest proves nothing
             stop.set()
         row["seconds"] = time.perf_counter() - started
@@ -165,13 +163,6 @@ def burst(target: BurstTarget, allowed_hosts: Iterable[str], opt_in: Iterable[st
     return df
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    for key in ("Connection refused", "Name or service not known", "No route to host", "Connection reset",
-                "RemoteDisconnected"):
-        if key in text:
-            return key
-    return type(exc).__name__
 
 
 def run_all(params: Any, session: requests.Session | None = None) -> dict[str, pd.DataFrame | str]:

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import requests
 
-from perfbook.sources import SourceError, bounded, http
+from perfbook.sources import SourceError, bounded, error_reason, http
 
 __all__ = ["health_services", "probe_with_backoff", "probe_all", "PROBE_COLUMNS"]
 
@@ -75,7 +75,7 @@ def probe_with_backoff(dependency: str, url: str, timeout: float = 5.0, retries:
         except requests.Timeout:
             row["error"] = f"timeout after {this_timeout:.3g} s"
         except requests.RequestException as exc:
-            row["error"] = http._reason(exc)
+            row["error"] = error_reason(exc)
         row["seconds"] = time.perf_counter() - started
         rows.append(row)
         if row["ok"] or not _retryable(row["status"]) or attempt == retries:

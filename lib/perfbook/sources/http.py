@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from perfbook.params import path_problem
 
-from . import SourceUnreachable
+from . import SourceUnreachable, error_reason
 from .bounded import TooLarge, limits_of, read_body
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built: the locust subprocess imports this module
@@ -125,7 +125,7 @@ def probe(specs: list[ProbeSpec], count: int = 20, timeout: float = 10.0, retrie
                     row.update(seconds=time.perf_counter() - t0, error=f"timeout after {timeout:g}s")
                     break  # a timeout is an answer about latency: record it, do not retry
                 except requests.RequestException as exc:
-                    row.update(status=None, error=_reason(exc))
+                    row.update(status=None, error=error_reason(exc))
                     if attempt < retries:
                         time.sleep(backoff * 2 ** attempt)
             if row["status"] is None and row["error"] and not row["error"].startswith("timeout"):
@@ -141,18 +141,35 @@ def probe(specs: list[ProbeSpec], count: int = 20, timeout: float = 10.0, retrie
     return df
 
 
+def host_of(url: str) -> str:
+    """The host part of a URL, lower-case, IPv6 without brackets."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL with a host: {url!r}")
+    return parts.hostname.lower()
+
+
+def normalize_host(host: str) -> str:
+    """A host name as compared with the params' host lists: lower-case, no brackets, no final dot."""
+    return host.strip().strip("[]").lower().rstrip(".")
+
+
+def host_listed(url: str, *lists: Iterable[str]) -> bool:
+    """True when ``url`` is http(s) and its host is literally in one of ``lists``
+    (case-insensitive, :func:`normalize_host`). No name is resolved and nothing is sent:
+    a name that merely *resolves* to a listed address is not listed."""
+    try:
+        host = normalize_host(host_of(url))
+    except ValueError:
+        return False
+    return bool(host) and host in {normalize_host(h) for hosts in lists for h in hosts}
+
+
 def _origin(url: str) -> str:
     p = urlsplit(url)
     return f"{p.scheme}://{p.hostname}" + (f":{p.port}" if p.port else "")
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    for key in ("Connection refused", "Name or service not known", "No route to host", "timed out",
-                "Connection reset"):
-        if key in text:
-            return key
-    return type(exc).__name__
 
 
 def specs_from_params(params) -> list[ProbeSpec]:
@@ -182,7 +199,7 @@ def get_json(url: str, timeout: float = 5.0, retries: int = 2, backoff: float = 
             except ValueError:
                 return resp.status_code, body[:10_000].decode(resp.encoding or "utf-8", errors="replace")
         except requests.RequestException as exc:
-            last = _reason(exc)
+            last = error_reason(exc)
             if attempt < retries:
                 time.sleep(backoff * 2 ** attempt)
     raise SourceUnreachable("http", _origin(url), last)

@@ -42,12 +42,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
-from urllib.parse import urlsplit
 
 import pandas as pd
 import psutil
 
-from perfbook.sources.http import UrlRefused, build_url
+from perfbook.sources.http import UrlRefused, build_url, host_listed, host_of, normalize_host
 
 __all__ = ["LOCUSTFILE", "LoadTestRefused", "MixEntry", "Stage", "Plan", "StageResult", "LoadTestRun",
            "host_of", "host_allowed", "parse_mix", "parse_stages", "plan_from_params", "run", "run_stage",
@@ -146,31 +145,18 @@ def spawn_rate_for(stage: Stage, spawn_rate: float) -> float:
     return float(max(spawn_rate, stage.users / max(stage.duration * MAX_RAMP_SHARE, 0.001)))
 
 
-def host_of(url: str) -> str:
-    """The host part of a URL, lower-case, IPv6 without brackets."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL with a host: {url!r}")
-    return parts.hostname.lower()
-
-
-def _norm(host: str) -> str:
-    return host.strip().strip("[]").lower().rstrip(".")
-
-
 def host_allowed(url: str, allowed: Iterable[str], opted_in: Iterable[str] = ()) -> str | None:
     """None when ``url``'s host is listed (literally, case-insensitive) in ``allowed`` or
     ``opted_in``; else the reason for refusing. No name is resolved and nothing is sent:
     a name that merely *resolves* to an allowed address is not allowed (127.0.0.2 is
     loopback but not in the default list)."""
     try:
-        host = _norm(host_of(url))
+        host = normalize_host(host_of(url))
     except ValueError as e:
         return str(e)
-    listed = {_norm(h) for h in allowed} | {_norm(h) for h in opted_in}
-    if host in listed:
+    if host_listed(url, allowed, opted_in):
         return None
-    return (f"host {host!r} is not in targets.allowed_hosts {sorted(_norm(h) for h in allowed)} "
+    return (f"host {host!r} is not in targets.allowed_hosts {sorted(normalize_host(h) for h in allowed)} "
             f"and not opted in by settings.load_test.allow_hosts; refused before any request. "
             f"To load-test it on purpose, add it to settings.load_test.allow_hosts in the params file.")
 
@@ -399,7 +385,8 @@ STATS_COLUMNS = ["method", "name", "requests", "failures", "rps", "fail_rps", "a
                  "p50", "p66", "p75", "p80", "p90", "p95", "p98", "p99", "p99.9", "p100"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel's choice)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -509,7 +496,7 @@ def run_stage(plan: Plan, stage: Stage, workdir: str | Path, index: int = 0) -> 
     with open(log_path, "wb") as log:
         try:
             if plan.workers > 0:
-                port = _free_port()
+                port = free_port()
                 procs.append(subprocess.Popen(locust_command(plan, stage, prefix, role="master", master_port=port,
                                                              workers=plan.workers, locustfile=lf),
                                               cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -2,8 +2,10 @@
 server's own rules/alerts, the key-metric panels, and the checklist's evidence (a few
 PromQL queries and one HTTP request per probed endpoint).
 
-The analysis these feed lives in :mod:`perfbook.checks.alerts` and
-:mod:`perfbook.checks.checklist` (pure); the figures in :mod:`perfbook.plots.monitoring`.
+The PromQL is rendered by :mod:`perfbook.promql` and the rules' states computed by
+:mod:`perfbook.rules` (both pure, shared); the analysis these feed lives in
+:mod:`perfbook.checks.alerts` and :mod:`perfbook.checks.checklist` (pure); the figures in
+:mod:`perfbook.plots.monitoring`.
 """
 from __future__ import annotations
 
@@ -11,14 +13,14 @@ import gzip
 import json
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pandas as pd
 
-from ..checks.alerts import (RuleEvaluation, evaluate, evaluation_ticks, lookback_start, render_expr,
-                             server_spans)
-from ..checks.checklist import _RL_HEADERS, Evidence, checklist_queries, run_queries
+from ..promql import checklist_queries, evaluation_ticks, lookback_start, render_expr
+from ..rules import RuleEvaluation, evaluate, server_spans
+from ..web import RATELIMIT_HEADERS
 
 # --- alert rules: range queries on the evaluation grid, the server's view
 
@@ -194,7 +196,7 @@ def probe_http(params: Any, timeout: float = 5.0, max_bytes: int = 20_000_000) -
             plan.append(("rate_limit", e, e.route, {"Accept-Encoding": "identity"}))
         if e.method == "GET" and _path_only(e.route) and e.route not in ("/health", "/healthz", "/metrics"):
             plan.append(("pagination", e, e.route, {"Accept-Encoding": "gzip"}))
-    keep = ("content-encoding", "content-length", "content-type", "retry-after", "link", *_RL_HEADERS)
+    keep = ("content-encoding", "content-length", "content-type", "retry-after", "link", *RATELIMIT_HEADERS)
     out, errors = [], []
     with requests.Session() as s:
         s.headers["User-Agent"] = "perfbook"
@@ -245,6 +247,50 @@ def probe_http(params: Any, timeout: float = 5.0, max_bytes: int = 20_000_000) -
     return out
 
 
+def run_queries(query: Callable[..., pd.DataFrame], queries: dict[str, str], at: Any
+                ) -> tuple[dict[str, Any], dict[str, str]]:
+    """Run each (rendered) query with ``query(expr, at=at)`` (a ``PromClient``'s).
+
+    Values: a float for a result without labels, ``{label value: float}`` for one row per
+    instance, None for an empty result. Refused queries go to the second dict (the
+    server's message); an unreachable server raises as usual.
+    """
+    from perfbook.sources import SourceError
+
+    values, errors = {}, {}
+    for key, expr in queries.items():
+        try:
+            frame = query(expr, at=at)
+        except SourceError as exc:
+            errors[key] = exc.reason
+            continue
+        values[key] = _reduce(frame)
+    return values, errors
+
+
+def _reduce(frame: pd.DataFrame) -> Any:
+    if frame is None or frame.empty:
+        return None
+    labels = [c for c in frame.columns if c not in ("timestamp", "value", "metric")]
+    if not labels:
+        return float(frame["value"].iloc[0])
+    return {" ".join(str(v) for v in row[labels] if v == v): float(row["value"]) for _, row in frame.iterrows()}
+
+
+@dataclass
+class Evidence:
+    """What the monitoring notebook gathered for the checklist (:func:`gather`)."""
+
+    values: dict[str, Any] = field(default_factory=dict)      # run_queries of checklist_queries
+    query_errors: dict[str, str] = field(default_factory=dict)
+    probes: list[dict] = field(default_factory=list)           # probe_http
+    rules: pd.DataFrame | None = None                          # /api/v1/rules
+    rules_problem: str | None = None
+    fly: Any = None                                            # perfbook.sources.flytoml.FlyConfig
+    fly_problem: str | None = None
+    unreachable: list[Any] = field(default_factory=list)      # SourceProblem per dead source
+
+
 def gather(prom: Any, params: Any, start: Any, end: Any, step: int = 15, rate_s: int = 60,
            params_file: str | None = None) -> Evidence:
     """Everything the checklist measures, each source on its own: the Prometheus queries
@@ -252,7 +298,6 @@ def gather(prom: Any, params: Any, start: Any, end: Any, step: int = 15, rate_s:
     HTTP probes, fly.toml (a relative path is taken from ``params_file``'s folder). A
     source that cannot be reached is recorded in ``unreachable`` (its items stay
     unknown) and does not stop the others."""
-    from perfbook.checks.alerts import render_expr
     from perfbook.sources import SourceError, SourceProblem
 
     ev = Evidence()

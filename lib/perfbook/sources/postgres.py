@@ -35,6 +35,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from ..sql import func_name, walk
 from . import SourceError, SourceProblem, SourceUnreachable
 
 SOURCE = "postgres"
@@ -163,7 +164,7 @@ def analyze_refusal(stmt: Any) -> str | None:
     None when it may."""
     from pglast import ast
 
-    for node in _walk(stmt):
+    for node in walk(stmt):
         if isinstance(node, ast.FuncCall):
             parts = [getattr(p, "sval", "") or "" for p in (node.funcname or ())]
             name = parts[-1].lower() if parts else ""
@@ -184,25 +185,6 @@ SETTABLE = frozenset({"plan_cache_mode", "statement_timeout", "lock_timeout", "w
                       "max_parallel_workers_per_gather", "jit"})
 
 _WRITES = ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt")
-
-
-def _walk(node: Any) -> Iterable[Any]:
-    from pglast import ast
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, (list, tuple)):
-            stack.extend(n)
-        elif isinstance(n, ast.Node):
-            yield n
-            for name in n.__slots__:
-                value = getattr(n, name, None)
-                if isinstance(value, (ast.Node, list, tuple)):
-                    stack.append(value)
-
-
-def _func_name(call: Any) -> str:
-    return ".".join(getattr(p, "sval", "") for p in (call.funcname or ()))
 
 
 def _explain_options(stmt: Any) -> dict[str, Any]:
@@ -239,14 +221,14 @@ def check_read_only(sql: str, params: Any = None) -> None:
         raise ReadOnlyViolation(f"exactly one statement per call, got {len(stmts)}")
     stmt = stmts[0].stmt
     kind = type(stmt).__name__
-    for node in _walk(stmt):
+    for node in walk(stmt):
         name = type(node).__name__
         if name in _WRITES:
             raise ReadOnlyViolation(f"{name.removesuffix('Stmt').upper()} is a write; perfbook only reads")
         if isinstance(node, ast.SelectStmt) and (node.intoClause or node.lockingClause):
             raise ReadOnlyViolation("SELECT INTO / FOR UPDATE|SHARE write or lock; perfbook only reads")
-        if isinstance(node, ast.FuncCall) and _func_name(node).split(".")[-1].lower() in FORBIDDEN_FUNCTIONS:
-            raise ReadOnlyViolation(f"{_func_name(node)}() acts on the server; perfbook does not call it")
+        if isinstance(node, ast.FuncCall) and func_name(node).split(".")[-1].lower() in FORBIDDEN_FUNCTIONS:
+            raise ReadOnlyViolation(f"{func_name(node)}() acts on the server; perfbook does not call it")
     if kind == "SelectStmt" or kind == "VariableShowStmt" or kind == "DeallocateStmt" or kind == "ExecuteStmt":
         return
     if kind == "ExplainStmt":
@@ -801,7 +783,7 @@ def _param_count(query: str) -> int:
     """Highest ``$n`` in a statement (pglast when it parses; a regex otherwise)."""
     try:
         from pglast import ast, parse_sql
-        nums = [n.number for n in _walk(parse_sql(query)) if isinstance(n, ast.ParamRef)]
+        nums = [n.number for n in walk(parse_sql(query)) if isinstance(n, ast.ParamRef)]
         return max(nums, default=0)
     except Exception:  # noqa: BLE001
         return max((int(m) for m in re.findall(r"\$(\d+)", query)), default=0)

@@ -36,7 +36,7 @@ query perfbook sends give the same verdict there as on Prometheus for the same s
   VictoriaMetrics against 2.5 s on Prometheus over the same samples). On
   VictoriaMetrics they are sent as ``increase_prometheus()``, which reads only the
   window's samples as PromQL does, scaled by n / (n - 1) for the n samples in the range
-  as PromQL's extrapolation to the range's edges does (:func:`prometheus_counters`;
+  as PromQL's extrapolation to the range's edges does (:func:`perfbook.promql.prometheus_counters`;
   ``rate`` divides that by the range).
 - A subquery without a resolution (``x[10m:]``) runs at Prometheus's evaluation
   interval but at VictoriaMetrics' query ``step`` — 5 min for an instant query, one
@@ -62,7 +62,6 @@ import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
@@ -74,18 +73,20 @@ from prometheus_client.parser import text_string_to_metric_families as _parse_te
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from perfbook.sources import SourceError, SourceProblem, SourceUnreachable, safe_target
+from perfbook.promql import (MAX_POINTS_PER_SERIES, SELECTOR_PLACEHOLDER, auto_step, duration_seconds,
+                             explicit_subquery_step, has_subquery_without_step,
+                             normalize_selector, prometheus_counters, render, split_range,
+                             step_seconds, unix_seconds, utc, with_selector)
+from perfbook.sources import SourceError, SourceProblem, SourceUnreachable, error_reason, safe_target
 from perfbook.sources.bounded import limits_of, read_body, read_text
 
 __all__ = [
     "parse_exposition", "scrape", "scrape_all", "scrape_twice", "rates",
     "PromClient", "split_range", "auto_step",
     "normalize_selector", "with_selector", "render",
-    "MAX_POINTS_PER_SERIES",
+    "MAX_POINTS_PER_SERIES", "SELECTOR_PLACEHOLDER", "duration_seconds", "explicit_subquery_step",
+    "prometheus_counters",
 ]
-
-#: Prometheus refuses a range query with more than 11,000 points per series.
-MAX_POINTS_PER_SERIES = 11_000
 
 #: Columns of a scrape frame that are not labels. A label with one of these names
 #: is renamed ``exported_<name>``, as Prometheus does for ``instance``.
@@ -132,7 +133,7 @@ def parse_exposition(
     OpenMetrics parser. Raises ``ValueError`` on text neither parser accepts.
     """
     openmetrics = _is_openmetrics(content_type)
-    when = _utc(scraped_at if scraped_at is not None else pd.Timestamp.now(tz="UTC"))
+    when = utc(scraped_at if scraped_at is not None else pd.Timestamp.now(tz="UTC"))
     # Counters the text parser will have renamed (declared without _total, see module doc).
     renamed = set() if openmetrics else set(_DECLARED_COUNTER.findall(text))
 
@@ -198,32 +199,12 @@ def _session(retries: int) -> requests.Session:
     return session
 
 
-_ERRNO = re.compile(r"\[Errno -?\d+\] [^'\"\)\]\(]+")
-
-
-def _network_reason(exc: requests.RequestException, timeout: float) -> str:
-    """One line saying why nothing answered, without the request URL."""
-    text = str(exc)
-    if isinstance(exc, requests.exceptions.Timeout) or "timed out" in text:
-        return f"no answer within {timeout:g} s"
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        return "TLS certificate verification failed"
-    found = _ERRNO.findall(text)
-    if found:
-        return found[-1].strip()
-    for phrase in ("Connection refused", "Name or service not known", "Connection reset",
-                   "Network is unreachable", "No route to host", "RemoteDisconnected"):
-        if phrase in text:
-            return phrase
-    return type(exc).__name__
-
-
 def _request(session: requests.Session, method: str, url: str, *, source: str, target: str,
              timeout: float, **kwargs: Any) -> requests.Response:
     try:
         return session.request(method, url, timeout=timeout, **kwargs)
     except requests.RequestException as exc:
-        raise SourceUnreachable(source, target, _network_reason(exc, timeout)) from None
+        raise SourceUnreachable(source, target, error_reason(exc, timeout)) from None
 
 
 def _auth_reason(status: int, has_token: bool, token_env: str | None) -> str:
@@ -271,7 +252,7 @@ def scrape(
         try:
             text = read_text(response, max_bytes, source="metrics", target=target, what="the /metrics page")
         except requests.RequestException as exc:
-            raise SourceUnreachable("metrics", target, _network_reason(exc, timeout)) from None
+            raise SourceUnreachable("metrics", target, error_reason(exc, timeout)) from None
     finally:
         if own:
             session.close()
@@ -446,130 +427,6 @@ def rates(before: pd.DataFrame, after: pd.DataFrame, seconds: float | None = Non
 # PromQL helpers
 # ---------------------------------------------------------------------------------
 
-SELECTOR_PLACEHOLDER = "__SEL__"
-
-
-def normalize_selector(selector: str | None) -> str:
-    """Label matchers without braces: ``'{app="api"}'`` and ``'app="api"'`` both give
-    ``'app="api"'``; ``None``/empty give ``''``."""
-    text = (selector or "").strip()
-    if text.startswith("{") and text.endswith("}"):
-        text = text[1:-1]
-    return text.strip().strip(",").strip()
-
-
-def with_selector(metric: str, selector: str | None) -> str:
-    """Add the params' label matchers to one metric selector.
-
-    ``with_selector('http_requests_total{status_code=~"5.."}', 'app="api"')`` gives
-    ``'http_requests_total{status_code=~"5..",app="api"}'``; ``with_selector('up', '')``
-    gives ``'up'``. For a whole PromQL expression use :func:`render`.
-    """
-    sel = normalize_selector(selector)
-    metric = metric.strip()
-    if not sel:
-        return metric
-    if metric.endswith("}") and "{" in metric:
-        head, inner = metric[:-1].split("{", 1)
-        inner = inner.strip().rstrip(",").strip()
-        return f"{head}{{{inner},{sel}}}" if inner else f"{head}{{{sel}}}"
-    return f"{metric}{{{sel}}}"
-
-
-def render(template: str, selector: str | None) -> str:
-    """Fill the ``__SEL__`` placeholder of a PromQL template with the params' matchers.
-
-    Templates put ``__SEL__`` where matchers go, alone or after others::
-
-        sum by (le, route) (rate(http_request_duration_seconds_bucket{__SEL__}[5m]))
-        sum(rate(http_requests_total{status_code=~"5..",__SEL__}[5m]))
-
-    With selector ``app="api"`` every ``__SEL__`` becomes ``app="api"``; with no selector
-    it disappears with its comma (``x{__SEL__}`` → ``x{}``, valid PromQL).
-    """
-    sel = normalize_selector(selector)
-    if sel:
-        return template.replace(SELECTOR_PLACEHOLDER, sel)
-    out = re.sub(r",\s*" + SELECTOR_PLACEHOLDER, "", template)
-    out = re.sub(SELECTOR_PLACEHOLDER + r"\s*,\s*", "", out)
-    return out.replace(SELECTOR_PLACEHOLDER, "")
-
-
-_NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800,
-               21600, 43200, 86400)
-
-
-def auto_step(start: Any, end: Any, max_points: int = 300, scrape_interval: float = 15) -> int:
-    """A range-query step in whole seconds: the smallest "nice" step (1 s, 2, 5, 10, 15,
-    30 s, 1 min, 2, 5, 10, 15, 30 min, 1 h...) giving at most ``max_points`` points
-    between ``start`` and ``end``, and never shorter than ``scrape_interval`` (a finer
-    step only repeats samples)."""
-    if max_points < 2:
-        raise ValueError("max_points must be at least 2")
-    span = _unix(end) - _unix(start)
-    if span < 0:
-        raise ValueError("end is before start")
-    raw = span / (max_points - 1)
-    step = next((s for s in _NICE_STEPS if s >= raw), None)
-    if step is None:
-        step = int(math.ceil(raw / 86400) * 86400)
-    return int(max(step, math.ceil(scrape_interval)))
-
-
-def split_range(start: Any, end: Any, step: Any,
-                max_points: int = MAX_POINTS_PER_SERIES) -> list[tuple[float, float]]:
-    """Cut ``[start, end]`` into consecutive ``(start, end)`` unix-second pairs on the
-    same ``step`` grid, each with at most ``max_points`` evaluation points
-    (``floor((end-start)/step) + 1``). Chunk *k* starts at ``start + k*max_points*step``,
-    so chunks neither overlap nor leave a gap."""
-    t0, t1, dt = _unix(start), _unix(end), _seconds(step)
-    if dt <= 0:
-        raise ValueError("step must be positive")
-    if t1 < t0:
-        raise ValueError("end is before start")
-    if max_points < 1:
-        raise ValueError("max_points must be positive")
-    total = int(math.floor((t1 - t0) / dt + 1e-9)) + 1
-    chunks = []
-    for first in range(0, total, max_points):
-        last = min(first + max_points, total) - 1
-        chunk_start = t0 + first * dt
-        chunk_end = t1 if last == total - 1 else t0 + last * dt
-        chunks.append((chunk_start, chunk_end))
-    return chunks
-
-
-def _utc(t: Any) -> pd.Timestamp:
-    ts = pd.Timestamp(t)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _unix(t: Any) -> float:
-    """Unix seconds from a number, datetime, pandas Timestamp, ISO string, ``"now"`` or
-    ``"-1h"``/``"now-1h"`` (relative to now). Naive datetimes are taken as UTC."""
-    if isinstance(t, bool):
-        raise TypeError("a time, not a bool")
-    if isinstance(t, (int, float, np.integer, np.floating)):
-        return float(t)
-    if isinstance(t, str):
-        text = t.strip()
-        if text == "now":
-            return time.time()
-        if text.startswith("now-") or text.startswith("-"):
-            return time.time() - pd.Timedelta(text.split("-", 1)[1]).total_seconds()
-    return _utc(t).timestamp()
-
-
-def _seconds(step: Any) -> float:
-    if isinstance(step, (int, float, np.integer, np.floating)) and not isinstance(step, bool):
-        return float(step)
-    if isinstance(step, (timedelta, pd.Timedelta)):
-        return pd.Timedelta(step).total_seconds()
-    if isinstance(step, str):
-        return pd.Timedelta(step).total_seconds()
-    raise TypeError(f"step: seconds, a timedelta or a duration like '30s', not {step!r}")
-
-
 def _fmt_time(t: float) -> str:
     return f"{t:.3f}"
 
@@ -637,104 +494,6 @@ def _frame_from_result(data: dict[str, Any]) -> pd.DataFrame:
         return _empty_result()
     frame = pd.concat(parts, ignore_index=True)
     return frame[_label_order(label_cols) + ["timestamp", "value"]]
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-
-
-def duration_seconds(text: str) -> float | None:
-    """Seconds of a PromQL duration (``90s``, ``1m30s``, ``1.5h`` in MetricsQL); None if it is not one."""
-    text = text.strip()
-    if not text or _DURATION_PART.sub("", text):
-        return None
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
-
-
-def _code_spans(expr: str) -> list[tuple[int, int]]:
-    """(start, end) of the parts of ``expr`` outside string literals (label values)."""
-    spans, i, start, quote = [], 0, 0, None
-    while i < len(expr):
-        c = expr[i]
-        if quote:
-            if c == "\\" and quote != "`":
-                i += 2
-                continue
-            if c == quote:
-                quote, start = None, i + 1
-        elif c in "\"'`":
-            spans.append((start, i))
-            quote = c
-        i += 1
-    if quote is None:
-        spans.append((start, len(expr)))
-    return spans
-
-
-def _in_code(expr: str) -> list[bool]:
-    mask = [False] * len(expr)
-    for a, b in _code_spans(expr):
-        for k in range(a, b):
-            mask[k] = True
-    return mask
-
-
-_SUBQUERY_NO_STEP = re.compile(r"\[\s*([0-9][0-9a-z.]*)\s*:\s*\]")
-_COUNTER_FUNC = re.compile(r"(?<![A-Za-z0-9_:])(rate|increase|delta)\s*\(")
-
-
-def explicit_subquery_step(expr: str, step_s: float) -> str:
-    """``x[10m:]`` → ``x[10m:15s]``: a subquery's resolution spelled out (outside strings)."""
-    code = _in_code(expr)
-    res = f"{step_s:g}s"
-    return _SUBQUERY_NO_STEP.sub(lambda m: f"[{m.group(1)}:{res}]" if code[m.start()] else m.group(0), expr)
-
-
-def prometheus_counters(expr: str) -> str:
-    """PromQL ``rate``/``increase``/``delta`` as VictoriaMetrics computes them the Prometheus
-    way (see the module docstring). ``increase(x[5m])`` →
-    ``(increase_prometheus(x[5m]) * count_over_time(x[5m]) / (count_over_time(x[5m]) - 1))``:
-    the change between the range's own first and last samples, scaled from the n - 1
-    intervals they span to the n intervals of the range, as PromQL's extrapolation to the
-    range's edges does (one average interval in all: half on each side of a series that
-    starts inside the range, the gaps to the edges of one that does not). ``rate`` is that
-    divided by the range's seconds, ``delta`` the same with ``delta_prometheus``. A range
-    with one sample gives no result, as in PromQL. A ``rate`` whose range is not a plain
-    duration is left as it is.
-
-    Without the scaling a range of four scrapes (the CPU rate) read a quarter low: CPU
-    70.8 % on VictoriaMetrics against 88.5 % on Prometheus from the same samples."""
-    code = _in_code(expr)
-    for m in reversed(list(_COUNTER_FUNC.finditer(expr))):
-        if not code[m.start()]:
-            continue
-        name, open_at = m.group(1), m.end() - 1
-        depth, close_at = 0, None
-        for k in range(open_at, len(expr)):
-            if not code[k]:
-                continue
-            if expr[k] == "(":
-                depth += 1
-            elif expr[k] == ")":
-                depth -= 1
-                if depth == 0:
-                    close_at = k
-                    break
-        if close_at is None:
-            return expr
-        arg = expr[open_at + 1:close_at]
-        scaled = (f"{'delta' if name == 'delta' else 'increase'}_prometheus({arg}) * count_over_time({arg})"
-                  f" / (count_over_time({arg}) - 1)")
-        if name == "rate":
-            ranges = [r for r in re.finditer(r"\[\s*([^\]:]+?)\s*(?::[^\]]*)?\]", arg)
-                      if code[open_at + 1 + r.start()]]
-            seconds = duration_seconds(ranges[-1].group(1)) if ranges else None
-            if not seconds:
-                continue
-            scaled += f" / {seconds:g}"
-        expr = expr[:m.start()] + f"({scaled})" + expr[close_at + 1:]
-        code = _in_code(expr)
-    return expr
 
 
 def _retry_after(value: str | None, default: float) -> float:
@@ -878,7 +637,7 @@ class PromClient:
             raw = read_body(response, self.max_response_bytes, source=self.source, target=self.target,
                             what=f"the answer to /api/v1/{path}" + (f" ({expr[:80]})" if expr else ""))
         except requests.RequestException as exc:
-            raise SourceUnreachable(self.source, self.target, _network_reason(exc, self.timeout)) from None
+            raise SourceUnreachable(self.source, self.target, error_reason(exc, self.timeout)) from None
         try:
             body = json.loads(raw)
         except ValueError:
@@ -913,7 +672,7 @@ class PromClient:
         sent = self.prepare(expr)
         params = {"query": sent}
         if at is not None:
-            params["time"] = _fmt_time(_unix(at))
+            params["time"] = _fmt_time(unix_seconds(at))
         frame = _frame_from_result(self._api("query", params, expr=sent))
         frame.attrs.update(query=expr, warnings=list(self.last_warnings))
         return frame
@@ -930,7 +689,7 @@ class PromClient:
         if len(chunks) > self.max_chunks:
             raise ValueError(f"{len(chunks)} requests needed for this range at step {step}: "
                              f"use a coarser step (see auto_step)")
-        step_s = _seconds(step)
+        step_s = step_seconds(step)
         sent = self.prepare(expr)
         self._settle(chunks[-1][1])
         frames, warnings = [], []
@@ -1043,7 +802,7 @@ class PromClient:
     def prepare(self, expr: str) -> str:
         """The expression as sent: subqueries with an explicit resolution (both flavors),
         and on VictoriaMetrics Prometheus-style counters (see the module docstring)."""
-        if _SUBQUERY_NO_STEP.search(expr):
+        if has_subquery_without_step(expr):
             expr = explicit_subquery_step(expr, self.scrape_interval())
         if self.flavor == "victoriametrics":
             expr = prometheus_counters(expr)
@@ -1071,7 +830,7 @@ class PromClient:
     def _settle(self, end: Any) -> None:
         """VictoriaMetrics: wait until ``end`` is older than ``-search.latencyOffset`` (a range
         query's newer points come back as copies of the last older one; module docstring)."""
-        t = _unix(end)
+        t = unix_seconds(end)
         if t <= self._settled_until or self.flavor != "victoriametrics":
             return
         wait = t + self.latency_offset + 1.0 - time.time()
@@ -1101,9 +860,9 @@ def metric_names(client: PromClient, start: Any = None, end: Any = None,
     """
     window = {}
     if start is not None:
-        window["start"] = _fmt_time(_unix(start))
+        window["start"] = _fmt_time(unix_seconds(start))
     if end is not None:
-        window["end"] = _fmt_time(_unix(end))
+        window["end"] = _fmt_time(unix_seconds(end))
     sel = client.selector
     try:
         data = client._api("label/__name__/values", {**({"match[]": "{" + sel + "}"} if sel else {}), **window})

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from perfbook.sources import SourceError, SourceUnreachable, safe_target
+from perfbook.sources import SourceError, SourceUnreachable, error_reason, safe_target
 
 __all__ = ["connect", "info", "sample_ttls", "info_for", "sample_for"]
 
@@ -44,24 +44,15 @@ def _call(url: str, fn):
     try:
         return fn()
     except redis.AuthenticationError as exc:  # a subclass of ConnectionError: test it first
-        raise SourceError(SOURCE, safe_target(url), f"authentication failed: {_reason(exc)}") from None
+        raise SourceError(SOURCE, safe_target(url), f"authentication failed: {error_reason(exc, detail=True)}") from None
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise SourceUnreachable(SOURCE, safe_target(url), _reason(exc)) from None
+        raise SourceUnreachable(SOURCE, safe_target(url), error_reason(exc, detail=True)) from None
     except redis.ResponseError as exc:
-        raise SourceError(SOURCE, safe_target(url), _reason(exc)) from None
+        raise SourceError(SOURCE, safe_target(url), error_reason(exc, detail=True)) from None
     except OSError as exc:
-        raise SourceUnreachable(SOURCE, safe_target(url), _reason(exc)) from None
+        raise SourceUnreachable(SOURCE, safe_target(url), error_reason(exc, detail=True)) from None
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    # redis-py puts host:port in its messages; the target already says where.
-    for phrase in ("Connection refused", "Connection reset", "Connection closed by server", "Timeout", "timed out",
-                   "Name or service not known", "Authentication required", "invalid password", "WRONGPASS", "NOAUTH",
-                   "NOPERM"):
-        if phrase.lower() in text.lower():
-            return phrase
-    return f"{type(exc).__name__}: {text[:200]}"
 
 
 def connect(url: str | None, timeout: float = 3.0):

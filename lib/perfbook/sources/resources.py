@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from perfbook.promql import SELECTOR_PLACEHOLDER
 from perfbook.sources.window_metrics import WindowMetrics
 
 __all__ = ["open_window", "snapshot_fallback", "discover", "series", "cpu_percent", "gauge", "latency_buckets",
@@ -75,8 +76,7 @@ def scrape_interval(wm: WindowMetrics) -> float | None:
     if wm.mode != "prometheus":
         return None
     if not hasattr(wm, "_scrape_interval"):
-        from perfbook.sources import prometheus as prom
-        expr = wm.client.render(f"count_over_time(up{{{prom.SELECTOR_PLACEHOLDER}}}[{wm.window_s}s])")
+        expr = wm.client.render(f"count_over_time(up{{{SELECTOR_PLACEHOLDER}}}[{wm.window_s}s])")
         wm.queries.append(("scrapes per target in the window (the scrape interval)", expr))
         frame = wm.client.query(expr, at=wm.end)
         counts = frame["value"][frame["value"] > 1] if not frame.empty else frame.get("value", pd.Series(dtype=float))
@@ -107,14 +107,13 @@ def _rates(wm: WindowMetrics, metric: str, by: list[str], title: str) -> pd.Data
     """``sum by (by) (rate(metric[R]))`` over the window at the range step, ``R`` as in
     :func:`cpu_percent` (so CPU and the routes' busy time, correlated with it, have the
     same smoothing). None in snapshot mode; raises when no source is configured."""
-    from perfbook.sources import prometheus as prom
     from perfbook.sources.window_metrics import RATE, rate_window
 
     if wm.mode != "prometheus":
         return wm.rate_series(metric, by, title=title)
     interval = scrape_interval(wm)
     r = rate_window(wm.step) if not interval else int(max(4 * wm.step, math.ceil(4 * interval), 2))
-    expr = wm.client.render(RATE.format(by=", ".join(by), m=metric, sel=prom.SELECTOR_PLACEHOLDER, r=r))
+    expr = wm.client.render(RATE.format(by=", ".join(by), m=metric, sel=SELECTOR_PLACEHOLDER, r=r))
     wm.queries.append((f"{title} (rate over {r} s, step {wm.step} s)", expr))
     frame = wm.client.query_range(expr, wm.start, wm.end, wm.step)
     for col in by:

@@ -26,11 +26,12 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
+from perfbook.promql import SELECTOR_PLACEHOLDER, range_step, rate_window
 from perfbook.sources import SourceProblem, SourceUnreachable
 from perfbook.sources import prometheus as prom
 from perfbook.sources.bounded import limits_of
 
-__all__ = ["WindowMetrics", "range_step", "rate_window"]
+__all__ = ["WindowMetrics", "range_step", "rate_window", "instance_query"]
 
 # The PromQL, once. ``{m}`` metric, ``{by}`` labels, ``{sel}`` matchers incl. __SEL__.
 INCREASE = "sum by ({by}) (increase({m}{{{sel}}}[{w}s]))"
@@ -42,19 +43,30 @@ LAST = "last_over_time({m}{{{sel}}}[{w}s])"
 MAX_RAW_WINDOW_S = 6 * 3600
 
 
-def range_step(start: datetime, end: datetime) -> int:
-    """Step of the range queries: about 200 points over the window, at least 1 s."""
-    return prom.auto_step(start, end, max_points=200, scrape_interval=1)
-
-
-def rate_window(step: int) -> int:
-    """``rate()`` range: four steps, and never under 30 s (two scrapes at the common 15 s)."""
-    return max(4 * step, 30)
+def instance_query(m: Any, rate_s: int) -> str:
+    """One PromQL expression for every per-instance series the load-balancing section (and scaling)
+    needs, each tagged with a ``measure`` label, joined with ``or``. ``m`` is the params'
+    :class:`~perfbook.params.Metrics`; ``__SEL__`` is where the params' selector goes."""
+    i, r, sel = m.instance_label, f"{rate_s}s", "__SEL__"
+    parts = {
+        "rps": f"sum by ({i}) (rate({m.http_requests}{{{sel}}}[{r}]))",
+        "err_rps": f'sum by ({i}) (rate({m.http_requests}{{{m.status_label}=~"5..",{sel}}}[{r}]))',
+        "cpu": f"100 * sum by ({i}) (rate({m.cpu_seconds}{{{sel}}}[{r}]))",
+        "memory": f"sum by ({i}) ({m.resident_memory}{{{sel}}})",
+        "p95": f"histogram_quantile(0.95, sum by ({i}, le) (rate({m.http_duration}_bucket{{{sel}}}[{r}])))",
+        "latency_mean": (f"sum by ({i}) (rate({m.http_duration}_sum{{{sel}}}[{r}])) / "
+                         f"sum by ({i}) (rate({m.http_duration}_count{{{sel}}}[{r}]))"),
+        "connections": f"sum by ({i}) ({m.http_connections}{{{sel}}})",
+        "route_p95": (f"histogram_quantile(0.95, sum by ({m.method_label}, {m.route_label}, le) "
+                      f"(rate({m.http_duration}_bucket{{{sel}}}[{r}])))"),
+        "route_rps": f"sum by ({m.method_label}, {m.route_label}) (rate({m.http_duration}_count{{{sel}}}[{r}]))",
+    }
+    return "\n or ".join(f'label_replace({expr}, "measure", "{name}", "", "")' for name, expr in parts.items())
 
 
 def _matchers(match: Mapping[str, str] | None) -> str:
     parts = [f'{k}="{_escape(v)}"' for k, v in (match or {}).items()]
-    return ",".join([*parts, prom.SELECTOR_PLACEHOLDER])
+    return ",".join([*parts, SELECTOR_PLACEHOLDER])
 
 
 def _escape(value: str) -> str:
@@ -259,6 +271,18 @@ class WindowMetrics:
         expr = self.client.render(LAST.format(m=metric, sel=_matchers(match), w=self.window_s))
         self.queries.append((title or f"last value of {metric}", expr))
         return self.client.query(expr, at=self.end)
+
+    def instance_frame(self, m: Any) -> tuple[str, pd.DataFrame]:
+        """Every per-instance series of the load-balancing and scaling sections (``m``: the
+        params' :class:`~perfbook.params.Metrics`): ``("prometheus", frame)`` with the
+        :func:`instance_query` range query's answer (recorded in :attr:`queries`), else
+        ``("snapshot", frame)`` with one scrape per metrics URL. Turned into series by
+        :func:`perfbook.checks.balance.series_from`."""
+        if self.mode == "prometheus":
+            expr = self.client.render(instance_query(m, rate_window(self.step)))
+            self.queries.append((f"per-instance load (step {self.step} s)", expr))
+            return "prometheus", self.client.query_range(expr, self.start, self.end, self.step)
+        return "snapshot", self.scrape()
 
     def promql_text(self) -> str:
         """Everything run so far, for a collapsed ``pb.details`` block."""
