@@ -110,6 +110,8 @@ CODES: dict[str, Code] = {
                                "Performance Testing (Load Testing)"),
     "loadtest.refused": Code("The load test was refused before any request (host not allowed, over a cap).",
                              "Performance Testing (safety: loopback by default)"),
+    "loadtest.no_requests": Code("The load generator sent no request in a stage: nothing measured, no verdict.",
+                                 "Performance Testing (Stress Testing)"),
     "alert.firing": Code("A runbook alert rule fired during the window.",
                          "Performance Monitoring (Performance Alerts)"),
     "checklist.unmet": Code("An item of the optimization checklist is not met.",

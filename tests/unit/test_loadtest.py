@@ -353,3 +353,34 @@ def test_stress_figures_are_drawn_with_the_breaking_point():
                           "requests_total": [0, 9, 19, 29], "stage": "10 users"})
     assert plots.load_timeline(frame) is not None
     assert plots.stress_latency(loadtest.stage_table(pd.DataFrame()), None) is None
+
+
+def _idle_run(users_sent: dict[int, int]) -> pd.DataFrame:
+    """run.stats() of a stress test whose generator sent nothing in some stages: locust's
+    Aggregated row with 0 requests and N/A percentiles (seen on a starved 2-core machine:
+    all five 5-s stages empty, and the breaking-point check crashed on float(None))."""
+    rows = []
+    for users, n in users_sent.items():
+        p = None if n == 0 else 20.0
+        rows.append({"method": "", "name": "Aggregated", "requests": n, "failures": 0, "rps": n / 60, "fail_rps": 0,
+                     "avg_ms": p or 0, "min_ms": p or 0, "max_ms": p or 0, **{k: p for k in (
+                         "p50", "p66", "p75", "p80", "p90", "p95", "p98", "p99", "p99.9", "p100")},
+                     "stage": f"{users} users", "users": users, "kind": "stage", "duration_s": 5,
+                     "generator_cpu_percent": 15.0})
+        if n:
+            rows.append({**rows[-1], "method": "GET", "name": P})
+    rows.append({**rows[0], "stage": "recovery (5 users)", "kind": "recovery"})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("sent", [{5: 0, 10: 0, 20: 0}, {5: 0, 10: 300, 20: 600}])
+def test_stages_without_a_request_give_no_verdict_but_say_so(sent):
+    s = _idle_run(sent)
+    st, ep = loadtest.stage_table(s), loadtest.endpoint_table(s, ENDPOINTS)
+    judged, found = loadtest.breaking_point_findings(st, ep, service="demo-api")
+    [f] = found
+    assert f.code == "loadtest.no_requests" and f.severity == "error"
+    assert f.evidence["idle_stages"] == [f"{u} users" for u, n in sent.items() if n == 0]
+    assert "5 users" in f.title and set(judged["verdict"]) <= {"no requests", "not judged"}
+    _, ths = loadtest.threshold_findings(st, ["p(95)<1000", "failed<0.01"])
+    assert len(ths) == 2 and not [t for t in ths if t.severity == "ok" and "with requests" not in t.title]

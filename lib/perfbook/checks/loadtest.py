@@ -248,6 +248,34 @@ def breaking_point(stages: pd.DataFrame, endpoints: pd.DataFrame, error_rate: fl
     return out, info
 
 
+def idle_stages(stages: pd.DataFrame) -> list[str]:
+    """The load stages (kind ``stage`` or ``load``) in which the generator sent no request at
+    all: nothing was measured there (a starved or failed generator), so no verdict on them."""
+    if stages is None or stages.empty or "requests" not in stages:
+        return []
+    load = stages[stages["kind"].isin(["stage", "load"])]
+    sent = pd.to_numeric(load["requests"], errors="coerce").fillna(0)
+    return load.loc[sent <= 0, "stage"].astype(str).tolist()
+
+
+def no_requests_finding(stages: pd.DataFrame, idle: list[str]) -> Finding:
+    """``loadtest.no_requests`` (error: the test could not measure anything): stages in which
+    the generator sent nothing, with its CPU, instead of a verdict drawn from no data."""
+    load = stages[stages["kind"].isin(["stage", "load"])]
+    gen = (pd.to_numeric(load["generator_cpu_percent"], errors="coerce").max()
+           if "generator_cpu_percent" in load else math.nan)
+    return Finding(
+        "loadtest.no_requests", "error",
+        f"The load generator sent no request in {len(idle)} of {len(load)} stage(s) ({', '.join(idle)}): "
+        f"nothing was measured there, so no breaking point or threshold is judged",
+        subject="load generator",
+        evidence={"idle_stages": idle, "stages": len(load),
+                  "generator_cpu_percent_max": None if pd.isna(gen) else float(gen)},
+        recommendation="Read the locust output above: the generator could not start its users in time (a "
+                       "starved machine: lengthen the stages) or could not reach targets.base_url. Re-run "
+                       "the load-test section once it sends requests in every stage.")
+
+
 def breaking_stage(stages: pd.DataFrame, endpoints: pd.DataFrame, error_rate: float = 0.01) -> dict | None:
     """The breaking stage's row (see :func:`breaking_point`), or None (no stage broke, or no stages)."""
     if stages is None or stages.empty:
@@ -269,7 +297,7 @@ def recovery(stages: pd.DataFrame, endpoints: pd.DataFrame, error_rate: float = 
     eps = endpoints[endpoints["stage"] == rec["stage"]] if not endpoints.empty else endpoints
     reasons = stage_break_reasons(rec, eps, None, error_rate)
     first = stages[stages["kind"] == "stage"]
-    base_p95 = float(first.iloc[0]["p95_ms"]) if len(first) else math.nan
+    base_p95 = float(pd.to_numeric(first["p95_ms"], errors="coerce").iloc[0]) if len(first) else math.nan
     served = set(eps.loc[eps["requests"] >= MIN_REQUESTS, "endpoint"]) if not eps.empty else set()
     unseen = [e for e in watch if e not in served]
     recovered: bool | None = not reasons
@@ -298,7 +326,14 @@ def breaking_point_findings(stages: pd.DataFrame, endpoints: pd.DataFrame, *, se
                             stopped: str | None = None) -> tuple[pd.DataFrame, list[Finding]]:
     """The stress test's conclusion: ``loadtest.breaking_point`` (subject: the breaking
     stage, e.g. "100 users"), its severity from the headroom over the expected load and
-    whether the service recovered; ``ok`` when every stage held."""
+    whether the service recovered; ``ok`` when every stage held. A stage in which the
+    generator sent nothing gives ``loadtest.no_requests`` instead (:func:`idle_stages`)."""
+    idle = idle_stages(stages)
+    if idle:
+        climb = stages[stages["kind"] == "stage"].reset_index(drop=True).copy()
+        climb["verdict"] = ["no requests" if str(st) in idle else "not judged" for st in climb["stage"]]
+        climb["reasons"] = ""
+        return climb, [no_requests_finding(stages, idle)]
     judged, info = breaking_point(stages, endpoints, error_rate)
     broke = info["breaks"]
     watch = (endpoints.loc[(endpoints["stage"] == broke["stage"]) & endpoints["over_target"], "endpoint"].tolist()
@@ -373,8 +408,14 @@ def threshold_findings(stages: pd.DataFrame, thresholds: Iterable[str], *, mode:
     stress stage at or below the expected load, is a warning (``loadtest.threshold``,
     subject: the threshold); failing only above the expected load is information."""
     parsed = [parse_threshold(t) for t in thresholds]
-    judged = stages[stages["kind"].isin(["stage", "load"])]
+    idle = set(idle_stages(stages))
+    judged = stages[stages["kind"].isin(["stage", "load"]) & ~stages["stage"].astype(str).isin(idle)]
     rows, findings = [], []
+    if judged.empty and idle:
+        return pd.DataFrame(columns=["threshold", "stage", "users", "observed", "holds"]), [
+            Finding("loadtest.threshold", "info", f"Threshold {th.text} not evaluated: the generator sent no "
+                    f"request in any stage", subject=th.text, evidence={"threshold": th.text, "stages": 0})
+            for th in parsed]
     if judged.empty:
         return pd.DataFrame(columns=["threshold", "stage", "users", "observed", "holds"]), findings
     expected = expected_users or int(judged.iloc[0]["users"])
@@ -389,8 +430,9 @@ def threshold_findings(stages: pd.DataFrame, thresholds: Iterable[str], *, mode:
                 failing.append(rec)
         unit = "" if th.metric == "failed" else " ms"
         if not failing:
+            skipped = f" with requests ({len(idle)} without were not judged)" if idle else ""
             findings.append(Finding("loadtest.threshold", "ok", f"Threshold {th.text} holds on every "
-                                    f"{'stage' if mode == 'stress' else 'run'}", subject=th.text,
+                                    f"{'stage' if mode == 'stress' else 'run'}{skipped}", subject=th.text,
                                     evidence={"threshold": th.text, "stages": len(judged)}))
             continue
         first = failing[0]
