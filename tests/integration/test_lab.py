@@ -348,7 +348,7 @@ def test_lab_run_all_readable_saved_and_reported(lab, browser, artefacts):
     assert sorted(files) == sorted(before_files), "a file appeared in or vanished from notebooks/"
     assert set(status.splitlines()) <= set(before_status.splitlines()), status
     for name in (n for n in files if files[n] != before_files[n]):
-        # Only another engineer regenerating a notebook in a shared checkout (tools/nb_*.py) changes
+        # Only another engineer rebuilding a notebook in a shared checkout (make notebooks) changes
         # one while this test runs; Lab would have left its outputs or filled-in parameters there.
         nb = json.loads((ROOT / "notebooks" / name).read_text(encoding="utf-8"))
         assert not any(c.get("outputs") or c.get("execution_count") for c in nb["cells"]), f"{name} has outputs"
