@@ -26,11 +26,11 @@ overrides = "{}"
 
 # %%
 from IPython.display import HTML, display
+
 from perfbook import notebook as pb
 from perfbook.checks import latency, profiles, resources
 from perfbook.plots import resources as plots
-from perfbook.sources import profiles as profile_files
-from perfbook.sources import resources as src
+from perfbook.sources import profiles as profile_files, resources as src
 
 ctx = pb.start("bottlenecks", params_file, since=since, until=until, incident=incident, overrides=overrides)
 p, m, d, th = ctx.params, ctx.params.metrics, ctx.params.settings.diagnostics, ctx.params.thresholds

@@ -19,6 +19,7 @@ overrides = "{}"
 
 # %%
 from IPython.display import display
+
 from perfbook import notebook as pb
 from perfbook.checks import caching, quantile
 from perfbook.plots import traffic as plots

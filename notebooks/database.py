@@ -29,6 +29,7 @@ overrides = "{}"
 
 # %%
 from IPython.display import display
+
 from perfbook import notebook as pb
 from perfbook.checks import database, querylog
 from perfbook.plots import database as dbplots

@@ -18,6 +18,7 @@ overrides = "{}"
 
 # %%
 from IPython.display import display
+
 from perfbook import notebook as pb
 from perfbook.checks import external
 from perfbook.plots import traffic as plots

@@ -20,7 +20,9 @@ overrides = "{}"
 
 # %%
 from pathlib import Path
+
 from IPython.display import display
+
 from perfbook import notebook as pb
 from perfbook.checks import balance
 from perfbook.plots import capacity as plots

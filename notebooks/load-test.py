@@ -30,6 +30,7 @@ host = None            # None means targets.base_url; it must be an allowed host
 
 # %%
 from IPython.display import display
+
 from perfbook import notebook as pb
 from perfbook.checks import loadtest
 from perfbook.plots import capacity as plots

@@ -18,6 +18,7 @@ overrides = "{}"
 
 # %%
 from IPython.display import display
+
 from perfbook import notebook as pb
 from perfbook.checks import alerts, checklist
 from perfbook.plots import monitoring as plots

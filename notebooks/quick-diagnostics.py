@@ -27,11 +27,11 @@ overrides = "{}"
 
 # %%
 from IPython.display import HTML, display
+
 from perfbook import notebook as pb
 from perfbook.checks import latency, resources
 from perfbook.plots import resources as plots
-from perfbook.sources import http, postgres
-from perfbook.sources import resources as src
+from perfbook.sources import http, postgres, resources as src
 
 ctx = pb.start("quick-diagnostics", params_file, since=since, until=until, incident=incident, overrides=overrides)
 p, m, d = ctx.params, ctx.params.metrics, ctx.params.settings.diagnostics

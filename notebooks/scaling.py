@@ -19,7 +19,9 @@ overrides = "{}"
 
 # %%
 from pathlib import Path
+
 from IPython.display import display
+
 from perfbook import notebook as pb
 from perfbook.checks import balance, scaling
 from perfbook.plots import capacity as plots

@@ -63,7 +63,7 @@ def test_one_parameters_cell_first_among_code_cells(src):
     assert tagged == [0], f"{src.stem}: parameters cell(s) at code cells {tagged}, want exactly the first"
     names = {t.id for node in ast.parse(code[0].source).body if isinstance(node, ast.Assign)
              for t in node.targets if isinstance(t, ast.Name)}
-    assert COMMON_PARAMETERS <= names, f"{src.stem}: parameters cell lacks {COMMON_PARAMETERS - names}"
+    assert names >= COMMON_PARAMETERS, f"{src.stem}: parameters cell lacks {COMMON_PARAMETERS - names}"
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.stem)

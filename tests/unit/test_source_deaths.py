@@ -20,9 +20,7 @@ import psycopg
 import pytest
 
 from perfbook import notebook as pb
-from perfbook.sources import SourceError, SourceUnreachable
-from perfbook.sources import postgres as P
-from perfbook.sources import querylog as S
+from perfbook.sources import SourceError, SourceUnreachable, postgres as P, querylog as S
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "postgres"
 TARGET = "postgresql://db.internal:5432/shop"
@@ -217,5 +215,5 @@ def test_redis_reasons_are_one_phrase_without_the_address():
     ]:
         assert R._reason(exc) == reason
         with pytest.raises(SourceUnreachable) as e:
-            R._call("redis://:pw@10.0.0.7:6379/0", lambda: (_ for _ in ()).throw(exc))
+            R._call("redis://:pw@10.0.0.7:6379/0", lambda: (_ for _ in ()).throw(exc))  # noqa: B023  (called at once)
         assert e.value.reason == reason and e.value.target == "redis://10.0.0.7:6379/0"

@@ -149,7 +149,7 @@ def test_lead_columns_and_empty_and_truncated():
     head = parse(render(df, lead=["x"])[0]).tables[0][0]
     assert head[:3] == ["instance", "x", "wait_p95_ms"]
     html, text = render(pd.DataFrame(columns=["a"]), "Nothing")
-    assert "no rows" in html and "Nothing: no rows" == text
+    assert "no rows" in html and text == "Nothing: no rows"
     html, _ = render(pd.DataFrame({"a": range(250)}), max_rows=200)
     assert "50 more rows not shown (of 250)" in html
 
