@@ -215,5 +215,5 @@ def test_redis_reasons_are_one_phrase_without_the_address():
     ]:
         assert R._reason(exc) == reason
         with pytest.raises(SourceUnreachable) as e:
-            R._call("redis://:pw@10.0.0.7:6379/0", lambda: (_ for _ in ()).throw(exc))  # noqa: B023  (called at once)
+            R._call("redis://:pw@10.0.0.7:6379/0", lambda: (_ for _ in ()).throw(exc))
         assert e.value.reason == reason and e.value.target == "redis://10.0.0.7:6379/0"
