@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -173,8 +174,8 @@ def test_notebook_callout_has_no_none_lines_and_header_has_full_params_path(tmp_
     assert "None" not in html and "nan" not in html.lower().replace("nanoseconds", "")
     assert re.search(r"<code>current</code>: 55\b", html)
     demo = tmp_path / "demo.yaml"
-    demo.write_text((pb.Path(__file__).parents[2] / "params" / "demo.yaml").read_text()
-                    .replace("../lib/perfbook/demo/fly.toml", str(pb.Path(__file__).parents[2] / "lib/perfbook/demo/fly.toml")))
+    demo.write_text((Path(__file__).parents[2] / "params" / "demo.yaml").read_text()
+                    .replace("../lib/perfbook/demo/fly.toml", str(Path(__file__).parents[2] / "lib/perfbook/demo/fly.toml")))
     monkeypatch.chdir(tmp_path)
     ctx = pb.start("database", "demo.yaml", show_header=False)
     assert f"<td>{demo}</td>" in pb.header_html(ctx)
