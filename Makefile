@@ -6,15 +6,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.perfbook-installed
 NODESVC := tests/nodesvc
 
-.PHONY: setup system hooks demo test unit lab clean-outputs
+.PHONY: setup system hooks notebooks demo test unit lab clean-outputs
 
 setup: system $(STAMP) hooks $(NODESVC)/node_modules/.package-lock.json
 
-# The pre-commit hook that refuses notebooks/*.ipynb with outputs (only when none is installed).
+# The pre-commit hook that refuses notebooks/*.ipynb with outputs or out of step with their
+# notebooks/*.py sources (only when none is installed).
 hooks:
 	@if [ -d .git ] && [ ! -e .git/hooks/pre-commit ]; then \
 	  mkdir -p .git/hooks && cp tools/pre-commit .git/hooks/pre-commit && chmod +x .git/hooks/pre-commit && \
-	  echo "perfbook: installed .git/hooks/pre-commit (refuses notebooks/*.ipynb with outputs)"; fi
+	  echo "perfbook: installed .git/hooks/pre-commit (refuses notebooks/*.ipynb with outputs or not built from their .py)"; fi
 
 system:
 	@tools/bootstrap.sh system
@@ -26,6 +27,10 @@ $(STAMP): pyproject.toml
 # The stock Node.js service the tests run (tests/integration/test_node_service.py).
 $(NODESVC)/node_modules/.package-lock.json: $(NODESVC)/package-lock.json
 	@tools/bootstrap.sh npm $(NODESVC)
+
+# notebooks/<section>.ipynb is built from notebooks/<section>.py (jupytext percent format), the source.
+notebooks: $(STAMP)
+	$(PY) tools/nbbuild.py
 
 # Exit 1 means "the report has critical findings" — what the incident scenario is for.
 demo: setup

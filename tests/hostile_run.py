@@ -87,7 +87,7 @@ def exposition() -> bytes:
 
 
 class HostileHandler(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         if self.path == "/metrics":
             body, ctype = exposition(), "text/plain; version=0.0.4; charset=utf-8"
         else:

@@ -15,6 +15,6 @@ def hostport(url: str) -> str:
 
 def report_dir(stdout: str) -> Path:
     """The run folder of the last `Report: .../index.html` line a perfbook command printed."""
-    lines = [l for l in stdout.splitlines() if l.startswith("Report: ")]
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("Report: ")]
     assert lines, f"no report path printed:\n{stdout}"
     return Path(lines[-1].split("Report: ", 1)[1]).parent

@@ -63,7 +63,7 @@ class DemoRun:
         res = subprocess.run([sys.executable, "-m", "perfbook.cli", "run", section, "-p", str(self.params_path),
                               "--outputs", str(out), *extra], capture_output=True, text=True, cwd=ROOT,
                              env={**os.environ, **self.env, **(env or {})}, timeout=600)
-        run_dir = Path([l for l in res.stdout.splitlines() if l.startswith("Report: ")][-1][8:]).parent \
+        run_dir = Path([ln for ln in res.stdout.splitlines() if ln.startswith("Report: ")][-1][8:]).parent \
             if "Report: " in res.stdout else None
         findings = json.loads((run_dir / "findings.json").read_text()) if run_dir else []
         return res, run_dir, findings
@@ -87,7 +87,7 @@ def _demo_run(scenario: str, tmp_path_factory) -> DemoRun:
                               str(base / "out"), "--incident", f"test-{scenario}", "--timeout", "400"],
                              capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, **run.env), timeout=900)
         run.exit_code, run.stdout, run.stderr = res.returncode, res.stdout, res.stderr
-        lines = [l for l in res.stdout.splitlines() if l.startswith("Report: ")]
+        lines = [ln for ln in res.stdout.splitlines() if ln.startswith("Report: ")]
         assert lines, f"perfbook batch printed no report path:\n{res.stdout}\n{res.stderr}"
         run.run_dir = Path(lines[-1][8:]).parent
         run.findings = json.loads((run.run_dir / "findings.json").read_text())

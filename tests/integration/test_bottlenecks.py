@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from groundtruth import compare
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,8 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 import hostile_run as H
+import pytest
 
 pytestmark = pytest.mark.integration
 

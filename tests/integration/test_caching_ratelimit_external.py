@@ -13,7 +13,6 @@ import subprocess
 import time
 
 import pytest
-
 from groundtruth import compare
 from runs import free_port
 

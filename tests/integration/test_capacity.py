@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _cli(*args: str, env: dict | None = None, timeout: int = 600) -> tuple[subprocess.CompletedProcess, list[dict]]:
     res = subprocess.run([sys.executable, "-m", "perfbook.cli", *args], capture_output=True, text=True, cwd=ROOT,
                          env=dict(os.environ, **(env or {})), timeout=timeout)
-    lines = [l for l in res.stdout.splitlines() if l.startswith("Report: ")]
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("Report: ")]
     assert lines, f"no report path:\n{res.stdout}\n{res.stderr}"
     run_dir = Path(lines[-1][8:]).parent
     return res, json.loads((run_dir / "findings.json").read_text())
@@ -115,7 +115,7 @@ def _scaling_on(stack, tmp_path: Path, traffic_s: float, settle_s: float = 30, *
 def _scaling_run(stack, params_path: Path, out: Path, since: float, until: float, *overrides: str) -> list[dict]:
     """The scaling section over [since, until] with ``-P`` overrides; no error findings."""
     extra = [a for o in overrides for a in ("-P", o)]
-    res, findings = _cli("run", "scaling", "-p", str(params_path), "--outputs", str(out),
+    _res, findings = _cli("run", "scaling", "-p", str(params_path), "--outputs", str(out),
                          "--since", _iso(since), "--until", _iso(until), *extra, env=stack.env())
     assert [f for f in findings if f["severity"] == "error"] == [], findings
     return findings
@@ -205,7 +205,7 @@ def test_an_instance_that_dies_is_named_down(four_instances, tmp_path):
     down = [f for f in findings if f["code"] == "instance.down" and f["severity"] != "ok"]
     assert [(f["severity"], f["subject"]) for f in down] == [("critical", dead)], findings
     assert down[0]["evidence"]["failed_scrapes"] >= 3 and down[0]["evidence"]["down_at_end"]
-    run_dir = Path([l for l in res.stdout.splitlines() if l.startswith("Report: ")][-1][8:]).parent
+    run_dir = Path([ln for ln in res.stdout.splitlines() if ln.startswith("Report: ")][-1][8:]).parent
     html = (run_dir / "quick-diagnostics.html").read_text(encoding="utf-8")
     assert "Instances up" in html and "instance down in the window" in html
 

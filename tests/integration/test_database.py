@@ -19,10 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from groundtruth import compare
-from perfbook.sources import postgres as P
-from perfbook.sources import querylog
+
+from perfbook.sources import postgres as P, querylog
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +135,7 @@ def _missing(findings, subject):
 
 
 def test_read_all_level_verifies_the_missing_index_with_the_same_verdict(incident_run, incident_read_all):
-    run_dir, findings = incident_read_all
+    _run_dir, findings = incident_read_all
     assert _level(findings)["evidence"]["level"] == "read_all"
     [mon] = [f for f in _missing(incident_run.section(SECTION), "products") if f["severity"] != "info"]
     [f] = _missing(findings, "products")
@@ -173,7 +172,7 @@ def test_hypopg_level_adds_the_cost_and_never_changes_a_verdict_silently(inciden
     with psycopg.connect(su, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS hypopg")
     try:
-        run_dir, findings = _run_as(incident_run, "perfbook_read_all", "hypopg")
+        _run_dir, findings = _run_as(incident_run, "perfbook_read_all", "hypopg")
     finally:
         with psycopg.connect(su, autocommit=True) as conn:
             conn.execute("DROP EXTENSION IF EXISTS hypopg")

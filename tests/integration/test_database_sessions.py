@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from runs import report_dir
 
 psycopg = pytest.importorskip("psycopg")
@@ -57,7 +56,7 @@ def test_long_running_lock_waits_and_unused_index_are_found(tmp_path, seeded_pos
         def target():
             try:
                 conn.execute(sql)
-            except BaseException as exc:  # cancelled at the end: expected for C
+            except BaseException as exc:  # noqa: BLE001  (cancelled at the end: expected for C)
                 errors[name] = exc
         t = threading.Thread(target=target, name=name, daemon=True)
         t.start()

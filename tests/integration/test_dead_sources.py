@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from runs import free_port as closed_port, report_dir
 
 pytestmark = pytest.mark.integration
@@ -142,7 +141,7 @@ class HungServer:
         while not self.stop.is_set():
             try:
                 conn, _ = self.sock.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             self.conns.append(conn)  # held open, never read or written
 

@@ -3,7 +3,6 @@
 Starts (through the shared fixtures): the incident and the healthy demo stacks.
 """
 import pytest
-
 from groundtruth import compare
 
 pytestmark = pytest.mark.integration

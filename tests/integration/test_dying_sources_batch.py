@@ -33,12 +33,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
-
 from runs import free_port, hostport, report_dir
 
 pytestmark = pytest.mark.integration
@@ -96,7 +95,7 @@ class DyingProxy:
             while not self.dead.is_set():
                 try:
                     conn, _ = self._listener.accept()
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 except OSError:
                     return
@@ -158,7 +157,7 @@ class DyingProxy:
             if t is not me:
                 t.join(5)
 
-    def kill_at(self, n: int) -> "DyingProxy":
+    def kill_at(self, n: int) -> DyingProxy:
         """Die when the ``n``-th marked request arrives (before forwarding it)."""
         self.on_marker = lambda seen: self.kill() if seen == n else None
         return self

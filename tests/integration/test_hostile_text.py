@@ -13,12 +13,11 @@ import html
 import json
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
-from pathlib import Path
 
+import hostile_run as H
 import pandas as pd
 import pytest
 
-import hostile_run as H
 from perfbook import notebook as pb
 from perfbook.findings import Finding
 from perfbook.params import Params

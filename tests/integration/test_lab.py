@@ -83,13 +83,13 @@ def lab(stack_params, tmp_path_factory):
         env={**os.environ, **env, "PERFBOOK_LAB_ARGS": "--LabApp.expose_app_in_browser=True"})
     lines: list[str] = []
     err: list[str] = []
-    threading.Thread(target=lambda: [lines.append(l) for l in proc.stdout], daemon=True).start()
-    threading.Thread(target=lambda: [err.append(l) for l in proc.stderr], daemon=True).start()
+    threading.Thread(target=lambda: [lines.append(ln) for ln in proc.stdout], daemon=True).start()
+    threading.Thread(target=lambda: [err.append(ln) for ln in proc.stderr], daemon=True).start()
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not any(l.startswith("JupyterLab: ") for l in lines):
+    while time.monotonic() < deadline and not any(ln.startswith("JupyterLab: ") for ln in lines):
         assert proc.poll() is None, f"perfbook lab exited {proc.returncode}:\n{''.join(lines)}{''.join(err)}"
         time.sleep(0.5)
-    url = next((l.split(" ", 1)[1].strip() for l in lines if l.startswith("JupyterLab: ")), None)
+    url = next((ln.split(" ", 1)[1].strip() for ln in lines if ln.startswith("JupyterLab: ")), None)
     assert url, f"perfbook lab printed no URL in 240 s:\n{''.join(err)}"
     m = re.match(r"(http://127\.0\.0\.1:\d+)/lab/tree/quick-diagnostics\.ipynb\?token=(\w+)$", url)
     assert m, url
@@ -114,7 +114,7 @@ def browser():
     if not path:
         pytest.fail(f"Chromium not found at {CHROMIUM}: `make test` installs it (tools/bootstrap.sh system)",
                     pytrace=False)
-    from playwright.sync_api import sync_playwright  # noqa: F811
+    from playwright.sync_api import sync_playwright
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=path, args=ARGS, headless=True)
         yield b
@@ -348,7 +348,7 @@ def test_lab_run_all_readable_saved_and_reported(lab, browser, artefacts):
     assert sorted(files) == sorted(before_files), "a file appeared in or vanished from notebooks/"
     assert set(status.splitlines()) <= set(before_status.splitlines()), status
     for name in (n for n in files if files[n] != before_files[n]):
-        # Only another engineer regenerating a notebook in a shared checkout (tools/nb_*.py) changes
+        # Only another engineer rebuilding a notebook in a shared checkout (make notebooks) changes
         # one while this test runs; Lab would have left its outputs or filled-in parameters there.
         nb = json.loads((ROOT / "notebooks" / name).read_text(encoding="utf-8"))
         assert not any(c.get("outputs") or c.get("execution_count") for c in nb["cells"]), f"{name} has outputs"

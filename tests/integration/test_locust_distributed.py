@@ -54,7 +54,7 @@ class CountingServer:
         self._loop.run_forever()
         server.close()
 
-    def __enter__(self) -> "CountingServer":
+    def __enter__(self) -> CountingServer:
         self._thread.start()
         self._ready.wait(5)
         return self

@@ -15,9 +15,9 @@ import time
 import pytest
 
 from perfbook.checks import alerts, checklist
-from perfbook.sources import monitoring as monsource
 from perfbook.findings import Finding
 from perfbook.params import load
+from perfbook.sources import monitoring as monsource
 from perfbook.sources.prometheus import PromClient
 
 pytestmark = pytest.mark.integration
@@ -121,7 +121,7 @@ def test_every_rule_is_evaluated_and_none_fires_on_healthy(healthy_run):
 
 
 def test_perfbook_agrees_with_prometheus_on_incident(incident_run):
-    evaluations, server, table = cross_check(incident_run)
+    evaluations, _server, table = cross_check(incident_run)
     print(table.to_string())
     _assert_agree(evaluations, table)
     row = table.set_index("alert").loc["EventLoopLag"]
@@ -129,7 +129,7 @@ def test_perfbook_agrees_with_prometheus_on_incident(incident_run):
 
 
 def test_perfbook_agrees_with_prometheus_on_healthy(healthy_run):
-    evaluations, server, table = cross_check(healthy_run)
+    evaluations, _server, table = cross_check(healthy_run)
     print(table.to_string())
     _assert_agree(evaluations, table)
     assert (table["server"] == "did not fire").all() and (table["perfbook"] != "fired").all(), table.to_string()

@@ -27,7 +27,6 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
-
 from nodestack import BLOCKED, HEALTHY, INCIDENT, MONITOR_USER, NodeStack
 from runs import report_dir
 

@@ -8,7 +8,6 @@ of this section alone points it at a dead Prometheus.
 from __future__ import annotations
 
 import pytest
-
 from groundtruth import compare
 from runs import hostport
 
@@ -50,7 +49,7 @@ def test_cpu_saturation_names_the_busy_instance(incident_run):
 
 def test_memory_pressure_names_the_full_instance(incident_run):
     # memory_pressure: api-2 fills its page cache to ~90 % of its 512 MB heap limit at start
-    api1, api2 = (hostport(u) for u in incident_run.stack.service_urls)
+    _api1, api2 = (hostport(u) for u in incident_run.stack.service_urls)
     found = incident_run.find("memory.pressure", section=SECTION)
     assert api2 in [f["subject"] for f in found], incident_run.section(SECTION)
     f = next(f for f in found if f["subject"] == api2)
@@ -128,9 +127,10 @@ def test_no_instance_down_on_a_busy_machine(tmp_path_factory, busy_cores):
     import sys
     from pathlib import Path
 
+    from runs import report_dir
+
     from perfbook.demo.stack import Stack
     from perfbook.demo_cli import write_demo_params
-    from runs import report_dir
 
     root = Path(__file__).resolve().parents[2]
     base = tmp_path_factory.mktemp("busy-incident")

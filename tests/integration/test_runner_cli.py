@@ -14,7 +14,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from runs import report_dir
 
 pytestmark = pytest.mark.integration

@@ -24,10 +24,15 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-
 from groundtruth import compare
-from perfbook.demo.victoriametrics import (KNOWN_DIFFERENCES, TSDB_CHECKS, compare_verdicts, near_threshold,
-                                          tsdb_verdicts)
+
+from perfbook.demo.victoriametrics import (
+    KNOWN_DIFFERENCES,
+    TSDB_CHECKS,
+    compare_verdicts,
+    near_threshold,
+    tsdb_verdicts,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +45,7 @@ HEALTHY_SECTIONS = ["quick-diagnostics", "bottlenecks", "load-balancing", "scali
 
 def _count_up(url: str, until: str, since: str) -> float:
     """Samples of ``up`` in the window, as the server holds them."""
-    seconds = int((pd_ts(until) - pd_ts(since)))
+    seconds = int(pd_ts(until) - pd_ts(since))
     r = requests.get(f"{url}/api/v1/query", params={"query": f"sum(count_over_time(up[{seconds}s]))",
                                                      "time": pd_ts(until), "nocache": "1"}, timeout=10)
     result = r.json()["data"]["result"]
@@ -95,7 +100,7 @@ def _tsdb_only(findings: list[dict], path: Path) -> Path:
 
 
 def test_incident_same_verdicts_on_victoriametrics_as_on_prometheus(incident_run, vm_incident):
-    run_dir, vm = vm_incident
+    _run_dir, vm = vm_incident
     assert not [f for f in vm if f["severity"] == "error"], [f["title"] for f in vm if f["severity"] == "error"]
     prom = tsdb_verdicts(incident_run.findings)
     # the comparison means something: the faults' time-series verdicts are there on both

@@ -279,8 +279,10 @@ def test_rules_yaml_follows_the_params_for_and_threshold():
 
 
 def test_params_refuse_unknown_metric_placeholders_and_duplicate_alerts():
+    import os
+    import tempfile
+
     from perfbook.params import ParamsError, load
-    import tempfile, os
     for body, field in [("settings: {monitoring: {alerts: [{name: X, expr: '${nope}', threshold: 1, for: 1m}]}}",
                          "settings.monitoring.alerts[0].expr"),
                         ("settings: {monitoring: {alerts: [{name: X, expr: up, threshold: 1, for: 1m}, "
@@ -371,7 +373,7 @@ def test_figures_draw_data_thresholds_and_empty_panels():
                                    errors={("db", "p95"): "bad_data: unknown metric"})
     assert len([a for a in fig.axes if a.get_visible()]) == 10
     cpu_ax = fig.axes[3]
-    assert {round(l.get_ydata()[0], 3) for l in cpu_ax.get_lines() if len(set(l.get_ydata())) == 1} >= {70.0, 85.0, 80.0}
+    assert {round(ln.get_ydata()[0], 3) for ln in cpu_ax.get_lines() if len(set(ln.get_ydata())) == 1} >= {70.0, 85.0, 80.0}
     values = [0.0] * 3 + [0.2] * 15
     ev = alerts.evaluate(rule(), samples(values, {"instance": "a"}), T0, T0 + pd.Timedelta(seconds=17), 1.0)
     quiet = alerts.evaluate(rule(name="HighCPU", threshold=80, unit="%"), samples([1.0] * 18), T0,

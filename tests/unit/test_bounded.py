@@ -12,8 +12,7 @@ import pytest
 import requests
 
 from perfbook.params import Limits, Params
-from perfbook.sources import SourceError, bounded, http
-from perfbook.sources import prometheus as prom
+from perfbook.sources import SourceError, bounded, http, prometheus as prom
 
 BIG = 3 * 1024 * 1024        # what the servers send
 CAP = 64 * 1024              # the cap the tests read with
@@ -25,7 +24,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *a):  # quiet
         pass
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         if self.path.startswith("/chunked"):        # no Content-Length: only counting stops it
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -92,15 +91,15 @@ def test_read_body_under_the_cap(server):
 
 
 def test_metrics_scrape_over_the_cap_is_a_source_error(server):
-    with pytest.raises(SourceError, match="the /metrics page .*max_response_bytes"):
+    with pytest.raises(SourceError, match=r"the /metrics page .*max_response_bytes"):
         prom.scrape(server + "/chunked", timeout=30, max_bytes=CAP)
     assert len(prom.scrape(server + "/small", timeout=30, max_bytes=CAP)) == 1
 
 
 def test_prometheus_answer_over_the_cap_is_a_source_error(server):
-    with prom.PromClient(server, timeout=30, max_response_bytes=CAP) as c:
-        with pytest.raises(SourceError, match="api/v1/query .*max_response_bytes"):
-            c.query("up")
+    with prom.PromClient(server, timeout=30, max_response_bytes=CAP) as c, \
+            pytest.raises(SourceError, match=r"api/v1/query .*max_response_bytes"):
+        c.query("up")
 
 
 def test_probe_body_over_the_cap_is_a_row_with_the_reason(server):

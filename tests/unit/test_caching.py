@@ -179,7 +179,7 @@ def test_cached_routes_vs_rest_and_candidates():
 class _Metrics(BaseHTTPRequestHandler):
     body = b""
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
         self.end_headers()

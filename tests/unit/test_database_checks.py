@@ -53,7 +53,7 @@ def bad(findings):
 
 
 def test_n_plus_one_found_on_categories_lookup_of_products_list(incident):
-    table, found = D.n_plus_one_from_statements(incident["statements"], ENDPOINTS, incident["requests"])
+    _table, found = D.n_plus_one_from_statements(incident["statements"], ENDPOINTS, incident["requests"])
     [f] = bad(found)
     assert f.code == "db.n_plus_one"
     assert "categories" in f.subject and "WHERE id = $1" in f.subject
@@ -71,7 +71,7 @@ def test_n_plus_one_names_endpoint_without_prometheus(incident):
 
 def test_missing_index_on_products_category_then_created_at(incident):
     sugg = D.index_suggestions(incident["plans"], incident["tables"], incident["indexes"])
-    table, found = D.missing_indexes(incident["tables"], sugg, incident["statements"])
+    _table, found = D.missing_indexes(incident["tables"], sugg, incident["statements"])
     [f] = bad(found)
     assert f.subject == "products"
     assert f.evidence["table"] == "products"
@@ -175,7 +175,7 @@ def test_long_running_statement_over_60_seconds(healthy):
 
 
 def test_idle_in_transaction_is_long_running_too(healthy):
-    act, pid = _activity_with(healthy, state="idle in transaction", state_age_s=400.0)
+    act, _pid = _activity_with(healthy, state="idle in transaction", state_age_s=400.0)
     _, found = D.long_running(act, 60)
     assert bad(found)[0].severity == "critical"
 
@@ -565,7 +565,7 @@ def _missing(plans=None, verified=None, indexes=None):
 
 def test_monitor_level_finds_the_missing_index_unverified_with_the_reason():
     reason = "no SELECT privilege on public.clicks (EXPLAIN would fail with InsufficientPrivilege)"
-    table, found = _missing(_plan_for(1, CLICKS_TOP, error=reason))
+    _table, found = _missing(_plan_for(1, CLICKS_TOP, error=reason))
     [f] = bad(found)
     assert f.severity == "critical"          # 90 % of all statement time
     assert f.subject == "clicks" and f.evidence["columns"] == ["product_id", "created_at"]
@@ -588,7 +588,7 @@ def test_read_all_level_verifies_with_explain_and_keeps_the_verdict():
 
 
 def test_explain_that_refutes_a_candidate_says_why():
-    table, found = _missing(_plan_for(1, CLICKS_TOP, INDEX_PLAN))
+    _table, found = _missing(_plan_for(1, CLICKS_TOP, INDEX_PLAN))
     assert bad(found) == []
     [f] = [f for f in found if f.subject == "clicks"]
     assert f.severity == "info" and "EXPLAIN does not confirm" in f.title
@@ -777,9 +777,9 @@ def _ok_claims_hold(f):
         assert all(x["why_not"] for x in ev["lookups_looked_at"])
     elif f.code == "db.long_running":
         assert ev["longest_active_s"] < ev["threshold_s"]
-    elif f.code == "db.connections" and f.subject == "connection pool":
-        if ev["busy_max"] >= (ev["pool_max"] if ev["pool_max"] == ev["pool_max"] else ev["open_max"]):
-            assert "full at times" in t
+    elif f.code == "db.connections" and f.subject == "connection pool" \
+            and ev["busy_max"] >= (ev["pool_max"] if ev["pool_max"] == ev["pool_max"] else ev["open_max"]):
+        assert "full at times" in t
 
 
 def test_every_ok_finding_of_the_database_checks_agrees_with_its_evidence(healthy):
@@ -841,10 +841,10 @@ def test_db_connections_without_open_gauge_nor_server_count_does_not_fail():
     busy = pd.DataFrame([{"timestamp": t0 + pd.Timedelta(seconds=i), "instance": "a", "value": 1.0} for i in range(5)])
     wait = busy.assign(value=0.0)
     # pool gauges under other names than Prisma's: no open-connections series; the database unreachable
-    table, found = R.db_connections(None, busy, wait, Thresholds().db_connections, None)
+    _, found = R.db_connections(None, busy, wait, Thresholds().db_connections, None)
     assert found and all(f.severity in ("ok", "info") for f in found)
     assert any("not checked" in f.title for f in found)
-    table, found = R.db_connections(None, None, None, Thresholds().db_connections, None)
+    _table, found = R.db_connections(None, None, None, Thresholds().db_connections, None)
     assert [f.severity for f in found] == ["info"]
 
 

@@ -77,7 +77,7 @@ def test_event_loop_gauges_reset_at_every_scrape_like_prom_client():
     m = ServiceMetrics()
 
     def gauge(text, name):
-        return next(float(l.split()[-1]) for l in text.splitlines() if l.startswith(name + " "))
+        return next(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(name + " "))
 
     async def run():
         m.monitor.start()

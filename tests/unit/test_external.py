@@ -181,7 +181,7 @@ class _Dep(BaseHTTPRequestHandler):
     script: list[int] = []
     calls = 0
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         cls = type(self)
         status = cls.script[min(cls.calls, len(cls.script) - 1)]
         cls.calls += 1
@@ -210,7 +210,7 @@ def dep():
 
 
 def test_probe_retries_with_exponential_backoff_then_fails(dep):
-    url, handler = dep([503])
+    url, _handler = dep([503])
     df = dependencies.probe_with_backoff("ai-api", url, timeout=2, retries=3, backoff=0.05, budget=30)
     assert df["attempt"].tolist() == [1, 2, 3, 4] and df["waited_s"].tolist() == [0, 0.05, 0.1, 0.2]
     [f] = external.probe_findings(external.probe_summary(df))

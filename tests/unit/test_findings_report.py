@@ -2,7 +2,6 @@
 import json
 import os
 from datetime import datetime
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -129,8 +128,7 @@ def test_a_section_without_findings_is_not_shown_as_ok():
 # --------------------------------------------------------------------------- redaction on structure
 
 from perfbook import report  # noqa: E402
-from perfbook.report import (CLIP, Redactor as R, SecretLeak, clip, redact_findings,  # noqa: E402
-                             redact_notebook, secret_weakness)
+from perfbook.report import CLIP, Redactor as R, SecretLeak, clip, redact_notebook, secret_weakness  # noqa: E402
 
 STRONG = 'q"uo\'te\\Zq9-Sec'  # quote, apostrophe, backslash
 

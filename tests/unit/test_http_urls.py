@@ -59,7 +59,7 @@ def test_build_url_refuses_a_base_without_one_clear_http_host(base):
 
 @pytest.mark.parametrize("path", HOSTILE)
 def test_probe_path_refused_at_validation(path):
-    with pytest.raises(ValueError, match="targets.base_url's host"):
+    with pytest.raises(ValueError, match=r"targets\.base_url's host"):
         Endpoint(method="GET", route="/x", probe_path=path, targets=TARGETS)
 
 

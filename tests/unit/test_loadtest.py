@@ -117,7 +117,7 @@ def test_load_mode_threshold_failure_is_a_warning():
 
 
 def test_breaking_point_on_latency_names_the_stage():
-    st, ep, (judged, found) = analyse([
+    _st, _ep, (judged, found) = analyse([
         {"users": 10, "endpoints": {P: (600, 0, 10, 100, 300, 500), H: (60, 0, 1, 5, 10, 20)}},
         {"users": 50, "endpoints": {P: (3000, 0, 50, 120, 400, 600), H: (300, 0, 5, 5, 12, 20)}},
         {"users": 100, "endpoints": {P: (5400, 0, 90, 700, 1800, 2500), H: (540, 0, 9, 50, 150, 200)}},

@@ -8,11 +8,11 @@ indexed one takes 1.2 s (benchmarks/large_inputs.py, case ``pgss``).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -66,9 +66,8 @@ def _quadratic_n_plus_one(stmts: pd.DataFrame, endpoints: Sequence[Any] = (),
             k = r["calls"] / p["calls"]
             if not (min_ratio <= k <= (p["rows_per_call"] or 0) * 1.2):
                 continue
-            if _is_parent(table, key, ps):
-                if parent is None or p["calls"] > parent[0]["calls"]:
-                    parent = (p, ps, k)
+            if _is_parent(table, key, ps) and (parent is None or p["calls"] > parent[0]["calls"]):
+                parent = (p, ps, k)
         # Endpoint attribution is not what this oracle checks (issue 13 made it evidence-based:
         # D.attribute_endpoint, tested in test_database_checks.py); it is applied the same way here.
         pinfo = None

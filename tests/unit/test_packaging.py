@@ -1,8 +1,8 @@
 """pyproject.toml and environment.yml list the same dependencies with the same ranges."""
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]

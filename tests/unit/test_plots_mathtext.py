@@ -8,12 +8,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.text import Text  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+from matplotlib.text import Text
 
-from perfbook.plots import capacity, database, escape, plain_text, traffic  # noqa: E402
+from perfbook.plots import capacity, database, escape, plain_text, traffic
 
 HOSTILE = r"$\foo$"          # unknown mathtext symbol: matplotlib raises when it parses it
 PRICE = r"cost $5 or \$6 and $7"  # dollars in pairs, and an escaped one

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from perfbook.checks import profiles as cp
-from perfbook.sources import SourceError, SourceUnreachable
-from perfbook.sources import profiles as sp
+from perfbook.sources import SourceError, SourceUnreachable, profiles as sp
 
 V8 = Path(__file__).resolve().parents[1] / "fixtures" / "v8"
 

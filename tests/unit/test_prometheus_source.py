@@ -22,8 +22,19 @@ import pytest
 from perfbook.checks.quantile import histogram_quantile, quantiles_by
 from perfbook.sources import SourceError, SourceUnreachable, safe_target
 from perfbook.sources.prometheus import (
-    MAX_POINTS_PER_SERIES, PromClient, auto_step, duration_seconds, explicit_subquery_step, parse_exposition,
-    prometheus_counters, rates, render, scrape, scrape_twice, split_range, with_selector,
+    MAX_POINTS_PER_SERIES,
+    PromClient,
+    auto_step,
+    duration_seconds,
+    explicit_subquery_step,
+    parse_exposition,
+    prometheus_counters,
+    rates,
+    render,
+    scrape,
+    scrape_twice,
+    split_range,
+    with_selector,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "promclient"
@@ -141,7 +152,7 @@ class _MetricsHandler(BaseHTTPRequestHandler):
     sequence: list = []
     seen_headers: list = []
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         type(self).seen_headers.append(dict(self.headers))
         path = urlsplit(self.path).path
         if path == "/seq":
@@ -281,11 +292,11 @@ class _FakeProm(BaseHTTPRequestHandler):
 
     calls: list = []
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         parts = urlsplit(self.path)
         self._answer(parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()}, "GET")
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
         self._answer(urlsplit(self.path).path, {k: v[0] for k, v in parse_qs(body).items()}, "POST")
 
@@ -463,7 +474,7 @@ def test_bearer_token_is_sent_and_never_shown(fake_prom):
 
 
 def test_from_env_reads_the_token_from_the_named_variable(fake_prom, monkeypatch):
-    base, calls = fake_prom
+    base, _calls = fake_prom
     monkeypatch.setenv("PERFBOOK_TEST_PROM_TOKEN", TOKEN)
     assert len(PromClient.from_env(f"{base}/auth", "PERFBOOK_TEST_PROM_TOKEN").query("up")) == 2
     monkeypatch.delenv("PERFBOOK_TEST_PROM_TOKEN")
@@ -529,7 +540,7 @@ def test_a_closed_port_raises_source_unreachable():
 def test_a_timeout_raises_source_unreachable(fake_prom):
     base, _ = fake_prom
     started = time.monotonic()
-    with pytest.raises(SourceUnreachable, match="no answer within 0.3 s"):
+    with pytest.raises(SourceUnreachable, match=r"no answer within 0\.3 s"):
         PromClient(base, timeout=0.3).query("slow")
     assert time.monotonic() - started < 1.4  # read timeouts are not retried
 
@@ -650,7 +661,7 @@ def test_range_query_near_now_waits_for_victoriametrics_latency_offset(fake_prom
 
 
 def test_rate_limit_is_waited_out_then_reported_unreachable(fake_prom):
-    base, calls = fake_prom
+    base, _calls = fake_prom
     server_cls = _fake_class(fake_prom)
     server_cls.limited = 2
     df = PromClient(base + "/limited", rate_limit_retries=3).query("up")

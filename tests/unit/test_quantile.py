@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from perfbook.checks.quantile import bucket_quantile, histogram_quantile, quantile_label, quantiles_by
 from perfbook.sources import SourceError
@@ -154,7 +153,7 @@ def test_quantile_is_monotonic_in_q_and_within_bounds(counts, q1, q2):
         assert math.isnan(a) and math.isnan(b)
         return
     assert a <= b + 1e-12
-    assert 0 <= a and b <= bounds[-1]
+    assert a >= 0 and b <= bounds[-1]
 
 
 # --- quantiles_by -----------------------------------------------------------------------
@@ -235,7 +234,7 @@ def _free_port() -> int:
 class _Exposition(BaseHTTPRequestHandler):
     body = b""
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.send_header("Content-Length", str(len(self.body)))
@@ -262,7 +261,7 @@ def prometheus(tmp_path_factory):
         "scrape_configs:\n  - job_name: fixed\n    static_configs:\n"
         f"      - targets: ['127.0.0.1:{target.server_address[1]}']\n")
     port = _free_port()
-    log = open(work / "prometheus.log", "wb")
+    log = open(work / "prometheus.log", "wb")  # noqa: SIM115  (closed in the finally below)
     proc = subprocess.Popen(
         [binary, f"--config.file={config}", f"--storage.tsdb.path={work / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
@@ -278,7 +277,7 @@ def prometheus(tmp_path_factory):
                 got = client.query("count(http_request_duration_seconds_bucket)")
                 if len(got) and got["value"].iloc[0] == expected:
                     break
-            except Exception:  # not up yet
+            except Exception:  # noqa: BLE001  (not up yet)
                 pass
             if time.monotonic() > deadline:
                 pytest.fail("prometheus did not scrape the fixed exposition within 15 s")

@@ -13,8 +13,7 @@ import pytest
 
 from perfbook.checks import querylog as Q
 from perfbook.params import DEFAULT_ENDPOINTS, Endpoint
-from perfbook.sources import SourceUnreachable
-from perfbook.sources import querylog as S
+from perfbook.sources import SourceUnreachable, querylog as S
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "postgres"
 ENDPOINTS = [Endpoint(**e) for e in DEFAULT_ENDPOINTS]
@@ -28,7 +27,7 @@ def line(ms: int, text: str, pid: int = 100, sess: str = "5b11") -> str:
 def test_n_plus_one_found_in_recorded_incident_log():
     a = Q.analyze(S.read([FIX / "incident.postgresql.log"]))
     assert a.statements > 1000 and a.with_duration == a.statements
-    table, found = Q.n_plus_one_from_log(a, ENDPOINTS)
+    _table, found = Q.n_plus_one_from_log(a, ENDPOINTS)
     [f] = [f for f in found if f.severity == "warning"]
     assert f.code == "db.n_plus_one"
     assert f.subject == "SELECT id, name, slug FROM categories WHERE id = $1"

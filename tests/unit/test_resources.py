@@ -12,11 +12,10 @@ import pandas as pd
 import pytest
 
 from perfbook.checks import resources as r
-from perfbook.params import Level, Params
-from perfbook.sources import prometheus as prom
-from perfbook.sources.window_metrics import WindowMetrics
 from perfbook.demo.processes import free_port
-from perfbook.sources import SourceUnreachable
+from perfbook.params import Params
+from perfbook.sources import SourceUnreachable, prometheus as prom
+from perfbook.sources.window_metrics import WindowMetrics
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "promclient"
 T0 = pd.Timestamp("2025-11-01T10:00:00Z")
@@ -184,7 +183,7 @@ def test_memory_growth_needs_a_series():
 def test_eventloop_lag_judged_on_the_p99_gauge():
     lag = series({"a": [0.002] * 60})                     # the instantaneous gauge misses the blocking
     p99 = series({"a": [0.300] * 60, "b": [0.004] * 60})  # 300 ms blocks on a
-    table, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds)
+    _table, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds)
     assert [(f.severity, f.subject) for f in found] == [("critical", "a")]
     assert found[0].evidence["observed"] == pytest.approx(0.3)
     assert "p99" in found[0].evidence["statistic"]
@@ -285,7 +284,7 @@ def test_db_pool_exhaustion_flagged_per_instance():
     open_ = series({"a": [2] * 40, "b": [10] * 40})
     busy = series({"a": [2] * 40, "b": [1] * 40})
     wait = series({"a": [3] * 25 + [0] * 15, "b": [0] * 40})
-    table, found = r.db_connections(open_, busy, wait, TH.db_connections)
+    _table, found = r.db_connections(open_, busy, wait, TH.db_connections)
     assert [(f.severity, f.subject) for f in found] == [("critical", "a")]
     assert found[0].evidence["observed"] == pytest.approx(25 / 40)
 
@@ -372,13 +371,13 @@ def test_promclient_error_rate_between_two_scrapes(scrapes):
 
 
 def test_promclient_cpu_and_event_loop_gauges(scrapes):
-    before, after, rates = scrapes
+    _before, after, rates = scrapes
     cpu = rates[rates["metric"] == "process_cpu_seconds_total"][["timestamp", "instance", "value"]]
     cpu = cpu.assign(value=cpu["value"] * 100)
     _, found = r.cpu_saturation(cpu, TH.cpu_percent)
     assert found[0].severity == "ok" and found[0].evidence["observed"] == pytest.approx(0.8651, abs=0.01)
     gauge = lambda name: after[after["metric"] == name][["timestamp", "instance", "value"]]  # noqa: E731
-    table, found = r.eventloop_lag(gauge("nodejs_eventloop_lag_seconds"), gauge("nodejs_eventloop_lag_p99_seconds"),
+    _table, found = r.eventloop_lag(gauge("nodejs_eventloop_lag_seconds"), gauge("nodejs_eventloop_lag_p99_seconds"),
                                    TH.eventloop_lag_seconds, lag_max=gauge("nodejs_eventloop_lag_max_seconds"))
     # the p99 gauge (43 ms: the 30 ms blocks of generate.js, since the previous scrape) is the typical
     # delay, not the 54 ms single reading of the lag gauge; the max gauge's stalls (43 ms) stay under 100 ms
@@ -735,7 +734,7 @@ def recorded_up(name: str, fail: dict[str, tuple[float, float]] | None = None) -
 
 
 def test_recorded_sigkill_is_instance_down_for_the_killed_target_only():
-    table, found = r.instances_down(recorded_up("sigkill"), down_for=15)
+    _table, found = r.instances_down(recorded_up("sigkill"), down_for=15)
     [down] = [f for f in found if f.severity != "ok"]
     assert (down.code, down.severity, down.subject) == ("instance.down", "critical", "127.0.0.1:58581")
     assert down.evidence["failed_scrapes"] == 22 and down.evidence["down_at_end"]

@@ -114,7 +114,7 @@ def test_rising_traffic_beyond_capacity_scales_out():
 def test_clearly_over_provisioned_fleet_scales_in_to_the_minimum():
     series = frame({f"i{k}:1": {"rps": [10] * 10, "cpu": [6] * 10} for k in range(5)},
                    routes={("GET", "/api/products"): [0.1] * 10, ("GET", "/health"): [0.01] * 10})
-    _, info, found = decide(series)
+    _, _info, found = decide(series)
     f = by_code(found)["scaling.scale_in"]
     assert f.severity == "info"
     assert f.evidence["scale_to"] == 2

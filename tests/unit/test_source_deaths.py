@@ -20,9 +20,7 @@ import psycopg
 import pytest
 
 from perfbook import notebook as pb
-from perfbook.sources import SourceError, SourceUnreachable
-from perfbook.sources import postgres as P
-from perfbook.sources import querylog as S
+from perfbook.sources import SourceError, SourceUnreachable, postgres as P, querylog as S
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "postgres"
 TARGET = "postgresql://db.internal:5432/shop"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -149,7 +150,7 @@ def test_lead_columns_and_empty_and_truncated():
     head = parse(render(df, lead=["x"])[0]).tables[0][0]
     assert head[:3] == ["instance", "x", "wait_p95_ms"]
     html, text = render(pd.DataFrame(columns=["a"]), "Nothing")
-    assert "no rows" in html and "Nothing: no rows" == text
+    assert "no rows" in html and text == "Nothing: no rows"
     html, _ = render(pd.DataFrame({"a": range(250)}), max_rows=200)
     assert "50 more rows not shown (of 250)" in html
 
@@ -173,8 +174,8 @@ def test_notebook_callout_has_no_none_lines_and_header_has_full_params_path(tmp_
     assert "None" not in html and "nan" not in html.lower().replace("nanoseconds", "")
     assert re.search(r"<code>current</code>: 55\b", html)
     demo = tmp_path / "demo.yaml"
-    demo.write_text((pb.Path(__file__).parents[2] / "params" / "demo.yaml").read_text()
-                    .replace("../lib/perfbook/demo/fly.toml", str(pb.Path(__file__).parents[2] / "lib/perfbook/demo/fly.toml")))
+    demo.write_text((Path(__file__).parents[2] / "params" / "demo.yaml").read_text()
+                    .replace("../lib/perfbook/demo/fly.toml", str(Path(__file__).parents[2] / "lib/perfbook/demo/fly.toml")))
     monkeypatch.chdir(tmp_path)
     ctx = pb.start("database", "demo.yaml", show_header=False)
     assert f"<td>{demo}</td>" in pb.header_html(ctx)
