@@ -52,7 +52,7 @@ wm = pb.metrics_window(ctx, "the load cannot be compared across instances.")
 # %%
 if wm:
     with pb.check(ctx, "per-instance load"):
-        series = balance.instance_series(wm, ctx.params.metrics)
+        series = pb.instance_series(wm, ctx.params.metrics)
         summary = balance.instance_summary(series, ctx.params.targets.memory_limit_bytes())
         pb.table(summary, f"Per instance over the window — {wm.basis}")
         display(plots.instances_over_time(series, ("rps", "cpu", "p95")) or plots.instance_bars(summary))

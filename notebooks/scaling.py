@@ -41,7 +41,7 @@ series = summary = fly = info = None
 
 # %%
 with pb.check(ctx, "current capacity"):
-    series = balance.instance_series(wm, ctx.params.metrics)
+    series = pb.instance_series(wm, ctx.params.metrics)
     summary = balance.instance_summary(series, ctx.params.targets.memory_limit_bytes())
     pb.table(summary, f"Per instance over the window — {wm.basis}")
     display(plots.cpu_vs_target(series, settings.target_cpu_percent))

@@ -57,7 +57,7 @@ primary_region = "sjc"
 
 def make_series(rates: dict[str, list[float]], cpu: dict[str, list[float]] | None = None,
                 step_s: int = 15, conns: dict[str, list[float]] | None = None) -> pd.DataFrame:
-    """A tidy per-instance frame as balance.instance_series returns it."""
+    """A tidy per-instance frame as pb.instance_series returns it."""
     rows = []
     for measure, data in (("rps", rates), ("cpu", cpu or {}), ("connections", conns or {})):
         for inst, values in data.items():
@@ -258,9 +258,11 @@ class _FakeWindow:
         return self.answer
 
 
-def test_instance_series_shim_asks_the_window_and_reads_its_answer():
+def test_instance_series_asks_the_window_and_reads_its_answer():
+    from perfbook import notebook as pb
+
     raw = pd.DataFrame({"instance": ["a"], "measure": ["rps"], "timestamp": [T0], "value": [2.0]})
-    out = balance.instance_series(_FakeWindow("prometheus", raw), Metrics())
+    out = pb.instance_series(_FakeWindow("prometheus", raw), Metrics())
     assert out["measure"].tolist() == ["rps"]
 
 

@@ -114,14 +114,6 @@ def series_from(kind: str, frame: pd.DataFrame, m: Any) -> pd.DataFrame:
     return tidy_series(frame, m) if kind == "prometheus" else series_from_scrape(frame, m)
 
 
-def instance_series(wm: Any, m: Any) -> pd.DataFrame:
-    """Deprecated: use ``pb.instance_series`` (the notebook API), which fetches through
-    ``wm`` and calls :func:`series_from`. Kept, with the same behaviour, until the
-    load-balancing and scaling notebooks call that instead; this module imports no source
-    and builds no query, it only hands ``wm`` the question."""
-    return series_from(*wm.instance_frame(m), m)
-
-
 # --------------------------------------------------------------------------- per instance
 
 
