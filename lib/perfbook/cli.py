@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .params import ParamsError
-from .runner import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, BadInput, available_sections, load_params, notebooks_dir,
-                     print_error, run_batch)
+from .runner import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    BadInput,
+    available_sections,
+    load_params,
+    notebooks_dir,
+    print_error,
+    run_batch,
+)
 
 EXIT_CODES_HELP = """exit status:
   0    every notebook ran, no critical finding

@@ -16,6 +16,7 @@ import yaml
 
 from .runner import say
 
+
 #: Settings that make the runbook's checks meaningful on a one-minute demo window: the
 #: alert rules' `for` shrinks from minutes to seconds, the stress test runs short stages.
 def _demo_settings() -> dict[str, Any]:
@@ -94,8 +95,8 @@ def _second_backend(stack, params: Path, sections, a) -> int:
     remote_write, so it holds the same samples), and the time-series verdicts compared."""
     import json
 
-    from .runner import run_batch
     from .demo.victoriametrics import verdict_differences
+    from .runner import run_batch
 
     window = yaml.safe_load(params.read_text(encoding="utf-8"))["window"]
     vm_params = write_demo_params(stack, stack.state_dir / "params-victoriametrics.yaml", "victoriametrics")

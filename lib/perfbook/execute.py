@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 
-def _stop(signum, frame) -> None:  # noqa: ARG001
+def _stop(signum, frame) -> None:
     """SIGTERM/SIGINT from the runner: take the kernel (its own session) and its children down too."""
     try:
         import psutil
@@ -58,14 +58,14 @@ def _import_jsonschema_without_iri_grammar() -> None:
         return
     sys.modules["rfc3987_syntax"] = None  # type: ignore[assignment]
     try:
-        import jsonschema  # noqa: F401
+        import jsonschema
     except ImportError:
         pass
     finally:
         if "rfc3987_syntax" in sys.modules and sys.modules["rfc3987_syntax"] is None:
             del sys.modules["rfc3987_syntax"]
     if "jsonschema" not in sys.modules:
-        import jsonschema  # noqa: F401,F811 - slow, but what jsonschema asked for
+        import jsonschema  # noqa: F401 - slow, but what jsonschema asked for
 
 
 #: jupyter_client's errors when a kernel dies or stays silent before its first reply: no cell

@@ -154,9 +154,9 @@ def _redactor(params_file: str | None = None) -> Any:
 def redact_notebook(nb: Any, redactor: Any) -> Any:
     """Every string of a notebook object, redacted (the report module's own structural
     redaction when it has one)."""
-    from . import report
-
     import nbformat
+
+    from . import report
 
     node = nbformat.from_dict(nb)
     structural = getattr(report, "redact_notebook", None)
@@ -208,10 +208,10 @@ class DemoForLab:
         return params if params.exists() else write_demo_params(stack, params)
 
     def start(self) -> Path:
+        import yaml
+
         from .demo.stack import Stack
         from .demo_cli import arm_alert_rules, demo_params
-
-        import yaml
 
         stack = Stack(self.scenario, log=lambda m: say(f"  {m}"))
         self.stack, self.owned = stack, True
@@ -328,7 +328,7 @@ def lab_main(a: Any) -> int:
         token = secrets.token_hex(24)
         url = f"http://127.0.0.1:{port}"
         env = lab_env(ws, params_file, token, demo.env() if demo else {})
-        log = open(ws / ".jupyter" / "lab.log", "ab")
+        log = open(ws / ".jupyter" / "lab.log", "ab")  # noqa: SIM115  (Lab's stdout and stderr)
         proc = subprocess.Popen(lab_command(ws, port, a.open), env=env, cwd=str(ws), stdout=log, stderr=log,
                                 start_new_session=True)
         if stopping["signal"] is None and not wait_ready(url, token, proc):
@@ -389,8 +389,7 @@ def report_workspace(folder: str | Path) -> Path:
     from . import __version__
     from .findings import collect
     from .params import load
-    from .report import (Redactor, findings_json, git_revision, index_html, notebook_html, replace_file,
-                         versions)
+    from .report import Redactor, findings_json, git_revision, index_html, notebook_html, replace_file, versions
     from .runner import SECTION_ORDER, BadInput
 
     ws = Path(folder).resolve()

@@ -19,11 +19,11 @@ import html
 import json
 import os
 import traceback
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from . import __version__
 from .findings import MIME_TYPE, Finding, severity_rank

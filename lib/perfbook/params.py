@@ -120,7 +120,7 @@ def _http_url(value: str) -> str:
             raise ValueError(f"carries a secret in its query string ({key}=…); secrets are named by "
                              "environment variable, never written inline (use a header, e.g. bearer_token_env)")
     try:
-        parts.port
+        parts.port  # noqa: B018  (raises ValueError on an invalid port)
     except ValueError:
         raise ValueError(f"has an invalid port: {value!r}") from None
     return value.rstrip("/") if parts.path in ("", "/") else value
@@ -181,7 +181,7 @@ class Window(Strict):
     until: TimeSpec = "now"
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Window":
+    def _ordered(self) -> Window:
         now = datetime.now(timezone.utc)
         if resolve_time(self.since, now) >= resolve_time(self.until, now):
             raise ValueError(f"window is inverted or empty: since {self.since!r} is not before until {self.until!r}")
@@ -298,7 +298,7 @@ class LatencyTargets(Strict):
     p99: Duration
 
     @model_validator(mode="after")
-    def _ordered(self) -> "LatencyTargets":
+    def _ordered(self) -> LatencyTargets:
         if not (self.p50 <= self.p95 <= self.p99):
             raise ValueError("targets must satisfy p50 <= p95 <= p99")
         return self
@@ -380,7 +380,7 @@ class Level(Strict):
     critical: float
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Level":
+    def _ordered(self) -> Level:
         if self.warning > self.critical:
             raise ValueError("warning must not be above critical")
         return self
@@ -532,7 +532,7 @@ class LoadTest(Strict):
         return v
 
     @model_validator(mode="after")
-    def _caps(self) -> "LoadTest":
+    def _caps(self) -> LoadTest:
         if self.users > self.max_users or any(s.users > self.max_users for s in self.stages):
             raise ValueError(f"users above max_users ({self.max_users})")
         total = self.duration if self.mode == "load" else sum(s.duration for s in self.stages) + self.recovery
@@ -833,7 +833,7 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Params:
     except OSError as e:
         raise ParamsError(path, "(file)", e.strerror or str(e)) from None
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader
     except RecursionError:
         raise ParamsError(path, "(top level)", "YAML nested too deeply") from None
     except _DuplicateKey as e:

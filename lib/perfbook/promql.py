@@ -247,7 +247,7 @@ def number_literal(x: float) -> str:
         return "+Inf" if x > 0 else "-Inf"
     if x == 0:
         return "0"
-    sign, digits, exp = decimal.Decimal(repr(abs(x))).normalize().as_tuple()
+    _sign, digits, exp = decimal.Decimal(repr(abs(x))).normalize().as_tuple()
     d = "".join(map(str, digits))
     e = len(d) + exp - 1                       # the decimal exponent of the first digit
     minus = "-" if x < 0 else ""

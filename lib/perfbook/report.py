@@ -21,13 +21,14 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from .findings import CODES, Finding, severity_rank, sort_key, worst
+from .findings import CODES, Finding, sort_key, worst
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -162,7 +163,7 @@ class Redactor:
         return {x for x in out if x}
 
     @classmethod
-    def for_env(cls, env_names: Iterable[str], environ: dict[str, str] | None = None) -> "Redactor":
+    def for_env(cls, env_names: Iterable[str], environ: dict[str, str] | None = None) -> Redactor:
         environ = os.environ if environ is None else environ
         return cls(environ.get(n, "") for n in env_names)
 

@@ -23,17 +23,31 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import __version__
 from .findings import Finding, collect
 from .params import Params, ParamsError, load, parse_override
-from .report import (STATUS_TEXT, Redactor, SecretLeak, clip, error_html, findings_json, git_revision,
-                     index_html, make_run_dir, redact_notebook, replace_file, versions, write_new)
+from .report import (
+    STATUS_TEXT,
+    Redactor,
+    SecretLeak,
+    clip,
+    error_html,
+    findings_json,
+    git_revision,
+    index_html,
+    make_run_dir,
+    redact_notebook,
+    replace_file,
+    versions,
+    write_new,
+)
 
 EXIT_OK, EXIT_CRITICAL, EXIT_BAD_INPUT, EXIT_NOTEBOOK_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_RUNNER_FAILED = 4
@@ -504,7 +518,7 @@ def print_error(msg: str) -> None:
 class Printer:
     """Progress lines a tired engineer can follow (colour only on a terminal)."""
 
-    COLOURS = {"ok": "32", "failed": "31", "timeout": "31", "interrupted": "33", "critical": "31",
+    COLOURS = {"ok": "32", "failed": "31", "timeout": "31", "interrupted": "33", "critical": "31",  # noqa: RUF012  (read only)
                "warning": "33", "error": "35"}
 
     def __init__(self, total: int, stream=sys.stderr):

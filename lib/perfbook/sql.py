@@ -4,7 +4,8 @@ database checks (statement shapes, :mod:`perfbook.checks.database`).
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 __all__ = ["walk", "func_name"]
 

@@ -234,7 +234,7 @@ def render(df: Any, caption: str = "", max_rows: int = 200, lead: list[Any] | tu
     cells = {i: [cell(v, names[i]) for v in shown.iloc[:, i].tolist()] for i in cols}
     numeric = {i: _numeric(shown.iloc[:, i]) for i in cols}
     by_name = {n: i for i, n in reversed(list(enumerate(names)))}
-    ordered = [by_name[n] if n in by_name else n for n in order(names, [str(x) for x in lead])]
+    ordered = [by_name.get(n, n) for n in order(names, [str(x) for x in lead])]
     ordered = list(dict.fromkeys(i for i in ordered if isinstance(i, int))) + [i for i in cols if i not in ordered]
     widths = {i: _width(names[i], [t for t, _ in cells[i]]) for i in cols}
 

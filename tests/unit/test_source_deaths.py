@@ -205,8 +205,7 @@ def test_a_read_error_mid_log_is_unreachable(tmp_path, monkeypatch):
 def test_redis_reasons_are_one_phrase_without_the_address():
     import redis
 
-    from perfbook.sources import error_reason
-    from perfbook.sources import redis as R
+    from perfbook.sources import error_reason, redis as R
 
     for exc, reason in [
         (redis.ConnectionError("Error while reading from 10.0.0.7:6379 : (104, 'Connection reset by peer')"),
@@ -221,8 +220,8 @@ def test_redis_reasons_are_one_phrase_without_the_address():
 
 
 def test_one_error_reason_for_every_source():
-    import requests
     import redis
+    import requests
 
     from perfbook.sources import error_reason
 

@@ -30,16 +30,37 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 import yaml
 
 from perfbook.findings import Finding
-from perfbook.promql import (PLACEHOLDER, alert_expr, evaluation_ticks, lookback_start, memory_ratio_basis,
-                             memory_ratio_template, number_literal, prom_duration, render_expr, same_promql)
-from perfbook.rules import (ALERT_META_LABELS, SPAN_COLUMNS, STATE_COLUMNS, RuleEvaluation, alert_spans, evaluate,
-                            series_name, series_states, server_spans, union_seconds)
+from perfbook.promql import (
+    PLACEHOLDER,
+    alert_expr,
+    evaluation_ticks,
+    lookback_start,
+    memory_ratio_basis,
+    memory_ratio_template,
+    number_literal,
+    prom_duration,
+    render_expr,
+    same_promql,
+)
+from perfbook.rules import (
+    ALERT_META_LABELS,
+    SPAN_COLUMNS,
+    STATE_COLUMNS,
+    RuleEvaluation,
+    alert_spans,
+    evaluate,
+    series_name,
+    series_states,
+    server_spans,
+    union_seconds,
+)
 
 __all__ = [
     "render_expr", "same_promql", "memory_ratio_template", "memory_ratio_basis", "export_notes", "alert_expr", "prom_duration", "rules_yaml", "rules_table",

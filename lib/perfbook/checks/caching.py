@@ -10,13 +10,14 @@ offered only when the evidence points at it.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
-from . import number
 from ..findings import Finding
 from ..web import route_key
+from . import number
 
 OVERALL = "overall"
 

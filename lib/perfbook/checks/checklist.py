@@ -27,8 +27,9 @@ into a :class:`perfbook.sources.monitoring.Evidence`; the index page's HTML is
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 

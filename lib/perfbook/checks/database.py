@@ -13,8 +13,9 @@ short text (``"SELECT … FROM categories WHERE id = $1"``) for query findings.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -164,9 +165,8 @@ def query_shape(text: str) -> Shape:
             if node.alias is not None:
                 shape.aliases[node.alias.aliasname] = node.relname
             shape.aliases.setdefault(node.relname, node.relname)
-        elif isinstance(node, ast.FuncCall):
-            if (node.funcname[-1].sval or "").lower() in _AGGREGATES and not node.over:
-                shape.aggregate = True
+        elif isinstance(node, ast.FuncCall) and (node.funcname[-1].sval or "").lower() in _AGGREGATES and not node.over:
+            shape.aggregate = True
     shape.tables = list(dict.fromkeys(shape.tables))
     if not isinstance(stmt, ast.SelectStmt):
         return shape
@@ -539,7 +539,7 @@ def n_plus_one_from_statements(stmts: pd.DataFrame, endpoints: Sequence[Any] = (
         parent = parents.best(r, table, key, min_ratio)
         pinfo = None
         if parent is not None:
-            p, ps, k = parent
+            p, ps, _k = parent
             ptable = ps.from_tables[0] if ps.from_tables else (ps.tables[0] if ps.tables else None)
             pinfo = (float(p["calls"]), ptable, float(p["rows_per_call"] or 0))
         attr = attribute_endpoint(float(r["calls"]), table, pinfo, reqs, endpoints, min_ratio)
@@ -831,7 +831,7 @@ def explain_candidates(stmts: pd.DataFrame, tables: pd.DataFrame, top_n: int = 1
             seen.add(c.queryid)
     unreadable: dict[str, str] = {}
     for full in (privileges or {}).get("unreadable") or []:
-        schema, _, name = str(full).rpartition(".")
+        _schema, _, name = str(full).rpartition(".")
         unreadable.setdefault(name, full)
     out = []
     for r in keep:

@@ -11,12 +11,14 @@ exponential backoff (1 s, 2 s, 4 s).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from itertools import pairwise
+from typing import Any
 
 import pandas as pd
 
-from . import ms, number
 from ..findings import Finding
+from . import ms, number
 from .quantile import quantiles_by
 
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2
@@ -282,8 +284,8 @@ def breaker_transitions(samples: pd.DataFrame, breaker_label: str = "name") -> p
         for _, s in g.groupby(series_keys, dropna=False):
             s = s.sort_values("timestamp")
             v = s["value"].round().astype(int).tolist()
-            opens += sum(1 for a, b in zip(v, v[1:]) if b == OPEN and a != OPEN)
-            half_opens += sum(1 for a, b in zip(v, v[1:]) if b == HALF_OPEN and a != HALF_OPEN)
+            opens += sum(1 for a, b in pairwise(v) if b == OPEN and a != OPEN)
+            half_opens += sum(1 for a, b in pairwise(v) if b == HALF_OPEN and a != HALF_OPEN)
             now_states.append(v[-1])
         vals = g["value"].round()
         open_times = g.loc[vals == OPEN, "timestamp"]

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
 
-from . import ms
 from ..findings import Finding
-from .quantile import quantiles_by
 from ..web import route_key
+from . import ms
+from .quantile import quantiles_by
 
 PERCENTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -373,10 +374,7 @@ def breaking_point_findings(stages: pd.DataFrame, endpoints: pd.DataFrame, *, se
                                 "Latency did not come back after the peak: look for queues that do not drain "
                                 "(connection pool, event loop, memory) in the bottlenecks and database sections.")]
     harmful = info["breaks"]
-    if harmful is not None:
-        sev = _severity(int(harmful["users"]), expected)
-    else:
-        sev = "info"
+    sev = _severity(int(harmful["users"]), expected) if harmful is not None else "info"
     if rec is not None and rec["recovered"] is False:
         sev = _BUMP[sev]
     evidence.update(breaking_users=brk["users"], breaking_rps=brk["rps"], breaking_p95_ms=brk["p95_ms"],

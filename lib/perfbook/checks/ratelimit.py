@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
-from . import number
 from ..findings import Finding
 from ..web import route_key
+from . import number
 
 #: The runbook's limiters (Issue 6, Implementing Rate Limits).
 RUNBOOK_API_LIMITER = {"windowMs": 15 * 60 * 1000, "max": 100}

@@ -54,7 +54,8 @@ Every finding's evidence carries ``observed``, ``unit``, ``statistic``, ``normal
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -33,14 +33,14 @@ its target, traffic not rising, and more instances than the minimum.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..findings import Finding
 from ..web import route_key
-
 
 # --------------------------------------------------------------------------- trend
 

@@ -40,7 +40,7 @@ import gc
 import math
 import resource
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics

@@ -348,7 +348,7 @@ class PostgresServer:
     def dsn(self, dbname: str = "demo", user: str | None = None) -> str:
         return f"postgresql://{user or self.superuser}@{LOOPBACK}:{self.port}/{dbname}"
 
-    def __enter__(self) -> "PostgresServer":
+    def __enter__(self) -> PostgresServer:
         self.start()
         return self
 

@@ -11,9 +11,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import psutil
 import requests
@@ -85,7 +85,7 @@ class ProcInfo:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ProcInfo":
+    def from_dict(cls, d: dict) -> ProcInfo:
         return cls(**d)
 
 
@@ -109,7 +109,7 @@ def spawn(name: str, argv: Sequence[str], log_path: Path, *, env: dict | None = 
     """Start ``argv`` as leader of a new session (own process group), stdout and stderr
     appended to ``log_path``. ``user`` drops privileges (root only)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab", buffering=0)
+    log = open(log_path, "ab", buffering=0)  # noqa: SIM115  (the child's stdout and stderr)
     kwargs: dict = {}
     if user is not None:
         import pwd

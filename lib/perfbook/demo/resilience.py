@@ -13,8 +13,9 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 log = logging.getLogger("demo")
 
@@ -119,7 +120,7 @@ class CircuitBreaker:
     """
 
     CLOSED, OPEN, HALF_OPEN = 0, 1, 2
-    NAMES = {0: "closed", 1: "open", 2: "halfOpen"}
+    NAMES = {0: "closed", 1: "open", 2: "halfOpen"}  # noqa: RUF012  (read only)
 
     def __init__(self, name: str, timeout: float = 10.0, error_threshold_pct: float = 50.0,
                  reset_timeout: float = 30.0, rolling_window: float = 10.0, volume_threshold: int = 0,

@@ -100,7 +100,7 @@ def _store(data_dir: Path, cached: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     # Old seeds of other versions are dead weight.
     for old in cached.parent.glob("pg-seed-*"):
-        if old != cached and old.name.startswith(f"pg-seed-") and time.time() - old.stat().st_mtime > 3600:
+        if old != cached and old.name.startswith("pg-seed-") and time.time() - old.stat().st_mtime > 3600:
             shutil.rmtree(old, ignore_errors=True)
 
 

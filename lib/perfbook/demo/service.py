@@ -93,7 +93,7 @@ class Settings:
     heap_limit_mb: int = 512
 
     @classmethod
-    def for_faults(cls, faults: set[str] | frozenset[str], **overrides) -> "Settings":
+    def for_faults(cls, faults: set[str] | frozenset[str], **overrides) -> Settings:
         s = cls(faults=frozenset(faults), **overrides)
         if "pool_saturation" in faults:
             s.pool_min, s.pool_max = 2, 2
@@ -419,10 +419,9 @@ class Service:
         # Live stock and price are never cached.
         if self.s.has("pool_saturation"):
             # Bad: holding a connection (inside a transaction) while awaiting a slow call.
-            async with self.connection() as conn:
-                async with conn.transaction():
-                    live = await self.query("Product.findUnique", SQL_LIVE_STOCK, (pid,), conn=conn, one=True)
-                    await asyncio.sleep(0.3)  # pricing service
+            async with self.connection() as conn, conn.transaction():
+                live = await self.query("Product.findUnique", SQL_LIVE_STOCK, (pid,), conn=conn, one=True)
+                await asyncio.sleep(0.3)  # pricing service
         else:
             live = await self.query("Product.findUnique", SQL_LIVE_STOCK, (pid,), one=True)
         if live:
@@ -557,7 +556,7 @@ class ObservabilityMiddleware:
 
             try:
                 await self.app(scope, receive, send_wrapper)
-            except Exception:  # noqa: BLE001 - a 5xx, logged; the process goes on
+            except Exception:  # a 5xx, logged; the process goes on
                 log.exception("unhandled error on %s %s", method, path)
                 status["code"] = 500
                 resp = JSONResponse({"error": "Internal Server Error"}, status_code=500)

@@ -25,8 +25,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import requests
 import yaml
@@ -360,7 +360,7 @@ class Stack:
         return [f for f in found if f.is_file()]
 
     @classmethod
-    def load_state(cls, state_file: Path | str | None = None) -> "Stack":
+    def load_state(cls, state_file: Path | str | None = None) -> Stack:
         """The stack described by ``state_file`` (default: the one
         ``~/.cache/perfbook/demo-current.json`` points to). FileNotFoundError if none."""
         if state_file is None:
@@ -438,7 +438,7 @@ class Stack:
                     else:
                         p.unlink(missing_ok=True)
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         self.start()
         return self
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from perfbook.demo.prometheus import JOB, ScrapingServer, find_binary
 from perfbook.demo.processes import LOOPBACK
+from perfbook.demo.prometheus import JOB, ScrapingServer, find_binary
 
 INSTALL_HINT = "VictoriaMetrics not found. On Debian/Ubuntu: apt-get install victoria-metrics"
 #: The Debian package installs ``victoria-metrics``; the upstream release binary is ``victoria-metrics-prod``.

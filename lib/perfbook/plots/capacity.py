@@ -11,6 +11,7 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
+
 from perfbook.plots import finish
 
 __all__ = ["instances_over_time", "instance_bars", "cpu_vs_target", "throughput_trend",
@@ -193,7 +194,7 @@ def load_timeline(history: pd.DataFrame):
     h = history.sort_values("timestamp")
     fig, (ax, ax3) = plt.subplots(2, 1, figsize=(9, 4.6), sharex=True)
     ax2 = ax.twinx()
-    for i, (stage, g) in enumerate(h.groupby("stage", sort=False)):
+    for i, (_stage, g) in enumerate(h.groupby("stage", sort=False)):
         secs = g["timestamp"].diff().dt.total_seconds()
         rps = (g["requests_total"].diff() / secs).where(lambda v: v >= 0)  # negative: stats reset
         ax.plot(g["timestamp"], rps, color="#1565c0", marker=".", label="req/s" if i == 0 else None)

@@ -13,17 +13,18 @@ there is nothing to draw. Titled, units on the axes, times in UTC.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from perfbook.promql import memory_ratio_basis, render_expr
 from perfbook.plots import finish, plain_text
+from perfbook.promql import memory_ratio_basis, render_expr
 
-__all__ = ["Line", "Threshold", "Panel", "key_metric_panels", "panel_queries", "promql_text", 
+__all__ = ["Line", "Threshold", "Panel", "key_metric_panels", "panel_queries", "promql_text",
            "key_metrics_figure", "alert_values_figure", "alert_timeline_figure", "RANGE"]
 
 #: Placeholder for the rate() range in the panels' PromQL (set from the plot step).
@@ -86,7 +87,7 @@ def key_metric_panels(params: Any) -> list[Panel]:
     the alert rules and the section settings. Rates are over :data:`RANGE`, filled by
     :func:`panel_queries`.
     """
-    m, th, s = params.metrics, params.thresholds, params.settings
+    th, s = params.thresholds, params.settings
     inst = "${instance_label}"
     r = RANGE
     hist = "histogram_quantile({q}, sum by (le) (rate(${{http_duration}}_bucket{{__SEL__}}[{r}])))"
@@ -219,7 +220,7 @@ def key_metrics_figure(panels: Sequence[Panel], data: dict[tuple[str, str], pd.D
             else:
                 off.append(t.label)
         if drawn == 0:
-            why = "; ".join(errors[(panel.key, l.label)] for l in panel.lines if (panel.key, l.label) in errors)
+            why = "; ".join(errors[(panel.key, ln.label)] for ln in panel.lines if (panel.key, ln.label) in errors)
             ax.text(0.5, 0.5, "no data in the window" + (f"\n{why[:120]}" if why else "\n(metric not exported?)"),
                     ha="center", va="center", transform=ax.transAxes, fontsize="small", color="#555")
         if panel.floor_zero:

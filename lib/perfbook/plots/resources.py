@@ -14,6 +14,7 @@ from typing import Any
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
+
 from perfbook.checks.resources import MB
 from perfbook.plots import finish, plain_text
 from perfbook.tables import NO_MATH
@@ -243,7 +244,7 @@ _VERDICT_STYLE = {
 
 
 def _badge(verdict: str) -> str:
-    bg, fg, label = _VERDICT_STYLE.get(verdict, ("#f5f5f5", "#616161", verdict.upper()))
+    _bg, fg, label = _VERDICT_STYLE.get(verdict, ("#f5f5f5", "#616161", verdict.upper()))
     return (f"<span style='background:{fg};color:white;padding:1px 6px;border-radius:3px;"
             f"font-size:0.85em;font-weight:bold;white-space:nowrap'>{html.escape(label)}</span>")
 

@@ -9,6 +9,7 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import PercentFormatter
+
 from perfbook.plots import finish
 
 __all__ = ["hit_rate_over_time", "hit_rate_bars", "rejections_by_route", "rejections_bars", "dependency_latency"]

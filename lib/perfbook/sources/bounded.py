@@ -14,7 +14,8 @@ I/O helpers shared by the sources (``settings.limits`` in the params file):
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from . import SourceError
 

@@ -18,10 +18,11 @@ I/O only; the comparison lives in :mod:`perfbook.checks.balance` and
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from perfbook.sources import SourceError, SourceUnreachable
 

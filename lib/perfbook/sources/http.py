@@ -12,8 +12,9 @@ never lead to another host (``/https://other.example/x``, ``//other/x``, ``\\oth
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -87,7 +88,7 @@ class ProbeSpec:
 
 def probe(specs: list[ProbeSpec], count: int = 20, timeout: float = 10.0, retries: int = 2,
           backoff: float = 0.5, headers: dict[str, str] | None = None,
-          session: requests.Session | None = None, max_bytes: int | None = None) -> "pd.DataFrame":
+          session: requests.Session | None = None, max_bytes: int | None = None) -> pd.DataFrame:
     """Request each spec ``count`` times, sequentially. One row per attempt that got an answer.
 
     Columns: endpoint, method, url, seq, status, seconds, bytes, error. A request that got no

@@ -39,6 +39,7 @@ from locust.runners import WorkerRunner
 
 from perfbook.sources.http import build_url
 from perfbook.web import REJECTED_SUFFIX  # requests rejected with HTTP 429 are counted under "<name> [429]"
+
 PERCENTILES = (0.50, 0.66, 0.75, 0.80, 0.90, 0.95, 0.98, 0.99, 0.999, 1.0)
 
 _env = None          # the locust Environment (set at init)

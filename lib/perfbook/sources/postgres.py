@@ -30,8 +30,9 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -300,7 +301,7 @@ class Session:
 
     @classmethod
     def open(cls, dsn: str, *, statement_timeout: float = 5.0, lock_timeout: float = 1.0,
-             connect_timeout: float = 5.0) -> "Session":
+             connect_timeout: float = 5.0) -> Session:
         """Connect. Raises SourceUnreachable (nothing answered, bad credentials) or
         SourceError (connected, but the session could not be made read-only)."""
         import psycopg
@@ -396,7 +397,7 @@ class Session:
         except Exception:  # noqa: BLE001
             pass
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: Any) -> None:

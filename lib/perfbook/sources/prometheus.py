@@ -61,8 +61,9 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -73,10 +74,22 @@ from prometheus_client.parser import text_string_to_metric_families as _parse_te
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from perfbook.promql import (MAX_POINTS_PER_SERIES, SELECTOR_PLACEHOLDER, auto_step, duration_seconds,
-                             explicit_subquery_step, has_subquery_without_step,
-                             normalize_selector, prometheus_counters, render, split_range,
-                             step_seconds, unix_seconds, utc, with_selector)
+from perfbook.promql import (
+    MAX_POINTS_PER_SERIES,
+    SELECTOR_PLACEHOLDER,
+    auto_step,
+    duration_seconds,
+    explicit_subquery_step,
+    has_subquery_without_step,
+    normalize_selector,
+    prometheus_counters,
+    render,
+    split_range,
+    step_seconds,
+    unix_seconds,
+    utc,
+    with_selector,
+)
 from perfbook.sources import SourceError, SourceProblem, SourceUnreachable, error_reason, safe_target
 from perfbook.sources.bounded import limits_of, read_body, read_text
 
@@ -585,7 +598,7 @@ class PromClient:
         self._settled_until = 0.0
 
     @classmethod
-    def from_env(cls, url: str, token_env: str | None = None, **kwargs: Any) -> "PromClient":
+    def from_env(cls, url: str, token_env: str | None = None, **kwargs: Any) -> PromClient:
         """A client whose bearer token is read from the environment variable ``token_env``
         (the name the params file gives, e.g. ``FLY_API_TOKEN``). An unset or empty variable
         means no token; a server that wants one then answers 401, reported as a
@@ -601,7 +614,7 @@ class PromClient:
     def close(self) -> None:
         self._session.close()
 
-    def __enter__(self) -> "PromClient":
+    def __enter__(self) -> PromClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -35,9 +35,10 @@ import json
 import os
 import re
 import stat
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from . import SourceUnreachable
 from .bounded import LineCap, limits_of

@@ -40,8 +40,7 @@ def discover(wm: WindowMetrics, params: Any, fields: Any = QUICK_FIELDS) -> set[
     mode the sample names of the scrape (prom-client declares some families without
     samples: those count as absent). None when the source cannot list them (every way
     refused): the checks then ask for each metric and say "no data" as before."""
-    from perfbook.sources import SourceError
-    from perfbook.sources import prometheus as prom
+    from perfbook.sources import SourceError, prometheus as prom
 
     if wm.mode == "snapshot":
         return set(wm.scrape()["metric"].dropna().astype(str))

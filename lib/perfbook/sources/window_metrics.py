@@ -21,14 +21,14 @@ come back as ``None``. :attr:`WindowMetrics.basis` says which of the two a numbe
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
 from perfbook.promql import SELECTOR_PLACEHOLDER, range_step, rate_window
-from perfbook.sources import SourceProblem, SourceUnreachable
-from perfbook.sources import prometheus as prom
+from perfbook.sources import SourceProblem, SourceUnreachable, prometheus as prom
 from perfbook.sources.bounded import limits_of
 
 __all__ = ["WindowMetrics", "range_step", "rate_window", "instance_query"]
@@ -132,7 +132,7 @@ class WindowMetrics:
         self.step = range_step(start, end)
 
     @classmethod
-    def from_context(cls, ctx: Any) -> "WindowMetrics":
+    def from_context(cls, ctx: Any) -> WindowMetrics:
         """From a notebook's context: its params, window and bearer token."""
         p = ctx.params.targets.prometheus
         token = ctx.secret(p.bearer_token_env) if p is not None else None
