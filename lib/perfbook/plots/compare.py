@@ -13,11 +13,29 @@ __all__ = ["latency_bars", "resource_bars"]
 BASELINE, INCIDENT = "#90a4ae", "#c62828"
 
 
-def _bars(ax: Any, labels: list[str], before: list[float], after: list[float], unit: str) -> None:
+NAN = float("nan")
+
+
+def _bars(ax: Any, labels: list[str], before: list[float | None], after: list[float | None], unit: str,
+          log: bool = False) -> None:
+    """Paired bars; a run without a number gets no bar and a "no data" mark (never a 0 bar).
+    ``log``: a log axis when the values span more than two decades (4 ms next to 4 s)."""
     xs = range(len(labels))
     w = 0.4
-    ax.bar([x - w / 2 for x in xs], before, w, label="baseline", color=BASELINE)
-    ax.bar([x + w / 2 for x in xs], after, w, label="incident", color=INCIDENT)
+    b = [NAN if v is None else v for v in before]
+    a = [NAN if v is None else v for v in after]
+    ax.bar([x - w / 2 for x in xs], b, w, label="baseline", color=BASELINE)
+    ax.bar([x + w / 2 for x in xs], a, w, label="incident", color=INCIDENT)
+    shown = [v for v in b + a if v == v and v > 0]
+    if log and shown and max(shown) / min(shown) > 100:
+        ax.set_yscale("log")
+    bottom = min(shown) if ax.get_yscale() == "log" and shown else 0
+    for vals, dx in ((b, -w / 2), (a, w / 2)):
+        for x, v in zip(xs, vals):
+            if v != v:
+                ax.text(x + dx, bottom, "no data", rotation=90, ha="center", va="bottom", fontsize="x-small",
+                        color="#666")
+    ax.set_xlim(-0.6, len(labels) - 0.4)  # a missing (NaN) bar must not shrink the axis
     ax.set_xticks(list(xs))
     ax.set_xticklabels(labels, rotation=20, ha="right", fontsize="small")
     ax.set_ylabel(unit)
@@ -32,13 +50,13 @@ def _done(fig: Any) -> Any:
 
 
 def latency_bars(rows: Sequence[dict[str, Any]]):
-    """p95 per endpoint, baseline vs incident (ms; 0 where a run has no number)."""
+    """p95 per endpoint, baseline vs incident (ms; a log axis when they span decades)."""
     rows = [r for r in rows if r["group"] == "latency" and r["metric"] == "p95"]
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(9, 3.6))
-    _bars(ax, [str(r["subject"]) for r in rows], [r["baseline"] or 0 for r in rows],
-          [r["incident"] or 0 for r in rows], "p95 latency (ms)")
+    _bars(ax, [str(r["subject"]) for r in rows], [r["baseline"] for r in rows],
+          [r["incident"] for r in rows], "p95 latency (ms)", log=True)
     ax.set_title("p95 latency per endpoint: baseline vs incident")
     return _done(fig)
 
@@ -65,8 +83,8 @@ def resource_bars(rows: Sequence[dict[str, Any]]):
         unit = rs[0]["unit"]
         scale, shown = (100.0, "%") if unit == "ratio" else (1000.0, "ms") if unit == "s" else (1.0, unit)
         labels = [str(r["subject"]) if r["subject"] is not None else "" for r in rs]
-        _bars(ax, labels, [(r["baseline"] or 0) * scale for r in rs], [(r["incident"] or 0) * scale for r in rs],
-              shown)
+        _bars(ax, labels, [None if r["baseline"] is None else r["baseline"] * scale for r in rs],
+              [None if r["incident"] is None else r["incident"] * scale for r in rs], shown)
         ax.set_title(title, fontsize="medium")
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
