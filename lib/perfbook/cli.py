@@ -22,7 +22,7 @@ from typing import Any
 
 from . import __version__
 from .params import ParamsError, load, parse_override
-from .runner import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, Batch, BadInput, NotebookResult,
+from .runner import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_RUNNER_FAILED, Batch, BadInput, NotebookResult,
                      available_sections, notebooks_dir, validate_sections)
 
 EXIT_CODES_HELP = """exit status:
@@ -225,6 +225,7 @@ COMPARE_EXIT_HELP = """exit status:
   0    nothing new or worse than the baseline
   1    something is new or worse at warning, critical or error (a check that could not run)
   2    bad input: a folder that is not a finished run, or runs of different services
+  4    the comparison could not be written into INCIDENT (read-only folder, full disk)
 """
 
 
@@ -237,7 +238,11 @@ def cmd_compare(a: argparse.Namespace) -> int:
         result = compare(baseline, incident)
     except (NotARun, Mismatch) as exc:
         raise BadInput(str(exc)) from None
-    page = write_comparison(incident.run_dir, result)
+    try:
+        page = write_comparison(incident.run_dir, result)
+    except OSError as exc:  # a read-only folder, a full disk: one line, nothing half-written
+        _err(f"{incident.run_dir}: cannot write the comparison: {exc.strerror or exc}")
+        return EXIT_RUNNER_FAILED
     print("\n".join(summary_lines(result)))
     print(f"Comparison: {page.resolve()}")
     return exit_status(result)

@@ -255,3 +255,19 @@ def test_new_runs_carry_their_service_identity_in_the_manifest(tmp_path):
     m = json.loads((b.run_dir / "manifest.json").read_text())
     assert (m["service"], m["environment"]) == ("checkout", "staging")
     assert service_identity(m) == ("checkout", "staging")
+
+
+def test_a_comparison_that_cannot_be_written_is_one_line_and_exit_4(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from perfbook import report
+
+    h, i = _run_folder(tmp_path, "healthy"), _run_folder(tmp_path, "incident")
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report, "write_new", full)
+    code, out, err = _cli(capsys, str(h), str(i))
+    assert code == 4 and err.count("\n") == 1 and "No space left on device" in err
+    assert not list(i.glob("compare*"))
