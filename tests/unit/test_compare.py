@@ -271,3 +271,23 @@ def test_a_comparison_that_cannot_be_written_is_one_line_and_exit_4(tmp_path, ca
     code, out, err = _cli(capsys, str(h), str(i))
     assert code == 4 and err.count("\n") == 1 and "No space left on device" in err
     assert not list(i.glob("compare*"))
+
+
+def test_a_problem_whose_section_did_not_run_is_unknown_not_resolved():
+    incident = read_run(FIX / "incident")
+    later = copy.deepcopy(incident)
+    later.findings = [f for f in later.findings if f["section"] != "external-apis"]
+    later.sections_ok = incident.sections_ok - {"external-apis"}
+    result = compare(incident, later)
+    ext = [c for c in result["changes"] if c["code"].startswith("external.") and c["status"] != "quiet"]
+    assert ext and {c["status"] for c in ext} == {"unknown"}
+    assert result["counts"]["resolved"] == 0
+
+
+def test_another_environment_is_compared_with_a_note():
+    h = read_run(FIX / "healthy")
+    staging = copy.deepcopy(h)
+    staging.environment = "staging"
+    result = compare(h, staging)
+    assert result["notes"] == ["environments differ: baseline 'demo', incident 'staging'"]
+    assert "  note: environments differ" in "\n".join(summary_lines(result))
