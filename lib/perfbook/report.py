@@ -681,6 +681,15 @@ def _rel(r: Any) -> str:
     return "" if r is None else f"{r:+.0%}"
 
 
+def _when(iso: Any) -> str:
+    """An ISO-8601 time as ``YYYY-MM-DD HH:MM:SS UTC`` (the text as is when it is not one)."""
+    try:
+        t = datetime.fromisoformat(str(iso))
+    except ValueError:
+        return str(iso or "—")
+    return t.strftime("%Y-%m-%d %H:%M:%S %Z").strip() if t.tzinfo else t.strftime("%Y-%m-%d %H:%M:%S")
+
+
 STATUS_STYLE = {"new": SEV_STYLE["critical"], "worse": SEV_STYLE["warning"], "resolved": SEV_STYLE["ok"],
                 "better": SEV_STYLE["ok"], "unchanged": ("#666", "#f4f4f4"), "unknown": SEV_STYLE["error"],
                 "quiet": ("#666", "#fff")}
@@ -733,7 +742,7 @@ def compare_html(comparison: dict[str, Any], redact: Redactor | None = None) -> 
     tol = c["tolerance"]
     meta = "".join(
         f"<tr><th style='text-align:left;padding-right:1em'>{e(label)}</th><td>{e(r['folder'])}</td>"
-        f"<td>{e(str(r.get('started') or '—'))}</td><td>{e(str(r.get('service')))} ({e(str(r.get('environment')))})</td>"
+        f"<td>{e(_when(r.get('started')))}</td><td>{e(str(r.get('service')))} ({e(str(r.get('environment')))})</td>"
         f"<td style='font-size:.85em;color:#666'>{e(r['run_dir'])}</td></tr>"
         for label, r in (("baseline", base), ("incident", inc)))
     return f"""<!DOCTYPE html>
