@@ -206,10 +206,22 @@ def check_comparable(baseline: Run, incident: Run) -> list[str]:
     notes = []
     if baseline.environment != incident.environment:
         notes.append(f"environments differ: baseline {baseline.environment!r}, incident {incident.environment!r}")
+    if _later(baseline.started, incident.started):
+        notes.append("the baseline run is later than the incident run (BASELINE comes first: arguments swapped?)")
     for r, what in ((baseline, "baseline"), (incident, "incident")):
         if r.status not in (None, "complete"):
             notes.append(f"the {what} run is {r.status}: its findings are incomplete")
     return notes
+
+
+def _later(a: str | None, b: str | None) -> bool:
+    """``a`` is a later ISO-8601 time than ``b`` (False when either is unknown or naive)."""
+    from datetime import datetime
+    try:
+        ta, tb = datetime.fromisoformat(str(a)), datetime.fromisoformat(str(b))
+        return ta > tb
+    except (TypeError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- groups

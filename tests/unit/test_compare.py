@@ -291,3 +291,9 @@ def test_another_environment_is_compared_with_a_note():
     result = compare(h, staging)
     assert result["notes"] == ["environments differ: baseline 'demo', incident 'staging'"]
     assert "  note: environments differ" in "\n".join(summary_lines(result))
+
+
+def test_swapped_arguments_are_compared_with_a_note():
+    back = compare(read_run(FIX / "incident"), read_run(FIX / "healthy"))
+    assert any("arguments swapped" in n for n in back["notes"])
+    assert not any("swapped" in n for n in compare(read_run(FIX / "healthy"), read_run(FIX / "incident"))["notes"])
