@@ -43,9 +43,12 @@ compare.json (``schema`` 1)::
              "title": {"baseline", "incident"}, "findings": {"baseline": n, "incident": n},
              "key": {"name", "unit", "higher_is_worse", "baseline", "incident", "delta",
                      "relative"} | null}
-    KEY: {"group", "metric", "subject", "unit", "higher_is_worse", "baseline", "incident",
+    KEY: {"group", "metric", "subject", "code", "unit", "higher_is_worse", "baseline", "incident",
           "delta", "relative", "change": "worse"|"better"|"same"|"only baseline"|
           "only incident"}
+    Ratios are fractions (0.13 = 13 %), ``s`` seconds, ``ms`` milliseconds; ``subject`` null is
+    a run-wide row (the worst instance: instance names differ between runs). Throughput counts
+    as worse when it falls (the service served less).
 
 Exit status of ``perfbook compare`` (:func:`exit_status`): 0 nothing new or worse; 1 a
 group is new or worse at warning, critical or error (as ``batch``, a check that could not
