@@ -211,7 +211,7 @@ def _running(d: Path) -> Path:
 
 def test_cli_writes_compare_files_links_the_index_and_never_overwrites(tmp_path, capsys):
     h, i = _run_folder(tmp_path, "healthy"), _run_folder(tmp_path, "incident")
-    code, out, err = _cli(capsys, str(h), str(i))
+    code, out, _ = _cli(capsys, str(h), str(i))
     assert code == 1
     assert out.splitlines()[0].startswith("19 new critical, 12 new warning vs baseline healthy")
     assert out.splitlines()[-1] == f"Comparison: {(i / 'compare.html').resolve()}"
@@ -268,7 +268,7 @@ def test_a_comparison_that_cannot_be_written_is_one_line_and_exit_4(tmp_path, ca
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(report, "write_new", full)
-    code, out, err = _cli(capsys, str(h), str(i))
+    code, _, err = _cli(capsys, str(h), str(i))
     assert code == 4 and err.count("\n") == 1 and "No space left on device" in err
     assert not list(i.glob("compare*"))
 

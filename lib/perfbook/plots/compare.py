@@ -3,6 +3,7 @@
 has a number in both runs' place to draw."""
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
@@ -26,13 +27,13 @@ def _bars(ax: Any, labels: list[str], before: list[float | None], after: list[fl
     a = [NAN if v is None else v for v in after]
     ax.bar([x - w / 2 for x in xs], b, w, label="baseline", color=BASELINE)
     ax.bar([x + w / 2 for x in xs], a, w, label="incident", color=INCIDENT)
-    shown = [v for v in b + a if v == v and v > 0]
+    shown = [v for v in b + a if not math.isnan(v) and v > 0]
     if log and shown and max(shown) / min(shown) > 100:
         ax.set_yscale("log")
     bottom = min(shown) if ax.get_yscale() == "log" and shown else 0
     for vals, dx in ((b, -w / 2), (a, w / 2)):
         for x, v in zip(xs, vals):
-            if v != v:
+            if math.isnan(v):
                 ax.text(x + dx, bottom, "no data", rotation=90, ha="center", va="bottom", fontsize="x-small",
                         color="#666")
     ax.set_xlim(-0.6, len(labels) - 0.4)  # a missing (NaN) bar must not shrink the axis
