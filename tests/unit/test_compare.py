@@ -297,3 +297,22 @@ def test_swapped_arguments_are_compared_with_a_note():
     back = compare(read_run(FIX / "incident"), read_run(FIX / "healthy"))
     assert any("arguments swapped" in n for n in back["notes"])
     assert not any("swapped" in n for n in compare(read_run(FIX / "healthy"), read_run(FIX / "incident"))["notes"])
+
+
+def test_compare_plots_show_outside_text_as_written_and_skip_missing_numbers():
+    import io
+
+    from perfbook.plots.compare import latency_bars, resource_bars
+
+    rows = [{"group": "latency", "metric": "p95", "subject": "GET /a/$x$/{id}", "unit": "ms", "baseline": 4.0,
+             "incident": 4000.0},
+            {"group": "latency", "metric": "p95", "subject": "GET /b", "unit": "ms", "baseline": None,
+             "incident": 12.0},
+            {"group": "cache", "metric": "hit rate", "subject": "$\\foo$", "unit": "ratio", "baseline": 0.9,
+             "incident": None}]
+    for fig in (latency_bars(rows), resource_bars(rows)):
+        fig.savefig(io.BytesIO(), format="png")  # mathtext would fail on $\foo$
+        texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+        assert "no data" in texts
+    assert latency_bars(rows).axes[0].get_yscale() == "log"
+    assert latency_bars([]) is None and resource_bars([]) is None
