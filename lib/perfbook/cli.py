@@ -8,6 +8,7 @@
     perfbook demo stop                         stop a stack left up with --keep
     perfbook lab [-p FILE] [--incident ID]     JupyterLab on a workspace of its own (outputs/…-lab-…/)
     perfbook report FOLDER                     a `perfbook lab` workspace → HTML report, findings.json, index
+    perfbook compare BASELINE INCIDENT         what changed since normal → compare.html/json in INCIDENT
     perfbook alerts export -p FILE             the params' alert rules as a Prometheus rules file
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .params import ParamsError
 from .runner import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
+    EXIT_RUNNER_FAILED,
     BadInput,
     available_sections,
     load_params,
@@ -147,6 +149,43 @@ def cmd_alerts(a: argparse.Namespace) -> int:
     return 0
 
 
+COMPARE_HELP = """Compare an incident run with a baseline run of the same service (two folders `perfbook
+batch` or `perfbook demo` wrote). Findings are matched by code and subject: new, worse, resolved,
+better, unchanged; key numbers (latency per endpoint, error rate, throughput, CPU, memory,
+event-loop lag, DB connections, cache hit rates, external dependencies, 429 share) side by side,
+with plots. Writes compare.html and compare.json into the INCIDENT folder (compare-2.* when a
+comparison is already there: nothing is overwritten) and links them from its index.html.
+
+Recipe: perfbook demo --scenario healthy; perfbook demo; perfbook compare HEALTHY_DIR INCIDENT_DIR
+"""
+
+COMPARE_EXIT_HELP = """exit status:
+  0    nothing new or worse than the baseline
+  1    something is new or worse at warning, critical or error (a check that could not run)
+  2    bad input: a folder that is not a finished run, or runs of different services
+  4    the comparison could not be written into INCIDENT (read-only folder, full disk)
+"""
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    from .compare import Mismatch, compare, exit_status, summary_lines
+    from .report import NotARun, read_run, write_comparison
+
+    try:
+        baseline, incident = read_run(a.baseline), read_run(a.incident)
+        result = compare(baseline, incident)
+    except (NotARun, Mismatch) as exc:
+        raise BadInput(str(exc)) from None
+    try:
+        page = write_comparison(incident.run_dir, result)
+    except OSError as exc:  # a read-only folder, a full disk: one line, nothing half-written
+        print_error(f"{incident.run_dir}: cannot write the comparison: {exc.strerror or exc}")
+        return EXIT_RUNNER_FAILED
+    print("\n".join(summary_lines(result)))
+    print(f"Comparison: {page.resolve()}")
+    return exit_status(result)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="perfbook", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -237,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="turn a `perfbook lab` workspace into an HTML report with findings.json and index")
     p.add_argument("folder", help="the workspace folder `perfbook lab` printed")
     p.set_defaults(fn=cmd_report)
+
+    p = sub.add_parser("compare", help="what changed since normal: an incident run vs a baseline run",
+                       description=COMPARE_HELP, epilog=COMPARE_EXIT_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("baseline", help="run folder of normal operation (e.g. `perfbook demo --scenario healthy`)")
+    p.add_argument("incident", help="run folder of the incident; compare.html and compare.json are written here")
+    p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("alerts", help="alert rules: export the params' thresholds as Prometheus rules")
     p.add_argument("action", choices=["export"])

@@ -437,7 +437,9 @@ def report_workspace(folder: str | Path) -> Path:
               "window (UTC)": window, "incident": meta.get("incident") or first_params.get("incident") or "—",
               "run at": started.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z") + " (JupyterLab investigation)",
               "perfbook": f"{__version__} ({git_revision()})", "params": str(params_file or "—")}
-    manifest = {"perfbook": __version__, "status": "complete", "exit_code": None, "started": meta.get("created"),
+    manifest = {"perfbook": __version__, "status": "complete", "exit_code": None,
+                "service": params.service if params else None, "environment": params.environment if params else None,
+                "started": meta.get("created"),
                 "finished": started.isoformat(), "header": header, "params_file": str(params_file),
                 "params": params.model_dump(mode="json", by_alias=True) if params else None,
                 "overrides": meta.get("overrides", {}), "incident": meta.get("incident"), "versions": versions(),

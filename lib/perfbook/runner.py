@@ -192,6 +192,8 @@ class Batch:
 
     def manifest(self, status: str, exit_code: int | None = None) -> dict[str, Any]:
         out = {"perfbook": __version__, "status": status, "exit_code": exit_code,
+                # The run's identity for tools (perfbook compare): the header's are for people.
+                "service": self.params.service, "environment": self.params.environment,
                 "started": self.started.isoformat(),
                 "finished": datetime.now(timezone.utc).isoformat() if status != "running" else None,
                 "header": self.header(), "params_file": str(self.params_file),

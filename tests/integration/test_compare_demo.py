@@ -1,0 +1,51 @@
+"""perfbook compare on the demo: a healthy run, then an incident run (issue 15, done-when).
+
+Runs the real CLI on the session's two batch folders. The incident folder is copied first,
+so the comparison files written into it leave the other tests' view of the run untouched.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from perfbook.demo.scenarios import SCENARIOS
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compare(baseline: Path, incident: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "perfbook.cli", "compare", str(baseline), str(incident)],
+                          capture_output=True, text=True, cwd=ROOT, env=dict(os.environ), timeout=300)
+
+
+def test_compare_incident_with_healthy_lists_the_injected_faults_as_new(incident_run, healthy_run, tmp_path):
+    incident = tmp_path / incident_run.run_dir.name
+    shutil.copytree(incident_run.run_dir, incident)
+    res = _compare(healthy_run.run_dir, incident)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert (incident / "compare.html").exists() and (incident / "compare.json").exists()
+    assert "compare.html" in (incident / "index.html").read_text(encoding="utf-8")
+    assert f"Comparison: {(incident / 'compare.html').resolve()}" in res.stdout
+    result = json.loads((incident / "compare.json").read_text(encoding="utf-8"))
+    new = [c for c in result["changes"] if c["status"] == "new"]
+    # Every injected fault the incident run found is new against the healthy run, with its subject.
+    found = [e for e in SCENARIOS["incident"].expects if any(e.matches(f) for f in incident_run.findings)]
+    assert found, "the incident run found none of the injected faults"
+    for e in found:
+        assert any(c["code"] == e.code and (e.subject is None or e.subject.lower() in str(c["subject"]).lower())
+                   for c in new), f"{e} is not listed as new:\n{res.stdout}"
+        assert any(f"new       {e.code} [" in line for line in res.stdout.splitlines()), res.stdout
+
+    # The healthy run against itself (a copy): nothing new or worse, exit 0.
+    healthy = tmp_path / "healthy-copy"
+    shutil.copytree(healthy_run.run_dir, healthy)
+    res = _compare(healthy_run.run_dir, healthy)
+    assert res.returncode == 0, res.stdout + res.stderr
+    again = json.loads((healthy / "compare.json").read_text(encoding="utf-8"))
+    assert again["counts"]["new"] == 0 and again["counts"]["worse"] == 0
