@@ -169,6 +169,7 @@ COMPARE_EXIT_HELP = """exit status:
 
 def cmd_compare(a: argparse.Namespace) -> int:
     from .compare import Mismatch, compare, exit_status, summary_lines
+    from .plots.compare import comparison_figures
     from .report import NotARun, read_run, write_comparison
 
     try:
@@ -177,7 +178,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     except (NotARun, Mismatch) as exc:
         raise BadInput(str(exc)) from None
     try:
-        page = write_comparison(incident.run_dir, result)
+        page = write_comparison(incident.run_dir, result, figures=comparison_figures)
     except OSError as exc:  # a read-only folder, a full disk: one line, nothing half-written
         print_error(f"{incident.run_dir}: cannot write the comparison: {exc.strerror or exc}")
         return EXIT_RUNNER_FAILED

@@ -21,7 +21,7 @@ import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -724,11 +724,14 @@ STATUS_STYLE = {"new": SEV_STYLE["critical"], "worse": SEV_STYLE["warning"], "re
                 "quiet": ("#666", "#fff")}
 
 
-def compare_html(comparison: dict[str, Any], redact: Redactor | None = None) -> str:
-    """compare.html: one page for 3 a.m. — the headline, new and worse (both numbers), resolved
-    and better, the key numbers side by side, the plots, unchanged collapsed."""
-    from .plots.compare import latency_bars, resource_bars
+#: ``figures(comparison) -> [(matplotlib Figure or None, alt text), ...]``: the plots of a
+#: comparison, drawn from its redacted data by the caller (the plots live above this layer).
+Figures = Callable[[dict[str, Any]], list[tuple[Any, str]]]
 
+
+def compare_html(comparison: dict[str, Any], redact: Redactor | None = None, figures: Figures | None = None) -> str:
+    """compare.html: one page for 3 a.m. — the headline, new and worse (both numbers), resolved
+    and better, the key numbers side by side, the plots (``figures``), unchanged collapsed."""
     e = html.escape
     redact = redact or active_redactor()
     c = redact.obj(comparison)
@@ -763,8 +766,7 @@ def compare_html(comparison: dict[str, Any], redact: Redactor | None = None) -> 
                      f"<td>{e(clip(r['subject'] if r['subject'] is not None else 'worst / overall', CLIP['subject']))}</td>"
                      f"<td>{e(_fmt_key(r['baseline'], r['unit']))}</td><td>{e(_fmt_key(r['incident'], r['unit']))}</td>"
                      f"<td>{e(_rel(r['relative']))}</td><td style='color:{colour};font-weight:bold'>{e(r['change'])}</td></tr>")
-    plots = (_figure_img(latency_bars(c["key_numbers"]), "p95 latency per endpoint, baseline vs incident")
-             + _figure_img(resource_bars(c["key_numbers"]), "resources, baseline vs incident"))
+    plots = "".join(_figure_img(fig, alt) for fig, alt in (figures(c) if figures else []))
     n_attention = len(attention)
     fg, bg = SEV_STYLE["critical"] if n_attention else SEV_STYLE["ok"]
     notes = "".join(f"<p style='background:#fff6e0;padding:6px'>Note: {e(n)}</p>" for n in c.get("notes", []))
@@ -815,7 +817,8 @@ def comparison_name(run_dir: Path) -> str:
     raise RuntimeError(f"{run_dir}: too many comparisons")
 
 
-def write_comparison(run_dir: str | Path, comparison: dict[str, Any], redact: Redactor | None = None) -> Path:
+def write_comparison(run_dir: str | Path, comparison: dict[str, Any], redact: Redactor | None = None,
+                     figures: Figures | None = None) -> Path:
     """Write compare.json and compare.html into the incident's run folder, never overwriting:
     when a comparison is already there, the next is compare-2.json/.html, and so on. Both files
     are written atomically (:func:`write_new`); then the index is written again with a link to
@@ -823,7 +826,7 @@ def write_comparison(run_dir: str | Path, comparison: dict[str, Any], redact: Re
     run_dir = Path(run_dir)
     redact = redact or run_redactor(run_dir)
     data = redact.obj(comparison)
-    page = compare_html(data, redact)
+    page = compare_html(data, redact, figures)
     text = json.dumps(data, indent=2, ensure_ascii=False)
     for _ in range(100):
         stem = comparison_name(run_dir)

@@ -38,6 +38,8 @@ def test_compare_incident_with_healthy_lists_the_injected_faults_as_new(incident
     found = [e for e in SCENARIOS["incident"].expects if any(e.matches(f) for f in incident_run.findings)]
     assert found, "the incident run found none of the injected faults"
     for e in found:
+        if any(e.matches(f) and f["severity"] in ("warning", "critical", "error") for f in healthy_run.findings):
+            continue  # the baseline had it too (a busy machine): not new, and compare is right to say so
         assert any(c["code"] == e.code and (e.subject is None or e.subject.lower() in str(c["subject"]).lower())
                    for c in new), f"{e} is not listed as new:\n{res.stdout}"
         assert any(f"new       {e.code} [" in line for line in res.stdout.splitlines()), res.stdout

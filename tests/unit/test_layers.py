@@ -32,7 +32,7 @@ LAYERS = [
     ("presentation", 3, ("perfbook.report", "perfbook.tables")),
     ("sources", 2, ("perfbook.sources",)),
     ("checks", 2, ("perfbook.checks",)),
-    ("shared", 1, ("perfbook.promql", "perfbook.rules", "perfbook.sql", "perfbook.web")),
+    ("shared", 1, ("perfbook.promql", "perfbook.rules", "perfbook.sql", "perfbook.web", "perfbook.compare")),
     ("base", 0, ("perfbook.params", "perfbook.findings")),
 ]
 

@@ -92,3 +92,11 @@ def resource_bars(rows: Sequence[dict[str, Any]]):
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     return _done(fig)
+
+
+def comparison_figures(comparison: dict[str, Any]) -> list[tuple[Any, str]]:
+    """The plots of compare.html (``report.write_comparison(..., figures=...)``), drawn from
+    the comparison as written (redacted): p95 per endpoint and resources, baseline vs incident."""
+    rows = comparison.get("key_numbers") or []
+    return [(latency_bars(rows), "p95 latency per endpoint, baseline vs incident"),
+            (resource_bars(rows), "resources, baseline vs incident")]
