@@ -47,18 +47,8 @@ wm = routes = shares = None
 
 # %%
 wm = pb.metrics_window(ctx, "only the profile steps can run.")
-present = None
-if wm:
-    with pb.check(ctx, "which metrics exist"):
-        present = src.discover(wm, p, src.BOTTLENECK_FIELDS)
-        coverage, found = resources.metric_coverage(present, p, src.BOTTLENECK_FIELDS, wm.basis)
-        pb.table(coverage[~coverage["present"]], "Configured metrics the source does not have, and what stands in")
-        pb.emit(ctx, found)
-
-
-def gauge(name):  # a gauge's samples, or None when the source does not have it (no query for it)
-    return src.gauge(wm, p, name) if resources.metric_exists(name, present) else None
-
+have = pb.metrics_present(ctx, wm, src.BOTTLENECK_FIELDS)
+gauge = have.gauge  # a gauge's samples, or None when the source does not have it (no query for it)
 
 # %% [markdown]
 # ## 1. Application performance — which endpoints are slow, and which take the time

@@ -58,18 +58,8 @@ verdict_box = display(HTML("<p><i>(the verdict appears here once every check bel
 
 # %%
 wm = pb.metrics_window(ctx, "only the response-time probes run.")
-present = None
-if wm:
-    with pb.check(ctx, "which metrics exist"):
-        present = src.discover(wm, p, src.QUICK_FIELDS)
-        coverage, found = resources.metric_coverage(present, p, src.QUICK_FIELDS, wm.basis)
-        pb.table(coverage[~coverage["present"]], "Configured metrics the source does not have, and what stands in")
-        pb.emit(ctx, found)
-
-
-def gauge(name):  # a gauge's samples, or None when the source does not have it (no query for it)
-    return src.gauge(wm, p, name) if resources.metric_exists(name, present) else None
-
+have = pb.metrics_present(ctx, wm, src.QUICK_FIELDS)
+gauge = have.gauge  # a gauge's samples, or None when the source does not have it (no query for it)
 
 # %% [markdown]
 # **Instances up.** The runbook's `flyctl status`, from Prometheus: an instance whose scrapes failed
@@ -129,7 +119,7 @@ with pb.check(ctx, "response time probes"):
 # %%
 if wm:
     with pb.check(ctx, "error rate (5xx)"):
-        counter = m.http_requests if resources.metric_exists(m.http_requests, present) else m.http_duration + "_count"
+        counter = m.http_requests if have.exists(m.http_requests) else m.http_duration + "_count"
         table, found = resources.error_rates(src.requests_by_status(wm, p, counter), p.thresholds.error_rate, d.min_requests,
                                              m.method_label, m.route_label, m.status_label, basis=wm.basis)
         pb.table(table, "5xx share per route")

@@ -273,6 +273,44 @@ def metrics_window(ctx: Context, without: str) -> Any:
     return wm
 
 
+class Metrics:
+    """What a section's metrics source has (:func:`metrics_present`): ``present`` (the
+    configured metric names the source exports; None when it could not be told, and then
+    every metric is tried) and :meth:`gauge`."""
+
+    def __init__(self, wm: Any, params: Any, present: Any):
+        self.wm, self.params, self.present = wm, params, present
+
+    def exists(self, name: str) -> bool:
+        from .checks.resources import metric_exists
+
+        return metric_exists(name, self.present)
+
+    def gauge(self, name: str) -> Any:
+        """A gauge's samples over the window, or None when the source does not have it (no
+        query is sent for a metric the source lacks)."""
+        from .sources.resources import gauge
+
+        return gauge(self.wm, self.params, name) if self.wm and self.exists(name) else None
+
+
+def metrics_present(ctx: Context, wm: Any, fields: Any) -> Metrics:
+    """The check "which metrics exist": which of the params' metrics (``fields``, e.g.
+    :data:`perfbook.sources.resources.QUICK_FIELDS`) the source ``wm`` exports, the table of
+    those it lacks with what stands in, and a ``metrics.missing`` finding for each."""
+    from .checks.resources import metric_coverage
+    from .sources.resources import discover
+
+    present = None
+    if wm:
+        with check(ctx, "which metrics exist"):
+            present = discover(wm, ctx.params, fields)
+            coverage, found = metric_coverage(present, ctx.params, fields, wm.basis)
+            table(coverage[~coverage["present"]], "Configured metrics the source does not have, and what stands in")
+            emit(ctx, found)
+    return Metrics(wm, ctx.params, present)
+
+
 def instance_series(wm: Any, m: Any) -> Any:
     """Per-instance series over the window (load balancing, scaling): fetched through
     ``wm`` (:meth:`~perfbook.sources.window_metrics.WindowMetrics.instance_frame`, the I/O)
