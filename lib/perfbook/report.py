@@ -873,10 +873,6 @@ def refresh_index(run_dir: str | Path, redact: Redactor | None = None) -> Path:
     # checklist summary picks the same finding per item as the batch did.
     order = {nb.get("section"): n for n, nb in enumerate(manifest.get("notebooks", []))}
     findings.sort(key=lambda f: order.get(f.section, len(order)))
-    try:
-        from .checks.checklist import checklist_index_html  # as the runner does at the end of a batch
-        manifest["checklist_html"] = checklist_index_html(findings)
-    except ImportError:
-        pass
+    manifest["checklist_html"] = checklist_index_html(findings)  # as the runner does at the end of a batch
     manifest["comparisons"] = comparisons_in(run_dir)
     return replace_file(run_dir / "index.html", index_html(manifest, findings, redact), redact)

@@ -37,6 +37,7 @@ from .report import (
     STATUS_TEXT,
     Redactor,
     SecretLeak,
+    checklist_index_html,
     clip,
     error_html,
     findings_json,
@@ -424,11 +425,7 @@ class Batch:
             code, status = EXIT_OK, "complete"
         write_new(self.run_dir / "findings.json", findings_json(findings, self.redact), self.redact)
         manifest = self.manifest(status, code)
-        try:
-            from .report import checklist_index_html  # optional: the monitoring section's summary
-            manifest["checklist_html"] = checklist_index_html(findings)
-        except ImportError:
-            pass
+        manifest["checklist_html"] = checklist_index_html(findings)  # the monitoring section's summary
         _rmtree(self._work)
         # index.html and manifest.json are this run's own status files: replaced atomically,
         # the provisional "running" versions by the final ones (nothing of another run is touched).

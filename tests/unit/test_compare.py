@@ -236,6 +236,8 @@ def test_cli_writes_compare_files_links_the_index_and_never_overwrites(tmp_path,
     index = (i / "index.html").read_text(encoding="utf-8")
     assert "href='compare.html'" in index and "old index" not in index
     assert "19 new critical" in index
+    # the index written again keeps the batch's checklist summary (the import of it once failed silently)
+    assert "<div class='perfbook-checklist'><h2>Performance Optimization Checklist</h2>" in index
     before = (i / "compare.html").read_bytes(), (i / "compare.json").read_bytes()
     code, out, _ = _cli(capsys, str(h), str(i))
     assert out.splitlines()[-1] == f"Comparison: {(i / 'compare-2.html').resolve()}"
