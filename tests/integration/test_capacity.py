@@ -136,7 +136,9 @@ def test_scaling_recommends_scale_out_at_the_runbooks_70_percent(tmp_path):
     with Stack("cpu_saturation", state_dir=tmp_path / "stack", everywhere={"cpu_saturation"}) as stack:
         params_path, since, until, cpu = _drive_window(stack, tmp_path, 45, workers=2, think_time=0.2)
         findings = _scaling_run(stack, params_path, tmp_path / "out", since, until)
-        assert len(cpu) == 2 and min(cpu.values()) > 25, cpu    # the fault did load both instances
+        # the fault did load both instances (idle: a few %; seen 25 % each at load 9 on 2 cores, ~50 % with
+        # one core busy, 70-90 % on an idle machine)
+        assert len(cpu) == 2 and min(cpu.values()) > 15, cpu
         target = 70
         if min(cpu.values()) <= 72:                            # (a busy machine: 2 cores shared)
             assert not [f for f in findings if f["code"] == "scaling.scale_out"
