@@ -272,14 +272,14 @@ def test_new_runs_carry_their_service_identity_in_the_manifest(tmp_path):
 def test_a_comparison_that_cannot_be_written_is_one_line_and_exit_4(tmp_path, capsys, monkeypatch):
     import errno
 
-    from perfbook import report
+    from perfbook.report import comparison  # write_comparison's module: a patch on perfbook.report would not reach it
 
     h, i = _run_folder(tmp_path, "healthy"), _run_folder(tmp_path, "incident")
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(report, "write_new", full)
+    monkeypatch.setattr(comparison, "write_new", full)
     code, _, err = _cli(capsys, str(h), str(i))
     assert code == 4 and err.count("\n") == 1 and "No space left on device" in err
     assert not list(i.glob("compare*"))

@@ -1,0 +1,347 @@
+"""The params file's per-section settings (``settings:``: probes, diagnostics, database,
+load test, scaling, monitoring and its alert rules, caching, rate limiting, external APIs,
+limits) and :class:`Params`, the whole file.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .targets import DEFAULT_ENDPOINTS, Endpoint, Level, Metrics, Targets, Thresholds, Window
+from .values import Duration, Strict
+
+
+class Probes(Strict):
+    count: int = Field(20, ge=1, le=1000, description="requests per probed endpoint")
+    timeout: Duration = 10.0
+    retries: int = Field(2, ge=0, le=5)
+    concurrency: int = Field(1, ge=1, le=16)
+
+
+class Database(Strict):
+    statement_timeout: Duration = 5.0
+    lock_timeout: Duration = 1.0
+    explain_analyze: bool = False
+    # pghero: slow = mean >= 20 ms and calls >= 100.
+    slow_query_mean: Duration = 0.020
+    slow_query_calls: int = Field(100, ge=1)
+    # Large results, judged by what they cost: more than large_result_rows rows per call AND any of
+    # >= large_result_calls calls, >= large_result_total_rows rows returned in all (since
+    # pg_stat_statements' reset), >= large_result_time_share of all statement time. Critical when
+    # over 10x the rows per call and frequent or >= large_result_critical_share of the time.
+    large_result_rows: int = Field(1000, ge=1, description="rows per call above which a result is large")
+    large_result_calls: int = Field(10, ge=1, description="a large result called this often costs")
+    large_result_total_rows: int = Field(
+        100_000, ge=1, description="a large result that returned this many rows in all costs (one 200k-row export)")
+    large_result_time_share: float = Field(
+        0.05, gt=0, le=1, description="a large result taking this share of all statement time costs")
+    large_result_critical_share: float = Field(0.25, gt=0, le=1)
+    bloat_dead_share: float = Field(0.20, gt=0, lt=1)
+    long_running: Duration = 60.0
+    top_n: int = Field(10, ge=1, le=100)
+    # Missing indexes: tables from 10k rows (pghero), seq-scanned with < 95 % of scans by index.
+    min_table_rows: int = Field(10_000, ge=1)
+    seq_scan_index_share: float = Field(0.95, gt=0, le=1)
+    index_candidate_min_share: float = Field(
+        0.05, gt=0, le=1, description="statements with at least this share of all statement time are read "
+                                      "for index candidates (statement text, no privilege on the tables needed)")
+    missing_index_critical_share: float = Field(
+        0.50, gt=0, le=1, description="a missing index is critical when its statement takes this share of "
+                                      "all statement time (or is slow by the slow-query bar)")
+    # N+1: Sentry's detector: >= 5 repeats of one statement whose total time is >= 50 ms.
+    n_plus_one_min_repeats: int = Field(5, ge=2)
+    n_plus_one_min_total: Duration = 0.050
+    # The app's pool (Prisma's metrics; not in prom-client's defaults): wait-time histogram (ms) and limit.
+    pool_wait_histogram: str = "prisma_client_queries_wait_histogram_ms"
+    pool_max_metric: str = "prisma_pool_connections_max"
+    # The server's log_line_prefix, to read targets.postgres_logs (the demo's; %c or %p is needed).
+    log_line_prefix: str = "%m [%p] %c %q%u@%d "
+
+
+class LoadStage(Strict):
+    users: int = Field(ge=1, le=2000)
+    duration: Duration
+
+
+class LoadTest(Strict):
+    mode: Literal["load", "stress", "off"] = "stress"
+    users: int = Field(10, ge=1, le=2000)
+    duration: Duration = 30.0
+    stages: list[LoadStage] = Field(default_factory=lambda: [
+        LoadStage(users=u, duration=60) for u in (10, 50, 100, 200, 500)])
+    spawn_rate: float = Field(50, gt=0)
+    mix: dict[str, int] = Field(default_factory=lambda: {
+        "GET /api/products?limit=20": 6, "GET /api/products/1": 3, "GET /health": 1})
+    thresholds: list[str] = Field(default_factory=lambda: ["p(95)<1000", "failed<0.01"])
+    max_users: int = Field(500, ge=1, le=5000)
+    max_duration: Duration = 1800.0
+    allow_hosts: list[str] = Field(
+        default_factory=list, description="hosts outside targets.allowed_hosts this file opts in to")
+    # --- capacity section (load-test notebook) ---
+    think_time: Duration = Field(
+        1.0, description="mean pause between a user's requests (uniform 0.5x-1.5x); 0 = none, as the "
+                         "runbook's k6 script")
+    recovery: Duration = Field(
+        30.0, description="after a stress test, a stage this long at the first stage's users: does "
+                          "latency come back within target? 0 = skip")
+    stop_on_break: bool = Field(
+        True, description="stress: stop climbing after the first stage whose p95 or error rate breaks "
+                          "(the stages above would only hurt the service)")
+    expected_users: int | None = Field(
+        None, ge=1, description="the load the service must hold (default: the first stage, the "
+                                "runbook's baseline); sets the severity of a breaking point")
+    request_timeout: Duration = Field(10.0, gt=0, description="per request; a slower answer is a failure")
+    workers: int = Field(0, ge=0, le=64, description="local locust worker processes (0 = one process)")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if not re.match(r"^\s*(p\((\d+(\.\d+)?)\)|avg|min|max|med|failed|rate)\s*(<=|<|>=|>)\s*\d+(\.\d+)?\s*$", t):
+                raise ValueError(f"not a k6-style threshold like 'p(95)<1000' or 'failed<0.01': {t!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _caps(self) -> LoadTest:
+        if self.users > self.max_users or any(s.users > self.max_users for s in self.stages):
+            raise ValueError(f"users above max_users ({self.max_users})")
+        total = self.duration if self.mode == "load" else sum(s.duration for s in self.stages) + self.recovery
+        if total > self.max_duration:
+            raise ValueError(f"total duration {total:.0f}s above max_duration ({self.max_duration:.0f}s)")
+        return self
+
+
+#: A ``${name}`` placeholder (a field of the metrics section) in alert and panel expressions.
+PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+#: Placeholders of alert expressions that stand for a derived expression, not a metric name
+#: (expanded by :func:`perfbook.checks.alerts.render_expr`).
+DERIVED_PLACEHOLDERS = {
+    "memory_ratio": "memory used over its limit, per series: RSS / targets.memory_limit and heap used / the "
+                    "heap-limit gauge (when the service exports one), the higher of the two",
+}
+
+
+class AlertRule(Strict):
+    """One alert rule, as in the runbook's "Performance Alerts".
+
+    ``expr`` is the PromQL whose value is compared with ``threshold`` by ``op`` (written
+    without the comparison, so the value can be plotted). In ``expr``, ``${name}`` stands
+    for ``metrics.<name>`` (a metric or label name from the ``metrics:`` section) and
+    ``__SEL__`` for the matchers of ``targets.prometheus.selector``, exactly as in every
+    other perfbook query (see :func:`perfbook.sources.prometheus.render`);
+    ``${memory_ratio}`` for memory used over its limit (:data:`DERIVED_PLACEHOLDERS`). ``for`` is how
+    long the comparison must hold, at every evaluation, before the alert fires.
+    """
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    expr: str = Field(min_length=1)
+    op: Literal[">", ">=", "<", "<="] = ">"
+    threshold: float
+    for_: Duration = Field(alias="for")
+    severity: Literal["warning", "critical"] = "warning"
+    summary: str = ""
+    unit: str = Field("", description="unit of the expression's value, for plots (s, %, ratio)")
+
+    @field_validator("expr")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        for name in PLACEHOLDER.findall(v):
+            if name not in Metrics.model_fields and name not in DERIVED_PLACEHOLDERS:
+                raise ValueError(f"${{{name}}} is not a field of the metrics section "
+                                 f"(one of: {', '.join([*Metrics.model_fields, *DERIVED_PLACEHOLDERS])})")
+        return v
+
+
+# The runbook's four "Performance Alerts". The runbook writes them against single series;
+# here each is computed the way an alert over a fleet needs it: p95 from the histogram's
+# bucket rates over all instances; CPU, heap and lag per instance (one alert per instance).
+# Every rule evaluates on stock prom-client 15 (collectDefaultMetrics()), which has neither
+# the runbook's nodejs_process_cpu_percent nor nodejs_heap_size_limit_bytes:
+# CPU is rate(process_cpu_seconds_total) * 100; memory is ${memory_ratio}: RSS over
+# targets.memory_limit, and heap used over the heap-limit gauge where a service exports one.
+# Event-loop lag: nodejs_eventloop_lag_seconds is one sample taken at scrape time, and
+# prom-client's p99 gauge describes the delays since the previous scrape (it resets the
+# histogram at every scrape), so a loop blocked 300 ms every few seconds reads as a p99 of
+# 10-14 ms at a 15 s scrape interval while the max gauge reads 300 ms. The rule takes the
+# max gauge (the p99 gauge when there is no max) and its 90th percentile over the last
+# minute: "stalled over 100 ms in at least a tenth of the scrapes", which one GC pause
+# does not trip and a loop blocked again and again does.
+DEFAULT_ALERTS = [
+    {"name": "HighResponseTime", "for": "5m", "threshold": 3, "severity": "warning", "unit": "s",
+     "expr": "histogram_quantile(0.95, sum by (le) (rate(${http_duration}_bucket{__SEL__}[1m])))",
+     "summary": "p95 response time > 3s"},
+    {"name": "HighCPU", "for": "10m", "threshold": 80, "severity": "warning", "unit": "%",
+     "expr": "100 * max by (${instance_label}) (rate(${cpu_seconds}{__SEL__}[1m]))",
+     "summary": "CPU > 80%"},
+    {"name": "HighMemory", "for": "10m", "threshold": 0.90, "severity": "critical", "unit": "ratio",
+     "expr": "max by (${instance_label}) (${memory_ratio})",
+     "summary": "memory used / limit > 90%"},
+    {"name": "EventLoopLag", "for": "5m", "threshold": 0.1, "severity": "warning", "unit": "s",
+     "expr": "max by (${instance_label}) (quantile_over_time(0.9, ${eventloop_lag_max}{__SEL__}[1m]) "
+             "or quantile_over_time(0.9, ${eventloop_lag_p99}{__SEL__}[1m]))",
+     "summary": "event loop lag > 100ms"},
+]
+
+
+class Monitoring(Strict):
+    """Performance Monitoring: how the alert rules are evaluated (as Prometheus would)."""
+    evaluation_interval: Duration = Field(15.0, gt=0, description="Prometheus's global evaluation_interval")
+    alerts: list[AlertRule] = Field(default_factory=lambda: [AlertRule(**a) for a in DEFAULT_ALERTS])
+
+    @field_validator("alerts")
+    @classmethod
+    def _unique_alerts(cls, v: list[AlertRule]) -> list[AlertRule]:
+        names = [a.name for a in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"alert {dup[0]!r} listed twice")
+        return v
+
+
+class Caching(Strict):
+    """Issue 5: caching section."""
+    cache_label: str = Field("cache", description="label of cache_hits_total/cache_misses_total naming the cache")
+    min_lookups: int = Field(20, ge=1, description="fewer lookups in the window than this: hit rate not judged")
+    scan_sample: int = Field(1000, ge=0, le=100_000, description="Redis keys sampled with SCAN (0 = no sample)")
+    key_separator: str = Field(":", min_length=1, max_length=3, description="a key's prefix ends at this")
+
+
+class RateLimiting(Strict):
+    """Issue 6: rate-limiting section, including the bounded burst against expensive routes."""
+    burst_requests: int = Field(20, ge=0, le=200)
+    burst_opt_in_hosts: list[str] = Field(default_factory=list)
+    burst_timeout: Duration = Field(10.0, gt=0, le=120, description="per burst request")
+    burst_budget: Duration = Field(30.0, gt=0, le=300, description="the whole burst, all routes")
+    burst_concurrency: int = Field(4, ge=1, le=16)
+    burst_body: dict[str, Any] = Field(default_factory=dict, description="JSON body of POST/PUT/PATCH bursts")
+    headroom: float = Field(2.0, ge=1, le=100, description="recommended max = observed per-client peak x this")
+    rejection_share: Level = Level(warning=0.01, critical=0.10)
+    # The runbook's strict limiter is 5 per minute; a limit looser than this on an
+    # expensive route protects nothing (a global /api/ limit of thousands, say).
+    expensive_max_per_minute: float = Field(120.0, gt=0)
+    client_labels: list[str] = Field(default_factory=lambda: ["client", "ip", "client_ip", "key", "user"])
+
+
+class External(Strict):
+    """Issue 7: external dependencies."""
+    service_label: str = "service"
+    outcome_label: str = "outcome"
+    breaker_label: str = "name"
+    # The runbook's axios / opossum timeout: 10 s; per dependency where it differs.
+    default_timeout: Duration = 10.0
+    timeouts: dict[str, Duration] = Field(default_factory=dict)
+    slow_fraction: float = Field(0.5, gt=0, le=1, description="p95 at this share of the timeout is slow")
+    error_rate: Level = Level(warning=0.05, critical=0.20)
+    min_calls: int = Field(3, ge=1, description="fewer calls than this: latency and error rate not judged")
+    probe_timeout: Duration = Field(5.0, gt=0, le=60)
+    probe_retries: int = Field(3, ge=0, le=5, description="retries after 1 s, 2 s, 4 s (runbook)")
+    probe_budget: Duration = Field(30.0, gt=0, le=300, description="all probes of one dependency")
+
+    def timeout_for(self, service: str) -> float:
+        return self.timeouts.get(service, self.default_timeout)
+
+
+class Scaling(Strict):
+    """Issue 4 Horizontal Scaling: the numbers behind scale-out / scale-in."""
+    # Runbook: "Scale out when CPU > 70% on all instances"; its [[metrics]] cpu target is 70.
+    target_cpu_percent: float = Field(70.0, gt=0, le=100)
+    # Clearly over-provisioned: every instance under this CPU and latency under half its target.
+    scale_in_cpu_percent: float = Field(20.0, ge=0, le=100)
+    # Runbook [scaling] min_machines = 2: never fewer, for availability.
+    min_instances: int = Field(2, ge=1, le=1000)
+    # "Traffic increasing steadily": total req/s trend significant at this level (Mann-Kendall).
+    trend_p_value: float = Field(0.05, gt=0, lt=1)
+    trend_min_growth: float = Field(0.10, ge=0, description="and grown by at least this share over the window")
+
+
+class Diagnostics(Strict):
+    """Quick diagnostics and Issue 1 (bottlenecks): how the window's levels are judged."""
+    # CPU % and event-loop lag are judged at this quantile of the window's scrapes: a level
+    # held 10 % of the time, not one spike (memory and connections are judged at their max).
+    sustained_quantile: float = Field(0.9, gt=0, le=1)
+    # ... and a level must be held at least this long to count (one spike is not a level).
+    sustained_for: Duration = 20.0
+    # Error rate and latency are not judged on fewer requests than this per route.
+    min_requests: int = Field(20, ge=1)
+    # Memory growth (leak suspicion): slope of a straight-line fit over the window at least
+    # this many MB per minute, fit R^2 at least this, and total growth at least this share.
+    growth_min_mb_per_min: float = Field(0.5, ge=0)
+    growth_min_r2: float = Field(0.8, ge=0, le=1)
+    growth_min_share: float = Field(0.10, ge=0)
+    # Growth that reaches the memory limit within this time at the fitted slope is critical.
+    growth_critical_horizon: Duration = 3600.0
+    # Snapshot mode (no Prometheus): seconds between the two /metrics scrapes that give rates.
+    snapshot_interval: Duration = Field(5.0, gt=0, le=60)
+    # instance.down: an instance is down only after consecutive failed scrapes (up == 0)
+    # spanning at least this long; scrapes every instance missed at once are a monitoring gap.
+    down_for: Duration = Field(15.0, gt=0, description="least outage (consecutive failed scrapes) that is "
+                                                       "an instance down, not a flap")
+
+
+class Limits(Strict):
+    """Caps on what perfbook reads from the outside: past one, the read stops with a clear
+    message (an error finding, or a note under the table), never a MemoryError."""
+    # /metrics, Prometheus API answers and HTTP probe bodies, decompressed.
+    max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="largest HTTP answer read")
+    # The query-log analysis keeps this many distinct statement fingerprints (the costliest);
+    # the rest are counted together as "other".
+    max_fingerprints: int = Field(10_000, ge=10, description="distinct statements kept from query logs")
+    # A longer log line (or a statement's continuation lines past it) is cut, and counted.
+    max_line_length: int = Field(1_000_000, ge=1024, description="longest log line read, in characters")
+
+
+class Sections(Strict):
+    probes: Probes = Probes()
+    diagnostics: Diagnostics = Diagnostics()
+    database: Database = Database()
+    load_test: LoadTest = LoadTest()
+    scaling: Scaling = Scaling()
+    monitoring: Monitoring = Monitoring()
+    caching: Caching = Caching()
+    rate_limiting: RateLimiting = RateLimiting()
+    external: External = External()
+    limits: Limits = Limits()
+
+
+class Params(Strict):
+    service: str = Field(min_length=1, max_length=200)
+    environment: str = Field("production", min_length=1, max_length=100)
+    window: Window = Window()
+    targets: Targets = Targets()
+    endpoints: list[Endpoint] = Field(default_factory=lambda: [Endpoint(**e) for e in DEFAULT_ENDPOINTS])
+    thresholds: Thresholds = Thresholds()
+    metrics: Metrics = Metrics()
+    settings: Sections = Sections()
+    baselines_documented: bool = Field(
+        True, description="the runbook's baseline tables are this file's endpoints/thresholds")
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _default_endpoints(cls, v: Any) -> Any:
+        return DEFAULT_ENDPOINTS if v in ("default", None) else v
+
+    @field_validator("endpoints")
+    @classmethod
+    def _unique(cls, v: list[Endpoint]) -> list[Endpoint]:
+        seen = set()
+        for e in v:
+            if e.name in seen:
+                raise ValueError(f"endpoint {e.name!r} listed twice")
+            seen.add(e.name)
+        return v
+
+    # ---- helpers used by notebooks and the runner
+
+    def env_names(self) -> list[str]:
+        """Every environment variable this file names (their values are secrets)."""
+        t = self.targets
+        names = [t.database_env, t.redis_env, t.prometheus.bearer_token_env if t.prometheus else None]
+        return [n for n in names if n]
+
+    def endpoint(self, method: str, route: str) -> Endpoint | None:
+        for e in self.endpoints:
+            if e.method == method and e.route == route:
+                return e
+        return None
