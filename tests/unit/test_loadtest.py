@@ -384,3 +384,19 @@ def test_stages_without_a_request_give_no_verdict_but_say_so(sent):
     assert "5 users" in f.title and set(judged["verdict"]) <= {"no requests", "not judged"}
     _, ths = loadtest.threshold_findings(st, ["p(95)<1000", "failed<0.01"])
     assert len(ths) == 2 and not [t for t in ths if t.severity == "ok" and "with requests" not in t.title]
+
+
+def test_plots_of_a_run_without_requests_do_not_break_the_notebook():
+    """No stage served a request: no latency plot (a log axis of nothing raised at draw time,
+    after the cell, as 'Data cannot be log-scaled'); the throughput plot shows the zeros."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from perfbook.plots import capacity as plots
+
+    s = _idle_run({5: 0, 10: 0})
+    st, ep = loadtest.stage_table(s), loadtest.endpoint_table(s, ENDPOINTS)
+    assert plots.stress_latency(st, ep, None) is None
+    assert plots.stress_throughput(st, None) is not None
+    partly = _idle_run({5: 0, 10: 300})
+    assert plots.stress_latency(loadtest.stage_table(partly), loadtest.endpoint_table(partly, ENDPOINTS), None) is not None

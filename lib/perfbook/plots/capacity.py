@@ -136,6 +136,10 @@ def stress_latency(stages: pd.DataFrame, endpoints: pd.DataFrame | None = None, 
     climb = stages[stages["kind"].isin(["stage", "load"])] if stages is not None and not stages.empty else None
     if climb is None or climb.empty:
         return None
+    measured = pd.to_numeric(climb[["p50_ms", "p95_ms", "p99_ms"]].stack(), errors="coerce")
+    if not (measured > 0).any():   # no stage served a request: nothing to draw on a log axis
+        return None
+    climb = climb.assign(**{c: pd.to_numeric(climb[c], errors="coerce") for c in ("p50_ms", "p95_ms", "p99_ms")})
     fig, ax = plt.subplots()
     for col, style in (("p50_ms", ":"), ("p95_ms", "-"), ("p99_ms", "--")):
         ax.plot(climb["users"], climb[col], style, marker="o", color="black", label=f"{col[:3]} all requests")
