@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from perfbook.sources import postgres as P
+from perfbook.sources import SourceUnreachable, postgres as P
 
 pytestmark = pytest.mark.integration
 
@@ -193,7 +193,7 @@ def test_generic_plan_of_a_parameterised_statement(db):
 
 
 def test_wrong_dsn_is_source_unreachable_without_the_password():
-    with pytest.raises(P.SourceUnreachable) as e:
+    with pytest.raises(SourceUnreachable) as e:
         P.Session.open("postgresql://app:hunter2@127.0.0.1:1/shop", connect_timeout=2)
     assert e.value.source == "postgres" and "hunter2" not in str(e.value) and "app" not in e.value.target
 
