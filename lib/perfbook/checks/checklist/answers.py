@@ -336,8 +336,9 @@ def answer_dashboard(present: dict[str, bool], fallbacks: dict[str, str] | None 
                       ev, recommendation="Export the missing metrics (prom-client, or set their names in the params' "
                                          "metrics section) so the dashboard can show them.")
     instead = "; ".join(f"{k} as {v}" for k, v in sorted(fallbacks.items()))
-    return Answer("dashboard", "met", "All ten key metrics are exported and graphed"
-                  + (f" ({instead})" if instead else "") + " (Grafana itself not checked).", ev)
+    return Answer("dashboard", "met", "All ten key metrics have data in the metrics source, so a dashboard can "
+                  "graph them" + (f" ({instead})" if instead else "")
+                  + " (whether a Grafana dashboard shows them is not checked).", ev)
 
 
 def answer_alerts_configured(server_rules: pd.DataFrame | None, wanted: Iterable[Any], problem: str | None = None,
