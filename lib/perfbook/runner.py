@@ -352,11 +352,20 @@ class Batch:
     def expected_seconds(self, section: str) -> float:
         return expected_seconds(self.params, section)
 
+    def phases(self) -> list[list[NotebookResult]]:
+        """The notebooks in the groups they run in, one group after the other: first every
+        section that only reads (in runbook order, ``jobs`` at a time), then a load test that
+        sends load, alone. Side by side, each would measure the other: the stress load slows
+        the live probes of the other sections, and their probes (an expensive endpoint that
+        blocks the event loop, requests counted against a rate limiter) move the stress
+        test's breaking point. The report keeps the runbook order."""
+        loads = [r for r in self.results if self.expected_seconds(r.section) > 0]
+        reads = [r for r in self.results if r not in loads]
+        return [group for group in (reads, loads) if group]
+
     def start_order(self) -> list[NotebookResult]:
-        """The notebooks in the order they start: the long load test first (its stages would
-        otherwise start last and set the batch's wall time), the rest in runbook order. The
-        report keeps the runbook order."""
-        return sorted(self.results, key=lambda r: -self.expected_seconds(r.section))
+        """The notebooks in the order they start (see :meth:`phases`)."""
+        return [r for group in self.phases() for r in group]
 
     def run(self) -> BatchResult:
         # Unredacted notebooks live outside outputs/ (the system's temp folder) until redacted;
@@ -368,11 +377,14 @@ class Batch:
         try:
             try:
                 self._write_status("running")
-                pending = {pool.submit(self._run_one, r) for r in self.start_order()}
-                while pending and self._signal is None:
-                    done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        fut.result()
+                for group in self.phases():
+                    pending = {pool.submit(self._run_one, r) for r in group}
+                    while pending and self._signal is None:
+                        done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            fut.result()
+                    if self._signal is not None:
+                        break
                 interrupted = self._signal is not None
             except KeyboardInterrupt:  # a handler we could not replace (not the main thread)
                 interrupted = True

@@ -142,6 +142,16 @@ def test_breaking_at_the_expected_load_is_critical_and_close_to_it_a_warning():
     assert found[0].severity == "critical"
 
 
+def test_breaking_at_twice_the_expected_load_is_a_warning_above_it_info():
+    # the capacity lies below the breaking stage: a break at exactly 2x leaves less than 2x headroom
+    def at(users: int) -> str:
+        _, _, (_, found) = analyse([{"users": 10, "endpoints": {P: (600, 0, 10, 100, 300, 500)}},
+                                    {"users": users, "endpoints": {P: (900, 0, 15, 700, 1800, 2500)}}])
+        assert found[0].subject == f"{users} users"
+        return found[0].severity
+    assert (at(20), at(21), at(50)) == ("warning", "info", "info")
+
+
 def test_throughput_plateau_is_saturation_not_an_alarm():
     _, _, (judged, found) = analyse([
         {"users": 10, "endpoints": {P: (600, 0, 10, 100, 200, 300)}},

@@ -42,7 +42,9 @@ MIN_REQUESTS = 5
 MIN_GAIN = 0.10
 #: Locust warns when its CPU is above 90 %: the generator may then be the bottleneck.
 GENERATOR_CPU_LIMIT = 90.0
-#: Less headroom than this (breaking users / expected users) is a warning.
+#: Less headroom than this over the expected users is a warning. The capacity lies below the
+#: breaking stage (between the last stage that held and it), so a break at exactly twice the
+#: expected users already means less than this headroom.
 HEADROOM_WARNING = 2.0
 
 AGGREGATED = "Aggregated"
@@ -311,10 +313,13 @@ def recovery(stages: pd.DataFrame, endpoints: pd.DataFrame, error_rate: float = 
 
 
 def _severity(users: int, expected: int | None) -> str:
+    """From the stage that broke (``users``): at or below the expected load, critical; at or
+    below :data:`HEADROOM_WARNING` times it, warning (the capacity is below the breaking stage,
+    so less than that headroom); above, info."""
     expected = expected or users
     if users <= expected:
         return "critical"
-    if users < HEADROOM_WARNING * expected:
+    if users <= HEADROOM_WARNING * expected:
         return "warning"
     return "info"
 
