@@ -117,7 +117,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 def cmd_batch(a: argparse.Namespace) -> int:
     sections = [s.strip() for s in a.sections.split(",") if s.strip()] if a.sections else None
     return run_batch(a.params, sections, incident=a.incident, since=a.since, until=a.until,
-                     overrides=a.set, jobs=a.jobs, timeout=a.timeout, outputs=a.outputs)
+                     overrides=a.set, jobs=a.jobs, timeout=a.timeout, outputs=a.outputs, baseline=a.baseline)
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -232,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--sections", help="comma-separated subset, e.g. quick-diagnostics,database")
     p.add_argument("--jobs", type=int, default=None, help="notebooks at a time (default: 2 per CPU core; they mostly wait on their sources)")
+    p.add_argument("--baseline", metavar="RUN|previous",
+                   help="when the batch has finished, compare it with this run, as `perfbook compare` does "
+                        "(compare.html at the top of the index): a run folder, or 'previous', the latest earlier "
+                        "complete run of the same service and environment under --outputs")
     p.set_defaults(fn=cmd_batch)
 
     p = sub.add_parser("demo", help="run every section on the built-in demo stack",

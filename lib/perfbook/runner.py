@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .baseline import BadBaseline, compare_into, report_lines, resolve as resolve_baseline
 from .findings import Finding, collect
 from .params import Params, ParamsError, load, parse_override
+from .processes import kill_tree
 from .report import (
     STATUS_TEXT,
     Redactor,
@@ -246,7 +248,7 @@ class Batch:
             self._procs[r.section] = proc
             late = self._interrupted
         if late:
-            _kill_tree([proc])
+            kill_tree([proc])
         try:
             out, err = proc.communicate(timeout=r.timeout_s)
             line = (out.strip().splitlines() or ["{}"])[-1]
@@ -259,7 +261,7 @@ class Batch:
                                                 (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1])
             r.timings = res.get("timings", {})
         except subprocess.TimeoutExpired:
-            _kill_tree([proc])
+            kill_tree([proc])
             proc.communicate()
             r.status, r.error = "timeout", f"stopped after the per-notebook timeout of {r.timeout_s:.0f} s"
         finally:
@@ -324,7 +326,7 @@ class Batch:
         with self._lock:
             self._interrupted = True
             procs = list(self._procs.values())
-        _kill_tree(procs)
+        kill_tree(procs)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         # Only a flag: the main loop stops the notebooks and writes the folder, so a signal can
@@ -447,52 +449,6 @@ class Batch:
         return BatchResult(self.run_dir, self.results, code)
 
 
-def _kill_tree(procs: list[subprocess.Popen], grace: float = 3.0) -> None:
-    """Stop notebook processes with everything they started.
-
-    A notebook process runs in its own process group, but Jupyter starts the kernel in a
-    session of its own, so a group signal alone would orphan the kernel: the descendants are
-    listed first (psutil), then the group and every descendant get SIGTERM, and whatever is
-    left SIGKILL after ``grace`` seconds. The notebook processes themselves are reaped by
-    their Popen (never by psutil, which would steal their exit status).
-    """
-    import psutil
-
-    procs = [p for p in procs if p.poll() is None]
-    descendants: list[psutil.Process] = []
-    for proc in procs:
-        try:
-            descendants += psutil.Process(proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            pass
-    for proc in procs:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
-    for d in descendants:
-        try:
-            d.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    deadline = time.monotonic() + grace
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-    _, alive = psutil.wait_procs(descendants, timeout=max(0.1, deadline - time.monotonic()))
-    for d in alive:
-        try:
-            d.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=grace)
-
-
 def _rmtree(path: Path) -> None:
     import shutil
     shutil.rmtree(path, ignore_errors=True)
@@ -564,16 +520,21 @@ def load_params(path: str, overrides: list[str]) -> tuple[Any, dict[str, Any]]:
 
 def run_batch(params_file: str, sections: list[str] | None, *, incident=None, since=None, until=None,
               overrides: list[str] | None = None, jobs=None, timeout=None, outputs="outputs",
-              quiet=False) -> int:
+              quiet=False, baseline: str | None = None) -> int:
     """Run ``sections`` (None: all) of ``params_file`` as one batch, with progress lines on
     stderr and the report's path on stdout; returns the exit status (``perfbook run``,
-    ``perfbook section``, ``perfbook demo``)."""
+    ``perfbook section``, ``perfbook demo``). ``baseline``: compare the finished run with
+    that run (:mod:`perfbook.baseline`), chosen before anything runs."""
     if timeout is not None and not timeout > 0:
         raise BadInput(f"--timeout: must be a number of seconds above 0, got {timeout:g}")
     params, ov = load_params(params_file, overrides or [])
     chosen = validate_sections(sections)
     if not chosen:
         raise BadInput(f"no notebooks found in {notebooks_dir()}")
+    try:
+        base = resolve_baseline(baseline, params.service, params.environment, outputs) if baseline else None
+    except BadBaseline as exc:
+        raise BadInput(str(exc)) from None
     printer = Printer(len(chosen))
     batch = Batch(params_file, params, chosen, incident=incident, since=since, until=until, overrides=ov,
                   jobs=jobs, timeout=timeout, outputs=outputs, progress=None if quiet else printer)
@@ -592,5 +553,11 @@ def run_batch(params_file: str, sections: list[str] | None, *, incident=None, si
     failed = [r.section for r in result.results if r.status != "ok"]
     sys.stderr.write(f"\n{crit} critical, {errs} could not run, {warn} warnings"
                      + (f"; notebooks not ok: {', '.join(failed)}" if failed else "") + "\n")
+    if base is not None and not (batch.failure or result.exit_code == EXIT_INTERRUPTED):
+        try:
+            print("\n".join(report_lines(*compare_into(result.run_dir, base))))
+        except (BadBaseline, OSError) as exc:  # the report stands; the comparison is said missing
+            print_error(f"no comparison with the baseline: {exc}")
     print(f"Report: {result.index.resolve()}")
     return result.exit_code
+

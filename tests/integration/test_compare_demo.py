@@ -51,3 +51,29 @@ def test_compare_incident_with_healthy_lists_the_injected_faults_as_new(incident
     assert res.returncode == 0, res.stdout + res.stderr
     again = json.loads((healthy / "compare.json").read_text(encoding="utf-8"))
     assert again["counts"]["new"] == 0 and again["counts"]["worse"] == 0
+
+
+def _batch(run, outputs: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "perfbook.cli", "batch", "-p", str(run.params_path), "--sections",
+                           "scaling", "--outputs", str(outputs), *extra], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, **run.env), timeout=600)
+
+
+def test_batch_baseline_previous_compares_with_the_latest_earlier_run(healthy_run, tmp_path):
+    out = tmp_path / "outputs"
+    # Bad input stops before anything runs: no baseline yet, then a folder that is not a run.
+    for spec, why in (("previous", "no earlier complete run of demo-api"), (str(tmp_path), "no manifest.json")):
+        res = _batch(healthy_run, out, "--baseline", spec)
+        assert res.returncode == 2 and why in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert not list(out.glob("*/*/manifest.json")), "a run folder was made for bad input"
+    first = _batch(healthy_run, out)
+    assert first.returncode in (0, 1), first.stdout + first.stderr
+    second = _batch(healthy_run, out, "--baseline", "previous")
+    assert second.returncode in (0, 1), second.stdout + second.stderr
+    run_dir = Path([ln for ln in second.stdout.splitlines() if ln.startswith("Report: ")][-1][8:]).parent
+    assert f"Comparison: {(run_dir / 'compare.html').resolve()}" in second.stdout
+    result = json.loads((run_dir / "compare.json").read_text(encoding="utf-8"))
+    first_dir = Path([ln for ln in first.stdout.splitlines() if ln.startswith("Report: ")][-1][8:]).parent
+    assert result["baseline"]["folder"] == first_dir.name
+    index = (run_dir / "index.html").read_text(encoding="utf-8")
+    assert index.index("Compared with a baseline") < index.index("<h2>Sections</h2>")   # at the top

@@ -3,7 +3,7 @@ level and inside functions alike), must point down this order, and no import cyc
 exist among perfbook's modules:
 
     entry points (cli, demo_cli, lab, demo/)
-      → runner (runner, execute)
+      → runner (runner, execute, baseline, processes)
         → notebook API (notebook, plots/)
           → presentation (report, tables)
             → sources/ (I/O)  and  checks/ (pure), which never import each other
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2] / "lib" / "perfbook"
 #: (layer name, rank, module-name prefixes). Higher rank imports lower rank.
 LAYERS = [
     ("entry", 6, ("perfbook.cli", "perfbook.demo_cli", "perfbook.lab", "perfbook.demo")),
-    ("runner", 5, ("perfbook.runner", "perfbook.execute")),
+    ("runner", 5, ("perfbook.runner", "perfbook.execute", "perfbook.baseline", "perfbook.processes")),
     ("notebook API", 4, ("perfbook.notebook", "perfbook.plots")),
     ("presentation", 3, ("perfbook.report", "perfbook.tables")),
     ("sources", 2, ("perfbook.sources",)),

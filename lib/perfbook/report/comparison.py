@@ -76,6 +76,34 @@ def read_run(folder: str | Path) -> Any:
                sections_ok=ok)
 
 
+def previous_run(outputs: str | Path, service: str, environment: str, *, exclude: str | Path | None = None,
+                 before: str | None = None) -> Any:
+    """The latest earlier complete run of ``service`` in ``environment`` under ``outputs``
+    (``outputs/YYYY-MM-DD/HHMMSS-label/``), as :func:`read_run` reads it: the baseline
+    ``perfbook batch --baseline previous`` compares with. ``exclude``: the run being made;
+    ``before``: only runs started before this ISO time. :class:`NotARun` when there is none.
+    Folders that are not finished runs (lab workspaces, interrupted or failed runs) are skipped."""
+    skip = Path(exclude).resolve() if exclude else None
+    best = None
+    for manifest in Path(outputs).glob("*/*/manifest.json"):
+        folder = manifest.parent
+        if skip is not None and folder.resolve() == skip:
+            continue
+        try:
+            run = read_run(folder)
+        except NotARun:
+            continue
+        if (run.status != "complete" or (run.service, run.environment) != (service, environment)
+                or not run.started or (before and str(run.started) >= before)):
+            continue
+        if best is None or str(run.started) > str(best.started):
+            best = run
+    if best is None:
+        raise NotARun(f"{outputs}: no earlier complete run of {service} ({environment}) to compare with; "
+                      "run a batch on a normal day first, or give --baseline RUN_FOLDER")
+    return best
+
+
 def run_redactor(run_dir: str | Path) -> Redactor:
     """A redactor for a written run folder: this process's, plus the values of the environment
     variables its manifest's params name (as set now)."""

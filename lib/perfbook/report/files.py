@@ -9,6 +9,8 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -67,17 +69,27 @@ def _verified(path: Path, data: str | bytes, verify: Redactor | None) -> bytes:
     return raw
 
 
-def write_new(path: str | Path, data: str | bytes, verify: Redactor | None = None) -> Path:
-    """Write a file atomically that must not exist yet (link a temp file into place)."""
-    path = Path(path)
-    data = _verified(path, data, verify)
+@contextmanager
+def _temp_beside(path: Path, raw: bytes) -> Iterator[str]:
+    """A temp file holding ``raw`` (fsynced, report mode) in ``path``'s folder, for the caller to
+    move into place; removed afterwards if it is still there (the move failed)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; reports are for sharing (umask still applies)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            fh.write(raw)
             fh.flush()
             os.fsync(fh.fileno())
+        yield tmp
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def write_new(path: str | Path, data: str | bytes, verify: Redactor | None = None) -> Path:
+    """Write a file atomically that must not exist yet (link a temp file into place)."""
+    path = Path(path)
+    with _temp_beside(path, _verified(path, data, verify)) as tmp:
         try:
             os.link(tmp, path)  # fails with FileExistsError: nothing is overwritten
         except FileExistsError:
@@ -89,9 +101,6 @@ def write_new(path: str | Path, data: str | bytes, verify: Redactor | None = Non
             # with O_EXCL (still never overwriting), then move the whole file onto our claim.
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _FILE_MODE))
             os.replace(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -101,19 +110,8 @@ _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, er
 def replace_file(path: str | Path, data: str, verify: Redactor | None = None) -> Path:
     """Atomically replace one of *this run's own* status files (manifest while running)."""
     path = Path(path)
-    raw = _verified(path, data, verify)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; reports are for sharing (umask still applies)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
+    with _temp_beside(path, _verified(path, data, verify)) as tmp:
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return path
 
 
