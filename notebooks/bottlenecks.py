@@ -18,11 +18,13 @@
 # Parameters (papermill injects these in batch runs).
 # since / until set the window (-30m, now, ISO-8601); None keeps the params file's window.
 # overrides is the JSON of `-P key.path=value` overrides.
+# resolved_params: the runner's validated params, overrides applied (batch); None loads params_file here.
 params_file = "../params/demo.yaml"
 since = None
 until = None
 incident = None
 overrides = "{}"
+resolved_params = None
 
 # %%
 from IPython.display import HTML, display
@@ -32,7 +34,8 @@ from perfbook.checks import latency, profiles, resources
 from perfbook.plots import resources as plots
 from perfbook.sources import profiles as profile_files, resources as src
 
-ctx = pb.start("bottlenecks", params_file, since=since, until=until, incident=incident, overrides=overrides)
+ctx = pb.start("bottlenecks", params_file, since=since, until=until, incident=incident, overrides=overrides,
+               resolved_params=resolved_params)
 p, m, d, th = ctx.params, ctx.params.metrics, ctx.params.settings.diagnostics, ctx.params.thresholds
 by_route = [m.method_label, m.route_label]
 wm = routes = shares = None

@@ -11,11 +11,13 @@
 # Parameters (papermill injects these in batch runs).
 # since / until set the window (-30m, now, ISO-8601); None keeps the params file's window.
 # overrides is the JSON of `-P key.path=value` overrides.
+# resolved_params: the runner's validated params, overrides applied (batch); None loads params_file here.
 params_file = "../params/demo.yaml"
 since = None
 until = None
 incident = None
 overrides = "{}"
+resolved_params = None
 
 # %%
 from IPython.display import display
@@ -26,7 +28,8 @@ from perfbook.plots import traffic as plots
 from perfbook.sources import redis as redis_source
 from perfbook.sources.window_metrics import WindowMetrics
 
-ctx = pb.start("caching", params_file, since=since, until=until, incident=incident, overrides=overrides)
+ctx = pb.start("caching", params_file, since=since, until=until, incident=incident, overrides=overrides,
+               resolved_params=resolved_params)
 m, s, target = ctx.params.metrics, ctx.params.settings.caching, ctx.params.thresholds.cache_hit_rate
 wm = WindowMetrics.from_context(ctx)
 rates = series = latency = facts = ttls = None

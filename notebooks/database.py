@@ -21,11 +21,13 @@
 # Parameters (papermill injects these in batch runs).
 # since / until set the window (-30m, now, ISO-8601); None keeps the params file's window.
 # overrides is the JSON of `-P key.path=value` overrides.
+# resolved_params: the runner's validated params, overrides applied (batch); None loads params_file here.
 params_file = "../params/demo.yaml"
 since = None
 until = None
 incident = None
 overrides = "{}"
+resolved_params = None
 
 # %%
 from IPython.display import display
@@ -36,7 +38,8 @@ from perfbook.plots import database as dbplots
 from perfbook.sources import postgres, querylog as logs
 from perfbook.sources.prometheus import PromClient
 
-ctx = pb.start("database", params_file, since=since, until=until, incident=incident, overrides=overrides)
+ctx = pb.start("database", params_file, since=since, until=until, incident=incident, overrides=overrides,
+               resolved_params=resolved_params)
 s, t = ctx.params.settings.database, ctx.params.targets
 p = t.prometheus
 prom = PromClient.from_env(p.url, p.bearer_token_env, timeout=p.timeout, selector=p.selector) if p else None

@@ -10,11 +10,13 @@
 # Parameters (papermill injects these in batch runs).
 # since / until set the window (-30m, now, ISO-8601); None keeps the params file's window.
 # overrides is the JSON of `-P key.path=value` overrides.
+# resolved_params: the runner's validated params, overrides applied (batch); None loads params_file here.
 params_file = "../params/demo.yaml"
 since = None
 until = None
 incident = None
 overrides = "{}"
+resolved_params = None
 
 # %%
 from IPython.display import display
@@ -25,7 +27,8 @@ from perfbook.plots import traffic as plots
 from perfbook.sources import dependencies
 from perfbook.sources.window_metrics import WindowMetrics
 
-ctx = pb.start("external-apis", params_file, since=since, until=until, incident=incident, overrides=overrides)
+ctx = pb.start("external-apis", params_file, since=since, until=until, incident=incident, overrides=overrides,
+               resolved_params=resolved_params)
 m, s = ctx.params.metrics, ctx.params.settings.external
 wm = WindowMetrics.from_context(ctx)
 health = latency = errors = samples = None

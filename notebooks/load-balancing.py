@@ -12,11 +12,13 @@
 # Parameters (papermill injects these in batch runs).
 # since / until set the window (-30m, now, ISO-8601); None keeps the params file's window.
 # overrides is the JSON of `-P key.path=value` overrides.
+# resolved_params: the runner's validated params, overrides applied (batch); None loads params_file here.
 params_file = "../params/demo.yaml"
 since = None
 until = None
 incident = None
 overrides = "{}"
+resolved_params = None
 
 # %%
 from pathlib import Path
@@ -28,7 +30,8 @@ from perfbook.checks import balance
 from perfbook.plots import capacity as plots
 from perfbook.sources import flytoml
 
-ctx = pb.start("load-balancing", params_file, since=since, until=until, incident=incident, overrides=overrides)
+ctx = pb.start("load-balancing", params_file, since=since, until=until, incident=incident, overrides=overrides,
+               resolved_params=resolved_params)
 wm = series = summary = fly = None
 
 # %% [markdown]

@@ -14,11 +14,13 @@
 # Parameters (papermill injects these in batch runs).
 # since / until set the window (-30m, now, ISO-8601); None keeps the params file's window.
 # overrides is the JSON of `-P key.path=value` overrides.
+# resolved_params: the runner's validated params, overrides applied (batch); None loads params_file here.
 params_file = "../params/demo.yaml"
 since = None
 until = None
 incident = None
 overrides = "{}"
+resolved_params = None
 # This section's knobs (None = settings.load_test in the params file)
 mode = None            # "load" (fixed users and duration) or "stress" (stages), "off"
 stages = None          # stress stages, e.g. "5,10,20,40" (each stage_duration) or "10x30s,50x30s"
@@ -36,7 +38,8 @@ from perfbook.checks import loadtest
 from perfbook.plots import capacity as plots
 from perfbook.sources import loadgen
 
-ctx = pb.start("load-test", params_file, since=since, until=until, incident=incident, overrides=overrides)
+ctx = pb.start("load-test", params_file, since=since, until=until, incident=incident, overrides=overrides,
+               resolved_params=resolved_params)
 lt = ctx.params.settings.load_test
 plan = run = stages_t = endpoints_t = None
 

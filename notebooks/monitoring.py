@@ -10,11 +10,13 @@
 # Parameters (papermill injects these in batch runs).
 # since / until set the window (-30m, now, ISO-8601); None keeps the params file's window.
 # overrides is the JSON of `-P key.path=value` overrides.
+# resolved_params: the runner's validated params, overrides applied (batch); None loads params_file here.
 params_file = "../params/demo.yaml"
 since = None
 until = None
 incident = None
 overrides = "{}"
+resolved_params = None
 
 # %%
 from IPython.display import display
@@ -25,7 +27,8 @@ from perfbook.plots import monitoring as plots
 from perfbook.sources import monitoring as source
 from perfbook.sources.window_metrics import range_step, rate_window
 
-ctx = pb.start("monitoring", params_file, since=since, until=until, incident=incident, overrides=overrides)
+ctx = pb.start("monitoring", params_file, since=since, until=until, incident=incident, overrides=overrides,
+               resolved_params=resolved_params)
 step = range_step(ctx.start, ctx.end)
 prom, evaluations = None, []
 

@@ -28,6 +28,7 @@ from typing import Any
 from . import __version__
 from .findings import MIME_TYPE, Finding, severity_rank
 from .params import Params, env_value, load, resolve_time
+from .params.loading import load_resolved
 from .report import CLIP, Redactor, clip, use_redactor
 from .tables import NO_MATH
 
@@ -87,14 +88,15 @@ def _git_revision() -> str:
 
 def start(section: str, params_file: str, since: str | None = None, until: str | None = None,
           incident: str | None = None, overrides: str | dict | None = None,
-          show_header: bool = True) -> Context:
-    """Load the params, resolve the window, configure display, show the report header."""
-    ov = json.loads(overrides) if isinstance(overrides, str) and overrides else (overrides or {})
-    demo = os.environ.get("PERFBOOK_DEMO_PARAMS")
-    if demo and params_file == DEFAULT_PARAMS and os.path.exists(demo):
-        # `make lab` against a stack left up by `perfbook demo --keep`: use its ports.
-        params_file = demo
-    params = load(params_file, ov)
+          show_header: bool = True, resolved_params: str | None = None) -> Context:
+    """Load the params, resolve the window, configure display, show the report header.
+
+    ``resolved_params`` (a batch run): the file the runner wrote with the params it
+    validated, ``-P`` overrides applied, loaded as it is; ``params_file`` then only names
+    the file they came from. Without it (JupyterLab, a person running the notebook) the
+    params file is loaded here, with ``overrides`` (the JSON of ``-P key.path=value``).
+    """
+    params, params_file = _load_params(params_file, overrides, resolved_params)
     # clip() redacts before it cuts, with this file's secrets (in JupyterLab too, not only in batch).
     use_redactor(Redactor.for_env(params.env_names()))
     now = datetime.now(timezone.utc)
@@ -108,6 +110,21 @@ def start(section: str, params_file: str, since: str | None = None, until: str |
     if show_header:
         _display({"text/html": header_html(ctx), "text/plain": header_text(ctx)})
     return ctx
+
+
+def _load_params(params_file: str, overrides: str | dict | None,
+                 resolved_params: str | None) -> tuple[Params, str]:
+    """The section's params and the params file they came from (see :func:`start`)."""
+    ov = json.loads(overrides) if isinstance(overrides, str) and overrides else (overrides or {})
+    if resolved_params:
+        if ov:  # the runner applied them already: a second time could change them (relative paths)
+            raise ValueError("overrides are already applied in resolved_params; give one or the other")
+        return load_resolved(resolved_params), params_file
+    demo = os.environ.get("PERFBOOK_DEMO_PARAMS")
+    if demo and params_file == DEFAULT_PARAMS and os.path.exists(demo):
+        # `make lab` against a stack left up by `perfbook demo --keep`: use its ports.
+        params_file = demo
+    return load(params_file, ov), params_file
 
 
 def _configure_display() -> None:

@@ -34,6 +34,7 @@ from . import __version__
 from .baseline import BadBaseline, compare_into, report_lines, resolve as resolve_baseline
 from .findings import Finding, collect
 from .params import Params, ParamsError, load, parse_override
+from .params.loading import dump_resolved
 from .processes import kill_tree
 from .report import (
     STATUS_TEXT,
@@ -54,6 +55,7 @@ from .report import (
 
 EXIT_OK, EXIT_CRITICAL, EXIT_BAD_INPUT, EXIT_NOTEBOOK_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_RUNNER_FAILED = 4
+RESOLVED_PARAMS = "params.resolved.json"  # in a batch's work folder: the params its notebooks load
 
 #: A notebook's timeout is what its section is expected to take (the load test's stages and
 #: recovery) plus this margin, plus :data:`TIMEOUT_SLACK` of the expected time (stage ramps,
@@ -223,9 +225,10 @@ class Batch:
     # ---------------------------------------------------------------- one notebook
 
     def _parameters(self) -> dict[str, Any]:
-        # Secrets are never parameters: the kernel reads them from its environment.
+        # The params as run() resolved them (overrides applied there, never sent again) and their file,
+        # for headers. Secrets are never parameters: the kernel reads them from its environment.
         return {"params_file": str(self.params_file), "since": self.since, "until": self.until,
-                "incident": self.incident, "overrides": json.dumps(self.overrides)}
+                "incident": self.incident, "resolved_params": str(self._work / RESOLVED_PARAMS)}
 
     def _run_one(self, r: NotebookResult) -> None:
         if self._interrupted:
@@ -379,6 +382,7 @@ class Batch:
         try:
             try:
                 self._write_status("running")
+                dump_resolved(self.params, self._work / RESOLVED_PARAMS)
                 for group in self.phases():
                     pending = {pool.submit(self._run_one, r) for r in group}
                     while pending and self._signal is None:

@@ -25,7 +25,7 @@ import nbbuild  # noqa: E402  (tools/ is not a package)
 
 SOURCES = sorted(NOTEBOOKS.glob("*.py"))
 #: What the runner and `perfbook lab` set in every notebook's parameters cell.
-COMMON_PARAMETERS = {"params_file", "since", "until", "incident", "overrides"}
+COMMON_PARAMETERS = {"params_file", "since", "until", "incident", "overrides", "resolved_params"}
 
 
 def test_every_notebook_has_a_source_and_every_source_a_notebook():

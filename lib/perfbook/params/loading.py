@@ -1,10 +1,12 @@
 """Loading a params file: YAML read safely (no duplicate keys, bounded depth and size),
 validated into :class:`~perfbook.params.Params`, errors as one line, inline secrets
-refused, ``--set`` overrides, environment values and relative paths.
+refused, ``--set`` overrides, environment values and relative paths; and the resolved
+params a batch run's notebooks load (:func:`dump_resolved`, :func:`load_resolved`).
 """
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 from pathlib import Path
@@ -98,15 +100,46 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Params:
         raise ParamsError(path, *hit)
     if (hit := _inline_secret(data)):
         raise ParamsError(path, *hit)
+    params = _validated(path, data)
+    _resolve_paths(params, path.resolve().parent)
+    return params
+
+
+def _validated(path: Path, data: Any) -> Params:
+    """``data`` validated into :class:`Params`; the first problem as a :class:`ParamsError`."""
     try:
-        params = Params.model_validate(data)
+        return Params.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         raise ParamsError(path, _field_path(err["loc"]), _message(err)) from None
     except RecursionError:  # pragma: no cover - _bad_structure bounds the depth first
         raise ParamsError(path, "(top level)", "nested too deeply") from None
-    _resolve_paths(params, path.resolve().parent)
-    return params
+
+
+def dump_resolved(params: Params, path: Path) -> Path:
+    """Write ``params`` as validated (overrides applied, file paths made absolute by
+    :func:`load`) to ``path``, as JSON :func:`load_resolved` turns back into equal params.
+
+    The runner writes it once into its private work folder and every notebook of the batch
+    loads it, so the params file is validated once and ``-P`` overrides applied once.
+    Secrets stay names of environment variables: :class:`Params` holds no value read from
+    the environment. Field aliases (an alert rule's ``for``) are written as in a params file.
+    """
+    path.write_text(json.dumps(params.model_dump(mode="json", by_alias=True), indent=1), encoding="utf-8")
+    return path
+
+
+def load_resolved(path: str | Path) -> Params:
+    """The params :func:`dump_resolved` wrote, exactly: no overrides, and no path resolved
+    again (against the work folder the file lies in). Raises :class:`ParamsError`."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ParamsError(path, "(file)", e.strerror or str(e)) from None
+    except ValueError as e:  # not UTF-8 or not JSON: not a file dump_resolved wrote
+        raise ParamsError(path, "(file)", f"not resolved params: {e}") from None
+    return _validated(path, data)
 
 
 def _resolve_paths(params: Params, base: Path) -> None:
