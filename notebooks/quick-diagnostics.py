@@ -198,7 +198,9 @@ if p.targets.database_env:
 if wm:
     with pb.check(ctx, "DB connections"):
         table, found = resources.db_connections(gauge(m.db_pool_open), gauge(m.db_pool_busy), gauge(m.db_pool_wait),
-                                                p.thresholds.db_connections, server)
+                                                p.thresholds.db_connections, server,
+                                                wait_warning=p.settings.database.pool_exhausted_share,
+                                                wait_critical=p.settings.database.pool_exhausted_share_critical)
         pb.table(table, "Connection pool per instance")
         pb.emit(ctx, found)
 
