@@ -234,7 +234,7 @@ with pb.check(ctx, "long-running statements and idle transactions"):
 
 # %%
 with pb.check(ctx, "lock waits"):
-    table, found = database.lock_waits(postgres.require(activity, "pg_stat_activity"))
+    table, found = database.lock_waits(postgres.require(activity, "pg_stat_activity"), s)
     pb.table(table, "Sessions waiting on a lock, and who blocks them")
     pb.emit(ctx, found)
 

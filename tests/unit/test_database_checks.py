@@ -144,7 +144,7 @@ def test_healthy_stack_raises_nothing(healthy):
     findings += D.unused_indexes(h["indexes"], SETTINGS, h["info"]["stats_reset"], h["info"]["now"])[1]
     findings += D.connections(h["activity"], h["info"], CONNECTION_LEVELS, SETTINGS)[1]
     findings += D.long_running(h["activity"], SETTINGS)[1]
-    findings += D.lock_waits(h["activity"])[1]
+    findings += D.lock_waits(h["activity"], SETTINGS)[1]
     findings += D.pool_saturation(h["pool"], SETTINGS)[1]
     assert bad(findings) == []
     assert {f.code for f in findings} >= {"db.slow_query", "db.n_plus_one", "db.missing_index", "db.large_result",
@@ -153,7 +153,7 @@ def test_healthy_stack_raises_nothing(healthy):
 
 def test_every_check_says_ok_when_it_finds_nothing(healthy):
     for found in (D.slow_queries(healthy["statements"], SETTINGS)[1], D.bloat(healthy["tables"], SETTINGS)[1],
-                  D.lock_waits(healthy["activity"])[1]):
+                  D.lock_waits(healthy["activity"], SETTINGS)[1]):
         assert [f.severity for f in found] == ["ok"]
 
 
@@ -188,7 +188,7 @@ def test_lock_wait_names_the_blocking_pid(healthy):
     blocker, waiter = act.loc[clients[0], "pid"], act.loc[clients[1], "pid"]
     act.at[clients[1], "blocking_pids"] = [blocker]
     act.at[clients[1], "query_age_s"] = 12.0
-    _, found = D.lock_waits(act)
+    _, found = D.lock_waits(act, SETTINGS)
     [f] = found
     assert f.code == "db.lock_waits" and f.severity == "warning"
     assert f.evidence["blocking_pid"] == blocker and f.evidence["waiting_pids"] == [waiter]
@@ -797,7 +797,7 @@ def test_every_ok_finding_of_the_database_checks_agrees_with_its_evidence(health
                 *D.large_results(st, tables, SETTINGS)[1], *D.bloat(tables, SETTINGS)[1],
                 *D.unused_indexes(idx, SETTINGS, healthy["info"]["stats_reset"], healthy["info"]["now"])[1],
                 *D.connections(healthy["activity"], healthy["info"], CONNECTION_LEVELS, SETTINGS)[1],
-                *D.long_running(healthy["activity"], SETTINGS)[1], *D.lock_waits(healthy["activity"])[1],
+                *D.long_running(healthy["activity"], SETTINGS)[1], *D.lock_waits(healthy["activity"], SETTINGS)[1],
                 *D.pool_saturation(pool, SETTINGS)[1]]
     assert bad(findings) == []
     oks = [f for f in findings if f.severity == "ok"]

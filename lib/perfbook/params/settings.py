@@ -31,6 +31,9 @@ class Database(Strict):
         0.020, gt=0, description="a statement is slow when it averages this or more (pghero's slow queries: 20 ms)")
     slow_query_calls: int = Field(
         100, ge=1, description="... over at least this many calls (pghero's slow queries: 100)")
+    slow_query_critical_factor: float = Field(
+        10.0, ge=1, description="a slow statement averaging this many times slow_query_mean is critical (200 ms "
+                                "by default: a query users see)")
     # --- large results (Issue 2 "Large Result Sets"): more than large_result_rows rows per
     # call AND any of the cost bars; critical over 10x the rows per call and frequent or
     # >= large_result_critical_share of the time.
@@ -43,8 +46,15 @@ class Database(Strict):
     large_result_time_share: float = Field(
         0.05, gt=0, le=1, description="a large result taking this share of all statement time costs")
     large_result_critical_share: float = Field(
-        0.25, gt=0, le=1, description="a large result of 10x the rows bar taking this share of all statement "
-                                      "time is critical")
+        0.25, gt=0, le=1, description="a large result of large_result_critical_factor x the rows bar taking this "
+                                      "share of all statement time (or called large_result_calls times) is "
+                                      "critical")
+    large_result_critical_factor: float = Field(
+        10.0, ge=1, description="a large result with this many times large_result_rows per call can be critical "
+                                "(10,000 rows by default: 100 pages of the runbook's 100)")
+    large_result_unbounded_rows: int = Field(
+        100, ge=1, description="a SELECT without LIMIT, WHERE or aggregate on a table of min_table_rows returning "
+                               "this many rows per call is a large result too (the runbook's page of 100)")
     # --- bloat and unused indexes (runbook "Check table bloat"; pghero)
     bloat_dead_share: float = Field(
         0.20, gt=0, lt=1, description="dead tuples / all tuples at which a table is bloated (autovacuum's default "
@@ -63,7 +73,14 @@ class Database(Strict):
     # --- connections (Issue 1 §4; runbook Database Connections levels are thresholds.db_connections)
     long_running: Duration = Field(
         60.0, gt=0, description="a statement running, or a transaction idle, this long is reported (pghero's "
-                                "long-running queries: 1 min); critical from 5x")
+                                "long-running queries: 1 min)")
+    long_running_critical_factor: float = Field(
+        5.0, ge=1, description="... and critical from this many times long_running (5 min by default)")
+    lock_wait_critical_sessions: int = Field(
+        5, ge=1, description="a session blocking this many others is a critical lock wait")
+    lock_wait_critical: Duration = Field(
+        60.0, gt=0, description="a lock wait this long is critical (long_running's minute: the request behind it "
+                                "has long timed out)")
     max_connections_share: float = Field(
         0.75, gt=0, le=1, description="share of max_connections in use (less superuser_reserved_connections: "
                                       "past it the server refuses new connections, PostgreSQL docs) that is a "
@@ -118,6 +135,9 @@ class Database(Strict):
     missing_index_critical_share: float = Field(
         0.50, gt=0, le=1, description="a missing index is critical when its statement takes this share of "
                                       "all statement time (or is slow by the slow-query bar)")
+    hypopg_cost_ratio: float = Field(
+        0.5, gt=0, lt=1, description="with hypopg, an index is recommended only when the planner's estimated cost "
+                                     "with it is at most this share of the cost without (dexter's rule: halved)")
     # --- N+1 (Issue 2 "N+1 Query Problem"): Sentry's detector, >= 5 repeats costing >= 50 ms.
     n_plus_one_min_repeats: int = Field(
         5, ge=2, description="lookups per list query (pg_stat_statements) or back-to-back in one session (logs) "
@@ -127,6 +147,9 @@ class Database(Strict):
     n_plus_one_min_calls: int = Field(
         100, ge=1, description="a lookup in pg_stat_statements is judged from this many calls (the slow-query "
                                "calls bar: fewer is noise)")
+    n_plus_one_critical_repeats: int = Field(
+        50, ge=2, description="an N+1 issuing this many lookups per list query (or per request) is critical: "
+                              "fifty round trips where one would do")
     n_plus_one_max_gap: Duration = Field(
         0.010, ge=0, description="in the logs, repeated lookups are one run only when each follows the previous "
                                  "within this (one request's loop, not successive requests on a pooled connection)")

@@ -62,7 +62,8 @@ def connections(act: pd.DataFrame, info: dict, levels: Any,
 
 def long_running(act: pd.DataFrame, settings: Database) -> tuple[pd.DataFrame, list[Finding]]:
     """Statements running longer than ``settings.long_running`` (60 s — pghero's
-    long-running queries) and transactions idle for as long; critical from 5×."""
+    long-running queries) and transactions idle for as long; critical from
+    ``long_running_critical_factor`` (5) times as long."""
     limit_s = settings.long_running
     cols = ["pid", "username", "application_name", "state", "query_age_s", "xact_age_s", "wait_event", "query"]
     c = act[act["backend_type"] == "client backend"] if "backend_type" in act else act
@@ -74,7 +75,7 @@ def long_running(act: pd.DataFrame, settings: Database) -> tuple[pd.DataFrame, l
         age = r["query_age_s"] if r["state"] == "active" else r["state_age_s"]
         what = "running" if r["state"] == "active" else "idle in transaction"
         found.append(Finding(
-            "db.long_running", "critical" if age >= 5 * limit_s else "warning",
+            "db.long_running", "critical" if age >= settings.long_running_critical_factor * limit_s else "warning",
             f"pid {r['pid']} ({r['username']}) {what} for {age:.0f} s",
             subject=short_query(r["query"] or f"pid {r['pid']}"),
             evidence={"pid": r["pid"], "username": r["username"], "application_name": r["application_name"],
@@ -93,9 +94,10 @@ def long_running(act: pd.DataFrame, settings: Database) -> tuple[pd.DataFrame, l
     return hits[cols].reset_index(drop=True), found
 
 
-def lock_waits(act: pd.DataFrame) -> tuple[pd.DataFrame, list[Finding]]:
+def lock_waits(act: pd.DataFrame, settings: Database) -> tuple[pd.DataFrame, list[Finding]]:
     """Sessions waiting on a lock, grouped by the pid that blocks them
-    (pg_blocking_pids); critical when a blocker holds up ≥ 5 sessions or for ≥ 60 s."""
+    (pg_blocking_pids); critical when a blocker holds up ≥ ``settings.lock_wait_critical_sessions``
+    (5) sessions or for ≥ ``lock_wait_critical`` (60 s)."""
     cols = ["pid", "blocking_pids", "wait_event", "query_age_s", "query", "blocker_state", "blocker_query"]
     waiting = act[act["blocking_pids"].map(len) > 0].copy()
     if waiting.empty:
@@ -109,7 +111,9 @@ def lock_waits(act: pd.DataFrame) -> tuple[pd.DataFrame, list[Finding]]:
         b = by_pid.get(blocker) or {}
         longest = float(g["query_age_s"].max() or 0)
         found.append(Finding(
-            "db.lock_waits", "critical" if len(g) >= 5 or longest >= 60 else "warning",
+            "db.lock_waits",
+            "critical" if len(g) >= settings.lock_wait_critical_sessions or longest >= settings.lock_wait_critical
+            else "warning",
             f"pid {blocker} ({b.get('state') or 'unknown state'}) blocks {len(g)} session(s), longest wait {longest:.0f} s",
             subject=f"pid {blocker}",
             evidence={"blocking_pid": blocker, "blocker_state": b.get("state"), "blocker_query": b.get("query"),

@@ -209,8 +209,8 @@ def missing_indexes(tables: pd.DataFrame, suggestions: Sequence[IndexSuggestion]
     - ``suggestions`` from plans with no candidate of their own are findings too (EXPLAIN
       found what the text could not: the reason is in the evidence).
     - ``verified`` (queryid/table → {cost_before, cost_after} from hypopg) keeps an index
-      only if the planner's cost at least halves (dexter's rule); one that does not becomes
-      ``info`` with both costs.
+      only if the planner's cost falls to ``settings.hypopg_cost_ratio`` or less (half:
+      dexter's rule); one that does not becomes ``info`` with both costs.
 
     Severity, the same at every level: ``critical`` when the statement takes ≥
     ``settings.missing_index_critical_share`` of all statement time or is slow by the
@@ -270,14 +270,16 @@ def missing_indexes(tables: pd.DataFrame, suggestions: Sequence[IndexSuggestion]
             100.0 * st["total_ms"] / total_ms if st and total_ms else None)
         display = display_table(s.schema, s.table)
         v = (verified or {}).get((s.queryid, s.table))
-        if v and v.get("cost_after") is not None and v.get("cost_before") and v["cost_after"] > v["cost_before"] / 2:
+        ratio = settings.hypopg_cost_ratio
+        if v and v.get("cost_after") is not None and v.get("cost_before") and v["cost_after"] > v["cost_before"] * ratio:
             rows.append({"table": display, "columns": s.columns_text, "create_index": s.create_index,
                          "verdict": f"dropped: hypopg cost {v['cost_before']:.0f} → {v['cost_after']:.0f}"})
             covered.add(display)
             found.append(Finding(
                 "db.missing_index", "info",
                 f"{display}: an index on ({s.columns_text}) was a candidate ({note}), but hypopg estimates "
-                f"the statement's cost {v['cost_before']:.0f} → {v['cost_after']:.0f}, not halved: not recommended",
+                f"the statement's cost {v['cost_before']:.0f} → {v['cost_after']:.0f}, "
+                + ("not halved" if ratio == 0.5 else f"not down to {ratio:.0%} of it") + ": not recommended",
                 subject=display,
                 evidence={"table": display, "schema": s.schema, "columns": list(s.columns), "query": s.query,
                           "queryid": s.queryid, "share_pct": share, "create_index": s.create_index,

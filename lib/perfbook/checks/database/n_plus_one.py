@@ -252,7 +252,7 @@ def n_plus_one_from_statements(stmts: pd.DataFrame, settings: Database, endpoint
         else:
             where = f"; the endpoint is unknown ({attr['basis']})"
         found.append(Finding(
-            "db.n_plus_one", "critical" if per and per >= 50 else "warning",
+            "db.n_plus_one", "critical" if per and per >= settings.n_plus_one_critical_repeats else "warning",
             f"N+1: {int(r['calls'])} single-row lookups on {table}, ~{per:.0f} per "
             + ("list query" if parent else "application request") + where,
             subject=short_query(r["query"]),

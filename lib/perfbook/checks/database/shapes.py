@@ -273,8 +273,8 @@ def top_statements(stmts: pd.DataFrame, by: str = "total_ms", n: int = 10) -> pd
 
 def slow_queries(stmts: pd.DataFrame, settings: Database) -> tuple[pd.DataFrame, list[Finding]]:
     """Statements slow on average *and* frequent (pghero: mean ≥ 20 ms and calls ≥ 100;
-    ``settings.slow_query_mean`` / ``slow_query_calls``). Critical from ten times the
-    bar. The table is the top ``settings.top_n`` by total time."""
+    ``settings.slow_query_mean`` / ``slow_query_calls``). Critical from
+    ``slow_query_critical_factor`` (ten) times the mean bar. The table is the top ``settings.top_n`` by total time."""
     mean_ms, min_calls = 1000 * settings.slow_query_mean, settings.slow_query_calls
     table = top_statements(stmts, "total_ms", settings.top_n)
     q = _queries(stmts)
@@ -284,7 +284,7 @@ def slow_queries(stmts: pd.DataFrame, settings: Database) -> tuple[pd.DataFrame,
     slow = q[(q["mean_ms"] >= mean_ms) & (q["calls"] >= min_calls)] if not q.empty else q
     found = []
     for r in slow.sort_values("total_ms", ascending=False).to_dict("records"):
-        sev = "critical" if r["mean_ms"] >= 10 * mean_ms else "warning"
+        sev = "critical" if r["mean_ms"] >= settings.slow_query_critical_factor * mean_ms else "warning"
         share = 100.0 * r["total_ms"] / total if total else None
         found.append(Finding(
             "db.slow_query", sev,

@@ -21,7 +21,8 @@ def large_results(stmts: pd.DataFrame, tables: pd.DataFrame | None,
 
     A SELECT is *large* when it returns more than ``max_rows`` rows per call
     (``large_result_rows``, 1000), or reads a table of ≥ ``min_table_rows`` rows with no
-    LIMIT, no WHERE and no aggregate and returns ≥ 100 rows per call. It is a finding when
+    LIMIT, no WHERE and no aggregate and returns ≥ ``large_result_unbounded_rows`` (100)
+    rows per call. It is a finding when
     it also *costs*, by any of:
 
     - it is frequent: ≥ ``min_calls`` calls (``large_result_calls``, 10);
@@ -30,8 +31,8 @@ def large_results(stmts: pd.DataFrame, tables: pd.DataFrame | None,
     - its time: ≥ ``min_share`` of all statement time (``large_result_time_share``, 5 %).
 
     pg_stat_statements counts since its last reset (``stmts.attrs["stats_reset"]``), so
-    "in all" means since then. ``critical`` when the rows per call exceed 10 ×
-    ``max_rows`` and the statement is frequent or takes ≥ ``large_result_critical_share`` of the
+    "in all" means since then. ``critical`` when the rows per call exceed
+    ``large_result_critical_factor`` (10) × ``max_rows`` and the statement is frequent or takes ≥ ``large_result_critical_share`` of the
     time (25 %); else ``warning``. Without ``tables``
     (pg_stat_user_tables unreadable) the no-LIMIT part cannot be judged, and the ``ok``
     finding says so. The ``ok`` finding names the largest result it saw, and why it was
@@ -59,7 +60,7 @@ def large_results(stmts: pd.DataFrame, tables: pd.DataFrame | None,
         share = float(r["total_ms"] or 0) / total_ms if total_ms else 0.0
         checked.append((r, rpc, calls, total_rows, share))
         unbounded = bool(not sh.has_limit and not sh.has_where and not sh.aggregate and big & set(sh.from_tables)
-                         and rpc >= 100)
+                         and rpc >= settings.large_result_unbounded_rows)
         if rpc <= max_rows and not unbounded:
             continue
         costs = [why for ok, why in (
@@ -70,7 +71,7 @@ def large_results(stmts: pd.DataFrame, tables: pd.DataFrame | None,
             continue
         table = next((t for t in sh.from_tables if t in big), sh.from_tables[0] if sh.from_tables else None)
         heavy = calls >= min_calls or share >= settings.large_result_critical_share
-        sev = "critical" if rpc > 10 * max_rows and heavy else "warning"
+        sev = "critical" if rpc > settings.large_result_critical_factor * max_rows and heavy else "warning"
         rows.append({"query": short_query(r["query"]), "calls": calls, "rows_per_call": rpc, "rows": total_rows,
                      "share_pct": 100 * share, "mean_ms": r["mean_ms"], "has_limit": sh.has_limit,
                      "tables": ", ".join(sh.tables)})
