@@ -55,10 +55,11 @@ _EXPLAIN_COLS = ["queryid", "query", "calls", "total_ms", "mean_ms", "skip"]
 def explain_candidates(stmts: pd.DataFrame, tables: pd.DataFrame, settings: Database,
                        candidates: Sequence[IndexSuggestion] = (), privileges: dict | None = None) -> pd.DataFrame:
     """The statements worth an EXPLAIN: SELECTs among the top ``settings.top_n`` by total
-    time that read a table of ≥ ``min_table_rows`` rows, and the statements of the index ``candidates``
-    (:func:`index_candidates`). ``skip`` says why one is not sent: with ``privileges``
-    (:func:`perfbook.sources.postgres.privileges`) a statement reading a table the role
-    cannot SELECT would fail with InsufficientPrivilege, so it is not sent at all."""
+    time that read a table of ≥ ``settings.min_table_rows`` rows, and the statements of the
+    index ``candidates`` (:func:`index_candidates`). ``skip`` says why one is not sent:
+    with ``privileges`` (:func:`perfbook.sources.postgres.privileges`) a statement reading
+    a table the role cannot SELECT would fail with InsufficientPrivilege, so it is not sent
+    at all."""
     q = _queries(stmts)
     if q.empty or tables is None or tables.empty:
         return pd.DataFrame(columns=_EXPLAIN_COLS)
@@ -248,9 +249,9 @@ def index_suggestions(plans: pd.DataFrame, tables: pd.DataFrame, indexes: pd.Dat
     For each plan (rows of ``queryid, query, plan``): a scan (Seq Scan, or an Index Scan
     whose index does not lead with the filtered columns) of a table with ≥
     ``settings.min_table_rows`` live rows, with a ``Filter`` an ordinary B-tree can serve,
-    that keeps ≤ ``index_max_selectivity`` of the table (or feeds a Sort/LIMIT). The index columns follow
-    :func:`index_key` (equality, then range, then sort columns with their direction — the
-    sort columns before the range ones under a LIMIT): the runbook's
+    that keeps ≤ ``index_max_selectivity`` of the table (or feeds a Sort/LIMIT). The index
+    columns follow :func:`index_key` (equality, then range, then sort columns with their
+    direction — the sort columns before the range ones under a LIMIT): the runbook's
     ``products(category_id, created_at DESC)``. No suggestion when an index already
     leads with those columns.
     """

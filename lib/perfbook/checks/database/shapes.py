@@ -274,7 +274,8 @@ def top_statements(stmts: pd.DataFrame, by: str = "total_ms", n: int = 10) -> pd
 def slow_queries(stmts: pd.DataFrame, settings: Database) -> tuple[pd.DataFrame, list[Finding]]:
     """Statements slow on average *and* frequent (pghero: mean ≥ 20 ms and calls ≥ 100;
     ``settings.slow_query_mean`` / ``slow_query_calls``). Critical from
-    ``slow_query_critical_factor`` (ten) times the mean bar. The table is the top ``settings.top_n`` by total time."""
+    ``slow_query_critical_factor`` (ten) times the mean bar. The table is the top
+    ``settings.top_n`` by total time."""
     mean_ms, min_calls = 1000 * settings.slow_query_mean, settings.slow_query_calls
     table = top_statements(stmts, "total_ms", settings.top_n)
     q = _queries(stmts)

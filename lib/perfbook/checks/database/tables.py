@@ -32,10 +32,10 @@ def large_results(stmts: pd.DataFrame, tables: pd.DataFrame | None,
 
     pg_stat_statements counts since its last reset (``stmts.attrs["stats_reset"]``), so
     "in all" means since then. ``critical`` when the rows per call exceed
-    ``large_result_critical_factor`` (10) × ``max_rows`` and the statement is frequent or takes ≥ ``large_result_critical_share`` of the
-    time (25 %); else ``warning``. Without ``tables``
-    (pg_stat_user_tables unreadable) the no-LIMIT part cannot be judged, and the ``ok``
-    finding says so. The ``ok`` finding names the largest result it saw, and why it was
+    ``large_result_critical_factor`` (10) × ``max_rows`` and the statement is frequent or
+    takes ≥ ``large_result_critical_share`` of the time (25 %); else ``warning``. Without
+    ``tables`` (pg_stat_user_tables unreadable) the no-LIMIT part cannot be judged, and the
+    ``ok`` finding says so. The ``ok`` finding names the largest result it saw, and why it was
     not a finding."""
     max_rows, min_calls = settings.large_result_rows, settings.large_result_calls
     min_total_rows, min_share = settings.large_result_total_rows, settings.large_result_time_share
