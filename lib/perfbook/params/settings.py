@@ -131,7 +131,8 @@ class Database(Strict):
                                       "for index candidates (statement text, no privilege on the tables needed)")
     index_max_selectivity: float = Field(
         0.10, gt=0, le=1, description="an index is suggested only for a filter keeping at most this share of the "
-                                      "table's rows (dexter; past ~10 % the planner prefers a sequential scan)")
+                                      "table's rows (a rule of thumb of the PostgreSQL planner's cost model: "
+                                      "past ~10 % of the rows a sequential scan is usually cheaper)")
     missing_index_critical_share: float = Field(
         0.50, gt=0, le=1, description="a missing index is critical when its statement takes this share of "
                                       "all statement time (or is slow by the slow-query bar)")
@@ -145,8 +146,8 @@ class Database(Strict):
     n_plus_one_min_total: Duration = Field(
         0.050, ge=0, description="a run of repeated lookups in the logs costs at least this (Sentry: 50 ms)")
     n_plus_one_min_calls: int = Field(
-        100, ge=1, description="a lookup in pg_stat_statements is judged from this many calls (the slow-query "
-                               "calls bar: fewer is noise)")
+        100, ge=1, description="a lookup in pg_stat_statements is judged from this many calls (as pghero's "
+                               "slow-query calls, 100: fewer is noise)")
     n_plus_one_critical_repeats: int = Field(
         50, ge=2, description="an N+1 issuing this many lookups per list query (or per request) is critical: "
                               "fifty round trips where one would do")
