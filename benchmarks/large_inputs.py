@@ -103,19 +103,20 @@ def case_pgss(n: int) -> dict:
         from perfbook.checks import database as D
     except ImportError:
         return {"case": "pg_stat_statements", "skipped": "perfbook.checks.database is not there"}
-    from perfbook.params import DEFAULT_ENDPOINTS, Endpoint
+    from perfbook.params import DEFAULT_ENDPOINTS, Endpoint, Params
 
     stmts = pgss_frame(n)
     endpoints = [Endpoint(**e) for e in DEFAULT_ENDPOINTS]
+    s = Params(service="bench").settings.database
     out: dict = {"case": f"pg_stat_statements, {len(stmts):,} statements through the database checks"}
     t0 = time.perf_counter()
     steps = {
         "top_statements": lambda: D.top_statements(stmts),
-        "slow_queries": lambda: D.slow_queries(stmts),
+        "slow_queries": lambda: D.slow_queries(stmts, s),
         # 10,000 statements, 2 shared CPUs: 6.4 s when every lookup was compared with every
         # statement (quadratic), 1.2 s with list queries indexed by key (most of it parsing).
-        "n_plus_one": lambda: D.n_plus_one_from_statements(stmts, endpoints, None),
-        "large_results": lambda: D.large_results(stmts),
+        "n_plus_one": lambda: D.n_plus_one_from_statements(stmts, s, endpoints, None),
+        "large_results": lambda: D.large_results(stmts, None, s),
     }
     findings = 0
     for name, fn in steps.items():

@@ -118,8 +118,10 @@ PERFBOOK_CHILD = r"""
 import json, sys, time
 from perfbook.sources import querylog as S
 from perfbook.checks import querylog as Q
+from perfbook.params import Params
+settings = Params(service="bench").settings
 t0 = time.perf_counter()
-a = Q.analyze(S.read([sys.argv[1]], sys.argv[2]))
+a = Q.analyze(S.read([sys.argv[1]], sys.argv[2]), settings.database, settings.limits)
 table, found = Q.n_plus_one_from_log(a)
 print(json.dumps({"seconds": time.perf_counter() - t0, "statements": a.statements,
                   "fingerprints": len(a.fingerprints), "n_plus_one": [f.subject for f in found if f.severity == "warning"],

@@ -57,10 +57,12 @@ PERFBOOK = r"""
 import json, resource, sys, time
 from perfbook.checks import querylog as Q
 from perfbook.sources import querylog as S
+from perfbook.params import Params
 import pandas  # noqa: F401 - imported by the analysis anyway; counted in the baseline
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
-a = Q.analyze(S.read([sys.argv[1]]))
+settings = Params(service="bench").settings
+a = Q.analyze(S.read([sys.argv[1]]), settings.database, settings.limits)
 top = a.top(11)
 top = top[top["fingerprint"] != Q.OTHER]
 print(json.dumps({"base_kb": base, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,

@@ -83,7 +83,9 @@ def checks_in_process(params_file: Path, snapshot: bool = False) -> int:
     with postgres.connect(ctx) as db:
         server, _ = resources.server_connections(postgres.activity(db))
     found += resources.db_connections(src.gauge(wm, p, m.db_pool_open), src.gauge(wm, p, m.db_pool_busy),
-                                      src.gauge(wm, p, m.db_pool_wait), p.thresholds.db_connections, server)[1]
+                                      src.gauge(wm, p, m.db_pool_wait), p.thresholds.db_connections, server,
+                                      wait_warning=p.settings.database.pool_exhausted_share,
+                                      wait_critical=p.settings.database.pool_exhausted_share_critical)[1]
     resources.open_next(found, resources.triage_signals(**src.triage_inputs(wm, p)))
     return len(found)
 

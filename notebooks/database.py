@@ -84,7 +84,7 @@ with pb.check(ctx, "privilege level"):
 with pb.check(ctx, "slow queries (pg_stat_statements)"):
     stmts = postgres.statements(db)
     pb.emit(ctx, database.statements_available(stmts))
-    top, found = database.slow_queries(stmts, s.slow_query_mean * 1000, s.slow_query_calls, s.top_n)
+    top, found = database.slow_queries(stmts, s)
     pb.table(top, f"Top {s.top_n} statements by total time")
     display(dbplots.top_queries_figure(top))
     pb.table(database.top_statements(stmts, "mean_ms", s.top_n), f"Top {s.top_n} statements by mean time")
@@ -115,8 +115,8 @@ with pb.check(ctx, "requests per endpoint (Prometheus)"):
 
 # %%
 with pb.check(ctx, "N+1 from pg_stat_statements"):
-    table, nplus1 = database.n_plus_one_from_statements(postgres.require(stmts, "pg_stat_statements"),
-                                                        ctx.params.endpoints, requests, s.n_plus_one_min_repeats)
+    table, nplus1 = database.n_plus_one_from_statements(postgres.require(stmts, "pg_stat_statements"), s,
+                                                        ctx.params.endpoints, requests)
     pb.table(table, "Key lookups issued once per row of a list")
     pb.emit(ctx, nplus1)
 
@@ -124,9 +124,7 @@ with pb.check(ctx, "N+1 from pg_stat_statements"):
 with pb.check(ctx, "N+1 from the query logs"):
     files = [*t.postgres_logs, *t.app_logs]
     limits = ctx.params.settings.limits
-    analysis = querylog.analyze(logs.read(files, s.log_line_prefix, ctx.start, ctx.end, limits),
-                                s.n_plus_one_min_repeats, s.n_plus_one_min_total * 1000,
-                                max_fingerprints=limits.max_fingerprints)
+    analysis = querylog.analyze(logs.read(files, s.log_line_prefix, ctx.start, ctx.end, limits), s, limits)
     table, found = querylog.n_plus_one_from_log(analysis, ctx.params.endpoints, nplus1, files)
     pb.table(table, f"Runs of identical lookups in one session ({analysis.statements:,} statements read)")
     pb.table(analysis.top(s.top_n), "Top statements in the logs by total time")
@@ -155,18 +153,16 @@ with pb.check(ctx, "N+1 from the query logs"):
 # %%
 with pb.check(ctx, "missing indexes (table scans + EXPLAIN)"):
     tables, indexes = postgres.table_stats(db), postgres.index_stats(db)
-    pb.table(database.seq_scan_tables(tables, s.min_table_rows, s.seq_scan_index_share), "Tables read mostly by sequential scans")
+    pb.table(database.seq_scan_tables(tables, s), "Tables read mostly by sequential scans")
     considered, from_text = database.index_candidates(postgres.require(stmts, "pg_stat_statements"), tables, indexes,
-                                                      s.min_table_rows, s.seq_scan_index_share, s.index_candidate_min_share)
+                                                      s)
     pb.table(considered, "Statements read for index candidates (statement text, pglast), largest share of time first")
-    candidates = database.explain_candidates(stmts, tables, s.top_n, s.min_table_rows, from_text, privileges)
+    candidates = database.explain_candidates(stmts, tables, s, from_text, privileges)
     plans = postgres.explain_all(db, candidates)
-    suggestions = database.index_suggestions(plans, tables, indexes, s.min_table_rows)
+    suggestions = database.index_suggestions(plans, tables, indexes, s)
     verified = postgres.verify_with_hypopg(db, database.hypopg_targets(from_text, suggestions, plans))
-    table, found = database.missing_indexes(tables, suggestions, stmts, verified, s.min_table_rows,
-                                            s.seq_scan_index_share, s.slow_query_mean * 1000, s.slow_query_calls,
-                                            candidates=from_text, plans=plans, considered=considered,
-                                            critical_share=s.missing_index_critical_share, level=level)
+    table, found = database.missing_indexes(tables, suggestions, stmts, verified, settings=s, candidates=from_text,
+                                            plans=plans, considered=considered, level=level)
     pb.table(table, "Suggested indexes")
     pb.details("SQL: pg_stat_user_tables", tables.attrs["sql"], "sql")
     pb.details("EXPLAIN plans (JSON)", database.plans_text(plans), "json")
@@ -189,10 +185,7 @@ with pb.check(ctx, "EXPLAIN ANALYZE of top SELECTs (settings.database.explain_an
 
 # %%
 with pb.check(ctx, "large result sets"):
-    table, found = database.large_results(postgres.require(stmts, "pg_stat_statements"), tables,
-                                          s.large_result_rows, s.min_table_rows, s.large_result_calls,
-                                          s.large_result_total_rows, s.large_result_time_share,
-                                          s.large_result_critical_share)
+    table, found = database.large_results(postgres.require(stmts, "pg_stat_statements"), tables, s)
     pb.table(table, "Statements returning many rows, and what they cost")
     pb.emit(ctx, found)
 
@@ -205,7 +198,7 @@ with pb.check(ctx, "large result sets"):
 
 # %%
 with pb.check(ctx, "table bloat (dead tuples)"):
-    table, found = database.bloat(postgres.require(tables, "pg_stat_user_tables"), s.bloat_dead_share,
+    table, found = database.bloat(postgres.require(tables, "pg_stat_user_tables"), s,
                                   autovacuum=(info or {}).get("autovacuum"))
     pb.table(table, "Dead tuples per table")
     pb.details("SQL: pg_stat_user_tables + pg_class.reloptions", tables.attrs["sql"], "sql")
@@ -213,7 +206,7 @@ with pb.check(ctx, "table bloat (dead tuples)"):
 
 # %%
 with pb.check(ctx, "unused indexes"):
-    table, found = database.unused_indexes(postgres.require(indexes, "pg_stat_user_indexes"),
+    table, found = database.unused_indexes(postgres.require(indexes, "pg_stat_user_indexes"), s,
                                            (info or {}).get("stats_reset"), (info or {}).get("now"))
     pb.table(table, "Indexes never scanned since the statistics reset")
     pb.details("SQL: pg_stat_user_indexes", indexes.attrs["sql"], "sql")
@@ -231,27 +224,27 @@ with pb.check(ctx, "unused indexes"):
 # %%
 with pb.check(ctx, "connections (pg_stat_activity)"):
     activity = postgres.activity(db)
-    table, found = database.connections(activity, info, ctx.params.thresholds.db_connections)
+    table, found = database.connections(activity, info, ctx.params.thresholds.db_connections, s)
     pb.table(table, "Client connections by database, user and state")
     pb.details("SQL: pg_stat_activity", activity.attrs["sql"], "sql")
     pb.emit(ctx, found)
 
 # %%
 with pb.check(ctx, "long-running statements and idle transactions"):
-    table, found = database.long_running(postgres.require(activity, "pg_stat_activity"), s.long_running)
+    table, found = database.long_running(postgres.require(activity, "pg_stat_activity"), s)
     pb.table(table, f"Running or idle in transaction for more than {s.long_running:.0f} s")
     pb.emit(ctx, found)
 
 # %%
 with pb.check(ctx, "lock waits"):
-    table, found = database.lock_waits(postgres.require(activity, "pg_stat_activity"))
+    table, found = database.lock_waits(postgres.require(activity, "pg_stat_activity"), s)
     pb.table(table, "Sessions waiting on a lock, and who blocks them")
     pb.emit(ctx, found)
 
 # %%
 with pb.check(ctx, "application connection pool (Prometheus)"):
     pool = postgres.pool_usage(postgres.require(prom, "Prometheus (targets.prometheus)"), ctx.params, ctx.start, ctx.end)
-    table, found = database.pool_saturation(pool)
+    table, found = database.pool_saturation(pool, s)
     pb.table(table, "Connection pool per instance over the window")
     pb.details("PromQL", database.promql_text(pool.attrs.get("queries", {})), "promql")
     pb.emit(ctx, found)

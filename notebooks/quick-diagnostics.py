@@ -189,7 +189,7 @@ if wm:
 # The runbook's step 3 (`SELECT * FROM pg_stat_activity`) when the params name the database, and the
 # application's pool gauges (`prisma_pool_connections_open/_busy`, `prisma_client_queries_wait`). Normal 10-20,
 # warning 50, critical 80 connections; queries waiting for a pool connection in 20 % of scrapes or more is pool
-# exhaustion.
+# exhaustion (`settings.database.pool_exhausted_share`; critical from `pool_exhausted_share_critical`, 50 %).
 
 # %%
 server = None
@@ -201,7 +201,9 @@ if p.targets.database_env:
 if wm:
     with pb.check(ctx, "DB connections"):
         table, found = resources.db_connections(gauge(m.db_pool_open), gauge(m.db_pool_busy), gauge(m.db_pool_wait),
-                                                p.thresholds.db_connections, server)
+                                                p.thresholds.db_connections, server,
+                                                wait_warning=p.settings.database.pool_exhausted_share,
+                                                wait_critical=p.settings.database.pool_exhausted_share_critical)
         pb.table(table, "Connection pool per instance")
         pb.emit(ctx, found)
 

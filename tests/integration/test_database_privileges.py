@@ -10,11 +10,13 @@ import pytest
 
 from perfbook.checks import database as D
 from perfbook.demo.postgres import DB_ROLES, HypopgUnavailable, create_db_roles, hypopg_available
+from perfbook.params import Params
 from perfbook.sources import postgres as P
 
 psycopg = pytest.importorskip("psycopg")
 pytestmark = pytest.mark.integration
 
+SETTINGS = Params(service="test").settings.database
 CLICKS = "SELECT id, source, created_at FROM clicks WHERE product_id = $1 ORDER BY created_at DESC LIMIT $2"
 
 
@@ -38,8 +40,8 @@ def test_each_level_is_detected_and_explain_follows_it(seeded_postgres):
         stmts = pd_stmts()
         tables = P.table_stats(db)
         assert tables["columns"].map(len).gt(0).all()      # column names, with no SELECT on the tables
-        _, cands = D.index_candidates(stmts, tables.assign(seq_scan=50, idx_scan=0), P.index_stats(db))
-        todo = D.explain_candidates(stmts, tables, 10, 10_000, cands, priv)
+        _, cands = D.index_candidates(stmts, tables.assign(seq_scan=50, idx_scan=0), P.index_stats(db), SETTINGS)
+        todo = D.explain_candidates(stmts, tables, SETTINGS, cands, priv)
         plans = P.explain_all(db, todo)
         assert plans["plan"].isna().all() and plans["error"].str.contains("no SELECT privilege on public.clicks").all()
     with _session(pg, "perfbook_read_all") as db:

@@ -13,6 +13,8 @@ from perfbook.report import checklist_index_html
 from perfbook.sources.monitoring import Evidence
 
 P = Params.model_validate({"service": "demo-api", "targets": {"base_url": "http://127.0.0.1:8101"}})
+DB = P.settings.database
+POOLING = {"max_wait_s": DB.pooling_unmet_wait_p95, "max_waiting_share": DB.pooling_unmet_waiting_share}
 
 
 def probe(purpose, endpoint, status=200, headers=None, expensive=False, **kw):
@@ -65,9 +67,9 @@ def test_compression_met_on_content_encoding_unmet_on_a_large_plain_body_unknown
 def test_pagination_by_items_returned_without_paging_parameters():
     ok = probe("pagination", "GET /api/products", items=20, paging=["page", "limit"])
     big = probe("pagination", "GET /api/everything", items=5000)
-    assert cl.answer_pagination([ok], max_rows=1000).status == "met"
-    assert cl.answer_pagination([ok, big], max_rows=1000).status == "unmet"
-    assert cl.answer_pagination([], max_rows=1000).status == "unknown"
+    assert cl.answer_pagination([ok], max_rows=DB.large_result_rows).status == "met"
+    assert cl.answer_pagination([ok, big], max_rows=DB.large_result_rows).status == "unmet"
+    assert cl.answer_pagination([], max_rows=DB.large_result_rows).status == "unknown"
 
 
 def test_items_reads_a_list_or_the_longest_list_in_an_object():
@@ -100,15 +102,15 @@ def test_async_query_reads_the_max_gauge_and_falls_back_to_p99():
 def test_db_pooling_unmet_when_queries_wait_long_for_a_connection():
     # incident (pool of 2 held across a 300 ms call): p95 wait 143 ms on one instance
     a = cl.answer_db_pooling({"i1": 2, "i2": 2}, {"i1": 2, "i2": 2}, {"i1": 0.016, "i2": 0.0}, {"i1": 4, "i2": 0},
-                             {"i1": 0.143, "i2": 0.001})
+                             {"i1": 0.143, "i2": 0.001}, **POOLING)
     assert a.status == "unmet" and "i1" in a.why and "143 ms" in a.why
     # healthy under load: the gauge reads 1 waiting at most scrapes, but nobody waits long
-    b = cl.answer_db_pooling({"i1": 3}, {"i1": 3}, {"i1": 0.9}, {"i1": 1}, {"i1": 0.004})
+    b = cl.answer_db_pooling({"i1": 3}, {"i1": 3}, {"i1": 0.9}, {"i1": 1}, {"i1": 0.004}, **POOLING)
     assert b.status == "met"
     # no wait histogram: the gauge decides, only when queries waited in most scrapes
-    assert cl.answer_db_pooling({"i1": 2}, {"i1": 2}, {"i1": 0.3}, {"i1": 2}).status == "met"
-    assert cl.answer_db_pooling({"i1": 2}, {"i1": 2}, {"i1": 0.8}, {"i1": 5}).status == "unmet"
-    assert cl.answer_db_pooling(None, None, None, None).status == "unknown"
+    assert cl.answer_db_pooling({"i1": 2}, {"i1": 2}, {"i1": 0.3}, {"i1": 2}, **POOLING).status == "met"
+    assert cl.answer_db_pooling({"i1": 2}, {"i1": 2}, {"i1": 0.8}, {"i1": 5}, **POOLING).status == "unmet"
+    assert cl.answer_db_pooling(None, None, None, None, **POOLING).status == "unknown"
     assert cl.answer_pool_configured({"i1": 2}).status == "met"
 
 

@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 
 from perfbook.checks import database as D
-from perfbook.params import DEFAULT_ENDPOINTS, Endpoint, Level
+from perfbook.params import DEFAULT_ENDPOINTS, Endpoint, Level, Params
 from perfbook.sources import postgres as P
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "postgres"
 ENDPOINTS = [Endpoint(**e) for e in DEFAULT_ENDPOINTS]
 CONNECTION_LEVELS = Level(normal=20, warning=50, critical=80)
+SETTINGS = Params(service="x").settings.database
+POOL_EXHAUSTED = {"wait_warning": SETTINGS.pool_exhausted_share, "wait_critical": SETTINGS.pool_exhausted_share_critical}
 
 
 def frame(d: dict) -> pd.DataFrame:
@@ -53,7 +55,7 @@ def bad(findings):
 
 
 def test_n_plus_one_found_on_categories_lookup_of_products_list(incident):
-    _table, found = D.n_plus_one_from_statements(incident["statements"], ENDPOINTS, incident["requests"])
+    _table, found = D.n_plus_one_from_statements(incident["statements"], SETTINGS, ENDPOINTS, incident["requests"])
     [f] = bad(found)
     assert f.code == "db.n_plus_one"
     assert "categories" in f.subject and "WHERE id = $1" in f.subject
@@ -64,14 +66,14 @@ def test_n_plus_one_found_on_categories_lookup_of_products_list(incident):
 
 
 def test_n_plus_one_names_endpoint_without_prometheus(incident):
-    _, found = D.n_plus_one_from_statements(incident["statements"], ENDPOINTS, None)
+    _, found = D.n_plus_one_from_statements(incident["statements"], SETTINGS, ENDPOINTS, None)
     [f] = bad(found)
     assert f.evidence["endpoint"] == "GET /api/products" and f.evidence["endpoint_requests"] is None
 
 
 def test_missing_index_on_products_category_then_created_at(incident):
-    sugg = D.index_suggestions(incident["plans"], incident["tables"], incident["indexes"])
-    _table, found = D.missing_indexes(incident["tables"], sugg, incident["statements"])
+    sugg = D.index_suggestions(incident["plans"], incident["tables"], incident["indexes"], SETTINGS)
+    _table, found = D.missing_indexes(incident["tables"], sugg, incident["statements"], settings=SETTINGS)
     [f] = bad(found)
     assert f.subject == "products"
     assert f.evidence["table"] == "products"
@@ -81,20 +83,20 @@ def test_missing_index_on_products_category_then_created_at(incident):
 
 
 def test_hypopg_keeps_an_index_only_if_the_cost_halves(incident):
-    sugg = D.index_suggestions(incident["plans"], incident["tables"], incident["indexes"])
+    sugg = D.index_suggestions(incident["plans"], incident["tables"], incident["indexes"], SETTINGS)
     key = (sugg[0].queryid, "products")
     _, kept = D.missing_indexes(incident["tables"], sugg, incident["statements"],
-                                {key: {"cost_before": 4000.0, "cost_after": 100.0}})
+                                {key: {"cost_before": 4000.0, "cost_after": 100.0}}, settings=SETTINGS)
     assert bad(kept) and bad(kept)[0].evidence["hypopg_cost_after"] == 100.0
     # the recorded hypopg answer for the unpaginated listing: 4396 -> 3041, not halved
     recorded = {(h["queryid"], h["table"]): h for h in incident["hypopg"]}
-    table, dropped = D.missing_indexes(incident["tables"], sugg, incident["statements"], recorded)
+    table, dropped = D.missing_indexes(incident["tables"], sugg, incident["statements"], recorded, settings=SETTINGS)
     assert not bad(dropped)
     assert table["verdict"].str.startswith("dropped").any()
 
 
 def test_large_result_of_unpaginated_listing(incident):
-    _, found = D.large_results(incident["statements"], incident["tables"], 1000)
+    _, found = D.large_results(incident["statements"], incident["tables"], SETTINGS)
     [f] = bad(found)
     assert "products" in f.subject and f.evidence["has_limit"] is False
     assert f.evidence["rows_per_call"] > 1000
@@ -102,7 +104,7 @@ def test_large_result_of_unpaginated_listing(incident):
 
 
 def test_bloat_on_sessions_with_autovacuum_disabled(incident):
-    _, found = D.bloat(incident["tables"], 0.20)
+    _, found = D.bloat(incident["tables"], SETTINGS)
     [f] = bad(found)
     assert f.subject == "sessions"
     assert 30 <= f.evidence["dead_pct"] <= 50
@@ -112,7 +114,7 @@ def test_bloat_on_sessions_with_autovacuum_disabled(incident):
 
 
 def test_pool_saturation_from_prisma_pool_metrics(incident):
-    _, found = D.pool_saturation(incident["pool"])
+    _, found = D.pool_saturation(incident["pool"], SETTINGS)
     [f] = found
     assert f.code == "db.connections" and f.severity in ("warning", "critical")
     assert f.subject == "connection pool"
@@ -120,9 +122,9 @@ def test_pool_saturation_from_prisma_pool_metrics(incident):
 
 
 def test_slow_listing_query_flagged_only_above_pghero_bar(incident):
-    _, found = D.slow_queries(incident["statements"], mean_ms=20, min_calls=50)
+    _, found = D.slow_queries(incident["statements"], SETTINGS.model_copy(update={"slow_query_calls": 50}))
     assert any("FROM products p WHERE p.category_id" in f.subject for f in bad(found))
-    _, found = D.slow_queries(incident["statements"], mean_ms=20, min_calls=100_000)
+    _, found = D.slow_queries(incident["statements"], SETTINGS.model_copy(update={"slow_query_calls": 100_000}))
     assert not bad(found) and found[0].severity == "ok"
 
 
@@ -132,26 +134,26 @@ def test_slow_listing_query_flagged_only_above_pghero_bar(incident):
 def test_healthy_stack_raises_nothing(healthy):
     h = healthy
     findings = D.statements_available(h["statements"])
-    findings += D.slow_queries(h["statements"])[1]
-    findings += D.n_plus_one_from_statements(h["statements"], ENDPOINTS, h["requests"])[1]
-    findings += D.n_plus_one_from_statements(h["statements"], ENDPOINTS, None)[1]
-    sugg = D.index_suggestions(h["plans"], h["tables"], h["indexes"])
-    findings += D.missing_indexes(h["tables"], sugg, h["statements"])[1]
-    findings += D.large_results(h["statements"], h["tables"])[1]
-    findings += D.bloat(h["tables"])[1]
-    findings += D.unused_indexes(h["indexes"], h["info"]["stats_reset"], h["info"]["now"])[1]
-    findings += D.connections(h["activity"], h["info"], CONNECTION_LEVELS)[1]
-    findings += D.long_running(h["activity"])[1]
-    findings += D.lock_waits(h["activity"])[1]
-    findings += D.pool_saturation(h["pool"])[1]
+    findings += D.slow_queries(h["statements"], SETTINGS)[1]
+    findings += D.n_plus_one_from_statements(h["statements"], SETTINGS, ENDPOINTS, h["requests"])[1]
+    findings += D.n_plus_one_from_statements(h["statements"], SETTINGS, ENDPOINTS, None)[1]
+    sugg = D.index_suggestions(h["plans"], h["tables"], h["indexes"], SETTINGS)
+    findings += D.missing_indexes(h["tables"], sugg, h["statements"], settings=SETTINGS)[1]
+    findings += D.large_results(h["statements"], h["tables"], SETTINGS)[1]
+    findings += D.bloat(h["tables"], SETTINGS)[1]
+    findings += D.unused_indexes(h["indexes"], SETTINGS, h["info"]["stats_reset"], h["info"]["now"])[1]
+    findings += D.connections(h["activity"], h["info"], CONNECTION_LEVELS, SETTINGS)[1]
+    findings += D.long_running(h["activity"], SETTINGS)[1]
+    findings += D.lock_waits(h["activity"], SETTINGS)[1]
+    findings += D.pool_saturation(h["pool"], SETTINGS)[1]
     assert bad(findings) == []
     assert {f.code for f in findings} >= {"db.slow_query", "db.n_plus_one", "db.missing_index", "db.large_result",
                                           "db.bloat", "db.connections", "db.long_running", "db.lock_waits"}
 
 
 def test_every_check_says_ok_when_it_finds_nothing(healthy):
-    for found in (D.slow_queries(healthy["statements"])[1], D.bloat(healthy["tables"])[1],
-                  D.lock_waits(healthy["activity"])[1]):
+    for found in (D.slow_queries(healthy["statements"], SETTINGS)[1], D.bloat(healthy["tables"], SETTINGS)[1],
+                  D.lock_waits(healthy["activity"], SETTINGS)[1]):
         assert [f.severity for f in found] == ["ok"]
 
 
@@ -168,7 +170,7 @@ def _activity_with(rec, **changes):
 
 def test_long_running_statement_over_60_seconds(healthy):
     act, pid = _activity_with(healthy, state="active", query_age_s=95.0, query="SELECT pg_sleep(100)")
-    _, found = D.long_running(act, 60)
+    _, found = D.long_running(act, SETTINGS)
     [f] = bad(found)
     assert f.evidence["pid"] == pid and f.evidence["seconds"] == 95
     assert f"pg_cancel_backend({pid})" in f.recommendation
@@ -176,7 +178,7 @@ def test_long_running_statement_over_60_seconds(healthy):
 
 def test_idle_in_transaction_is_long_running_too(healthy):
     act, _pid = _activity_with(healthy, state="idle in transaction", state_age_s=400.0)
-    _, found = D.long_running(act, 60)
+    _, found = D.long_running(act, SETTINGS)
     assert bad(found)[0].severity == "critical"
 
 
@@ -186,7 +188,7 @@ def test_lock_wait_names_the_blocking_pid(healthy):
     blocker, waiter = act.loc[clients[0], "pid"], act.loc[clients[1], "pid"]
     act.at[clients[1], "blocking_pids"] = [blocker]
     act.at[clients[1], "query_age_s"] = 12.0
-    _, found = D.lock_waits(act)
+    _, found = D.lock_waits(act, SETTINGS)
     [f] = found
     assert f.code == "db.lock_waits" and f.severity == "warning"
     assert f.evidence["blocking_pid"] == blocker and f.evidence["waiting_pids"] == [waiter]
@@ -194,7 +196,7 @@ def test_lock_wait_names_the_blocking_pid(healthy):
 
 def test_connections_against_runbook_levels(healthy):
     act = pd.concat([healthy["activity"]] * 20, ignore_index=True)
-    _, [f] = D.connections(act, healthy["info"], CONNECTION_LEVELS)
+    _, [f] = D.connections(act, healthy["info"], CONNECTION_LEVELS, SETTINGS)
     n = int((act["backend_type"] == "client backend").sum())
     assert f.evidence["connections"] == n
     assert f.severity == ("critical" if n >= 80 else "warning" if n >= 50 else "ok")
@@ -235,7 +237,7 @@ def test_missing_pg_stat_statements_is_an_error_saying_how_to_enable_it(why, nee
     assert needle in f.recommendation
     if why == "not_loaded":
         assert "'auto_explain, pg_stat_statements'" in f.recommendation
-    assert D.slow_queries(empty)[1] == []
+    assert D.slow_queries(empty, SETTINGS)[1] == []
 
 
 def test_insufficient_privilege_rows_are_counted_and_skipped(incident):
@@ -273,11 +275,11 @@ def test_index_suggestion_from_index_scan_with_filter():
     tables = pd.DataFrame([{"schema": "public", "table": "products", "n_live_tup": 100_000, "reltuples": 1e5}])
     idx = pd.DataFrame([{"table": "products", "index": "idx_products_created_at", "is_valid": True,
                          "definition": "CREATE INDEX idx_products_created_at ON public.products USING btree (created_at DESC)"}])
-    [s] = D.index_suggestions(pd.DataFrame([{"queryid": 1, "query": q, "plan": plan}]), tables, idx)
+    [s] = D.index_suggestions(pd.DataFrame([{"queryid": 1, "query": q, "plan": plan}]), tables, idx, SETTINGS)
     assert s.columns == ["category_id", "created_at"] and s.sort == [("created_at", True)]
     idx2 = pd.concat([idx, pd.DataFrame([{"table": "products", "index": "x", "is_valid": True,
                                           "definition": "CREATE INDEX x ON public.products USING btree (category_id, created_at DESC)"}])])
-    assert D.index_suggestions(pd.DataFrame([{"queryid": 1, "query": q, "plan": plan}]), tables, idx2) == []
+    assert D.index_suggestions(pd.DataFrame([{"queryid": 1, "query": q, "plan": plan}]), tables, idx2, SETTINGS) == []
 
 
 def test_query_shape_key_lookup_and_prisma_form():
@@ -348,8 +350,8 @@ def test_safe_dsn_drops_credentials():
 def test_large_results_ok_says_what_it_could_not_check_without_table_sizes():
     stmts = pd.DataFrame([{"queryid": 1, "query": "SELECT id, name FROM products", "calls": 50, "rows": 50 * 300,
                            "rows_per_call": 300.0, "total_ms": 100.0, "mean_ms": 2.0}])
-    _, with_sizes = D.large_results(stmts, pd.DataFrame([{"table": "products", "n_live_tup": 500}]))
-    _, without = D.large_results(stmts, None)
+    _, with_sizes = D.large_results(stmts, pd.DataFrame([{"table": "products", "n_live_tup": 500}]), SETTINGS)
+    _, without = D.large_results(stmts, None, SETTINGS)
     assert [f.severity for f in with_sizes] == [f.severity for f in without] == ["ok"]
     assert with_sizes[0].evidence["table_sizes_known"] and "not checked" not in with_sizes[0].title
     assert not without[0].evidence["table_sizes_known"] and "not checked" in without[0].title
@@ -389,12 +391,12 @@ def test_explain_is_not_sent_for_a_table_the_role_cannot_read():
     stmts = _stmts([("SELECT id FROM clicks WHERE product_id = $1 ORDER BY created_at DESC LIMIT $2", 1415, 900.0, 20),
                     ("SELECT id FROM products WHERE id = $1", 2000, 50.0, 1)])
     tables = _tables([("clicks", 500_000, 1415, 0), ("products", 100_000, 0, 2000)])
-    _, cands = D.index_candidates(stmts, tables, None)
-    out = D.explain_candidates(stmts, tables, 10, 10_000, cands, _priv(unreadable=["public.clicks", "public.products"]))
+    _, cands = D.index_candidates(stmts, tables, None, SETTINGS)
+    out = D.explain_candidates(stmts, tables, SETTINGS, cands, _priv(unreadable=["public.clicks", "public.products"]))
     assert set(out["queryid"]) == {1, 2}
     assert out["skip"].str.contains("no SELECT privilege on public.clicks").any()
     assert "InsufficientPrivilege" in out.loc[out["queryid"] == 1, "skip"].iloc[0]
-    allowed = D.explain_candidates(stmts, tables, 10, 10_000, cands, _priv(read_all_data=True, unreadable=[]))
+    allowed = D.explain_candidates(stmts, tables, SETTINGS, cands, _priv(read_all_data=True, unreadable=[]))
     assert allowed["skip"].isna().all()
 
 
@@ -434,7 +436,7 @@ NODE_TABLES = [("clicks", 500_000, 1415 + 4, 0), ("products", 10_000, 0, 300), (
 
 
 def test_candidate_from_the_statement_text_for_the_issue_example():
-    considered, [c] = D.index_candidates(_stmts(NODE_STMTS), _tables(NODE_TABLES), _indexes([]))
+    considered, [c] = D.index_candidates(_stmts(NODE_STMTS), _tables(NODE_TABLES), _indexes([]), SETTINGS)
     assert (c.schema, c.table, c.columns, c.sort) == ("public", "clicks", ["product_id", "created_at"],
                                                        [("created_at", True)])
     assert c.create_index == ("CREATE INDEX CONCURRENTLY idx_clicks_product_id_created_at ON public.clicks "
@@ -473,7 +475,7 @@ def test_candidate_from_the_statement_text_for_the_issue_example():
 def test_candidate_columns_for_statement_shapes(query, table, columns, desc):
     tables = _tables([("orders", 200_000, 500, 10), ("lines", 900_000, 300, 0), ("products", 100_000, 80, 10),
                       ("categories", 50, 1000, 100)])
-    _, cands = D.index_candidates(_stmts([(query, 500, 1000.0, 5)]), tables, _indexes([]))
+    _, cands = D.index_candidates(_stmts([(query, 500, 1000.0, 5)]), tables, _indexes([]), SETTINGS)
     [c] = [c for c in cands if c.table == table]
     assert c.columns == columns
     assert [col for col, d in c.sort if d] == desc
@@ -491,18 +493,18 @@ def test_candidate_columns_for_statement_shapes(query, table, columns, desc):
 ])
 def test_no_candidate_without_a_condition_an_index_serves(query):
     tables = _tables([("orders", 200_000, 500, 10), ("lines", 900_000, 300, 0)])
-    _, cands = D.index_candidates(_stmts([(query, 500, 1000.0, 5)]), tables, _indexes([]))
+    _, cands = D.index_candidates(_stmts([(query, 500, 1000.0, 5)]), tables, _indexes([]), SETTINGS)
     assert cands == []
 
 
 def test_already_indexed_columns_are_skipped():
     stmts, tables = _stmts(NODE_STMTS), _tables(NODE_TABLES)
     for cols in ("product_id, created_at DESC", "product_id", "product_id, source"):
-        considered, cands = D.index_candidates(stmts, tables, _indexes([("clicks", "ix", cols)]))
+        considered, cands = D.index_candidates(stmts, tables, _indexes([("clicks", "ix", cols)]), SETTINGS)
         assert cands == [], cols
         assert considered["verdict"].str.startswith("already indexed: ix").any()
     # an index leading with another column does not serve the equality
-    _, [c] = D.index_candidates(stmts, tables, _indexes([("clicks", "ix", "created_at")]))
+    _, [c] = D.index_candidates(stmts, tables, _indexes([("clicks", "ix", "created_at")]), SETTINGS)
     assert c.columns == ["product_id", "created_at"]
 
 
@@ -511,7 +513,7 @@ def test_candidates_only_on_large_sequentially_scanned_tables_ranked_by_share():
                     ("SELECT * FROM c WHERE z = $1", 100, 100.0, 1), ("SELECT * FROM d WHERE w = $1", 10, 30.0, 1)])
     tables = _tables([("a", 50_000, 100, 0), ("b", 80_000, 100, 10), ("c", 50_000, 20, 2000),   # c: 99 % by index
                       ("d", 50_000, 100, 0)])
-    considered, cands = D.index_candidates(stmts, tables, _indexes([]), min_share=0.05)
+    considered, cands = D.index_candidates(stmts, tables, _indexes([]), SETTINGS)
     assert [c.table for c in cands] == ["b", "a"]          # largest share of statement time first
     assert considered.set_index("table").loc["c", "verdict"].startswith("c is read mostly by index")
     assert "d" not in set(considered["table"])             # 3 % of the time: under index_candidate_min_share
@@ -522,20 +524,22 @@ def test_unqualified_columns_of_a_join_are_attributed_with_the_column_names():
          "WHERE category_id = $1 AND slug = $2 ORDER BY created_at DESC LIMIT 20")
     cols = {"products": ["id", "category_id", "created_at"], "categories": ["id", "slug", "name"]}
     tables = _tables([("products", 100_000, 80, 10), ("categories", 50_000, 80, 10)], columns=cols)
-    _, cands = D.index_candidates(_stmts([(q, 100, 100.0, 20)]), tables, _indexes([]))
+    _, cands = D.index_candidates(_stmts([(q, 100, 100.0, 20)]), tables, _indexes([]), SETTINGS)
     by = {c.table: c.columns for c in cands}
     assert by == {"products": ["category_id", "created_at"], "categories": ["slug"]}
     # without the column names the unqualified terms cannot be placed: nothing is guessed
     _, cands = D.index_candidates(_stmts([(q, 100, 100.0, 20)]), _tables([("products", 100_000, 80, 10),
-                                                                          ("categories", 50_000, 80, 10)]), None)
+                                                                          ("categories", 50_000, 80, 10)]), None,
+                                  SETTINGS)
     assert cands == []
 
 
 def test_schema_qualified_create_and_drop_index():
-    _, [c] = D.index_candidates(_stmts(NODE_STMTS), _tables(NODE_TABLES, schema="shop"), _indexes([], "shop"))
+    _, [c] = D.index_candidates(_stmts(NODE_STMTS), _tables(NODE_TABLES, schema="shop"), _indexes([], "shop"),
+                                SETTINGS)
     assert " ON shop.clicks (product_id, created_at DESC);" in c.create_index
     idx = _indexes([("clicks", "Old Index", "source")], schema="Shop").assign(idx_scan=0)
-    [f] = D.unused_indexes(idx)[1]
+    [f] = D.unused_indexes(idx, SETTINGS)[1]
     assert 'DROP INDEX CONCURRENTLY "Shop"."Old Index";' in f.recommendation
 
 
@@ -558,9 +562,10 @@ INDEX_PLAN = {"Node Type": "Limit", "Total Cost": 12.0, "Plans": [{
 def _missing(plans=None, verified=None, indexes=None):
     stmts, tables = _stmts(NODE_STMTS), _tables(NODE_TABLES)
     idx = indexes if indexes is not None else _indexes([])
-    considered, cands = D.index_candidates(stmts, tables, idx)
-    sugg = D.index_suggestions(plans, tables, idx) if plans is not None else []
-    return D.missing_indexes(tables, sugg, stmts, verified, candidates=cands, plans=plans, considered=considered)
+    considered, cands = D.index_candidates(stmts, tables, idx, SETTINGS)
+    sugg = D.index_suggestions(plans, tables, idx, SETTINGS) if plans is not None else []
+    return D.missing_indexes(tables, sugg, stmts, verified, settings=SETTINGS, candidates=cands, plans=plans,
+                             considered=considered)
 
 
 def test_monitor_level_finds_the_missing_index_unverified_with_the_reason():
@@ -607,12 +612,13 @@ def test_hypopg_level_drops_an_index_that_does_not_halve_the_cost_saying_why():
 
 def test_recorded_incident_gives_the_same_verdict_at_both_levels(incident):
     stmts, tables, indexes = incident["statements"], incident["tables"], incident["indexes"]
-    considered, cands = D.index_candidates(stmts, tables, indexes)
+    considered, cands = D.index_candidates(stmts, tables, indexes, SETTINGS)
     verdicts = []
-    for plans in (D.explain_candidates(stmts, tables, 10, 10_000, cands).assign(plan=None, error="no SELECT privilege"),
+    for plans in (D.explain_candidates(stmts, tables, SETTINGS, cands).assign(plan=None, error="no SELECT privilege"),
                   incident["plans"]):
-        sugg = D.index_suggestions(plans, tables, indexes)
-        _, found = D.missing_indexes(tables, sugg, stmts, candidates=cands, plans=plans, considered=considered)
+        sugg = D.index_suggestions(plans, tables, indexes, SETTINGS)
+        _, found = D.missing_indexes(tables, sugg, stmts, settings=SETTINGS, candidates=cands, plans=plans,
+                                     considered=considered)
         [f] = bad(found)
         verdicts.append((f.severity, f.subject, f.evidence["columns"], f.evidence["create_index"]))
     assert verdicts[0] == verdicts[1]
@@ -622,10 +628,10 @@ def test_recorded_incident_gives_the_same_verdict_at_both_levels(incident):
 
 
 def test_healthy_recording_has_no_candidate(healthy):
-    considered, cands = D.index_candidates(healthy["statements"], healthy["tables"], healthy["indexes"])
+    considered, cands = D.index_candidates(healthy["statements"], healthy["tables"], healthy["indexes"], SETTINGS)
     assert cands == [] and not considered.empty
     _, found = D.missing_indexes(healthy["tables"], [], healthy["statements"], candidates=cands,
-                                 considered=considered)
+                                 considered=considered, settings=SETTINGS)
     assert [f.severity for f in found] == ["ok"]
 
 
@@ -634,7 +640,7 @@ def test_healthy_recording_has_no_candidate(healthy):
 
 def test_one_large_export_every_20_seconds_is_a_finding():
     stmts = _stmts(NODE_STMTS)
-    _, found = D.large_results(stmts, _tables(NODE_TABLES), 1000)
+    _, found = D.large_results(stmts, _tables(NODE_TABLES), SETTINGS)
     [f] = bad(found)
     assert "clicks WHERE created_at >= $1" in f.subject and f.evidence["calls"] == 4
     assert f.evidence["rows_per_call"] == 200_000 and f.evidence["rows"] == 800_000
@@ -645,20 +651,20 @@ def test_one_large_export_every_20_seconds_is_a_finding():
 def test_small_lists_stay_quiet_and_the_ok_names_the_largest():
     stmts = _stmts([("SELECT id, name FROM products ORDER BY id LIMIT $1", 1000, 900.0, 20),
                     ("SELECT id FROM products WHERE category_id = $1", 2000, 100.0, 1)])
-    _, [f] = D.large_results(stmts, _tables([("products", 100_000, 0, 3000)]), 1000)
+    _, [f] = D.large_results(stmts, _tables([("products", 100_000, 0, 3000)]), SETTINGS)
     assert f.severity == "ok" and "largest: 20" in f.title and f.evidence["max_rows_per_call"] == 20
 
 
 def test_a_cheap_large_result_is_ok_and_the_title_says_it_is_large():
     stmts = _stmts([("SELECT id FROM products ORDER BY id LIMIT $1", 1000, 9000.0, 20),
                     ("SELECT * FROM products WHERE category_id = $1", 2, 30.0, 5000)])   # 10k rows, 0.3 %
-    _, [f] = D.large_results(stmts, _tables([("products", 100_000, 0, 3000)]), 1000)
+    _, [f] = D.large_results(stmts, _tables([("products", 100_000, 0, 3000)]), SETTINGS)
     assert f.severity == "ok" and f.evidence["max_rows_per_call"] == 5000
     assert "No SELECT returns more than" not in f.title and "5,000 rows per call" in f.title
     assert "under every cost bar" in f.title
     # the same statement at 10x the share of time is a finding
     stmts.loc[1, "total_ms"] = 3000.0
-    assert bad(D.large_results(stmts, None, 1000)[1])
+    assert bad(D.large_results(stmts, None, SETTINGS)[1])
 
 
 # --------------------------------------------------------------------------- N+1 endpoint attribution
@@ -678,7 +684,7 @@ def test_n_plus_one_never_blames_a_health_route():
     stmts = _stmts([(LIST, 300, 300.0, 20), (LOOKUP, 300 * 20 + 900, 700.0, 1)])
     reqs = _requests({"GET /health/services": 6900, "GET /health": 3000, "GET /metrics": 600,
                       "GET /api/products": 300, "GET /api/products/:id": 900, "GET /api/products/:id/clicks": 310})
-    [f] = bad(D.n_plus_one_from_statements(stmts, ENDPOINTS, reqs)[1])
+    [f] = bad(D.n_plus_one_from_statements(stmts, SETTINGS, ENDPOINTS, reqs)[1])
     assert f.evidence["endpoint"] == "GET /api/products" and not f.evidence["endpoint_ambiguous"]
     assert "health" not in f.title and "GET /api/products" in f.title
     assert all("health" not in c["endpoint"] and "metrics" not in c["endpoint"]
@@ -691,7 +697,7 @@ def test_n_plus_one_never_blames_a_health_route():
 def test_n_plus_one_with_no_application_endpoint_to_blame_says_unknown():
     stmts = _stmts([(LIST, 300, 300.0, 20), (LOOKUP, 6000, 700.0, 1)])
     reqs = _requests({"GET /health/services": 6900, "GET /api/other": 40})
-    [f] = bad(D.n_plus_one_from_statements(stmts, ENDPOINTS, reqs)[1])
+    [f] = bad(D.n_plus_one_from_statements(stmts, SETTINGS, ENDPOINTS, reqs)[1])
     assert f.evidence["endpoint"] is None and "endpoint is unknown" in f.title
     assert "GET /health/services not counted (health/metrics routes)" in f.title
     assert f.evidence["endpoint_candidates"] == []
@@ -701,7 +707,7 @@ def test_ambiguous_attribution_lists_the_candidates():
     stmts = _stmts([("SELECT id, name, category_id FROM items WHERE shop_id = $1 LIMIT 20", 200, 300.0, 20),
                     (LOOKUP, 4000, 700.0, 1)])
     reqs = _requests({"GET /api/search": 210, "GET /api/feed": 220, "GET /health": 5000})
-    [f] = bad(D.n_plus_one_from_statements(stmts, ENDPOINTS, reqs)[1])
+    [f] = bad(D.n_plus_one_from_statements(stmts, SETTINGS, ENDPOINTS, reqs)[1])
     assert f.evidence["endpoint"] is None and f.evidence["endpoint_ambiguous"]
     names = [c["endpoint"] for c in f.evidence["endpoint_candidates"]]
     assert set(names) == {"GET /api/search", "GET /api/feed"}
@@ -712,7 +718,7 @@ def test_a_detail_endpoint_lookup_once_per_request_is_not_n_plus_one():
     # GET /api/products/{id} looks up its product's category once per request: healthy
     stmts = _stmts([(LIST.replace("category_id", "c.name") + "", 300, 300.0, 20), (LOOKUP, 905, 90.0, 1)])
     reqs = _requests({"GET /api/products": 300, "GET /api/products/{id}": 900, "GET /health": 3000})
-    table, found = D.n_plus_one_from_statements(stmts, ENDPOINTS, reqs)
+    table, found = D.n_plus_one_from_statements(stmts, SETTINGS, ENDPOINTS, reqs)
     assert bad(found) == [] and table.empty
     [ok] = found
     assert "a detail page" in ok.evidence["lookups_looked_at"][0]["why_not"]
@@ -721,9 +727,9 @@ def test_a_detail_endpoint_lookup_once_per_request_is_not_n_plus_one():
 def test_without_a_list_query_only_many_lookups_per_application_request_count():
     reqs = _requests({"GET /api/products": 300, "GET /api/orders": 200, "GET /health": 9000})
     # 900 lookups for 500 application requests: 1.8 per request, no N+1 can be shown
-    assert bad(D.n_plus_one_from_statements(_stmts([(LOOKUP, 900, 50.0, 1)]), ENDPOINTS, reqs)[1]) == []
+    assert bad(D.n_plus_one_from_statements(_stmts([(LOOKUP, 900, 50.0, 1)]), SETTINGS, ENDPOINTS, reqs)[1]) == []
     # 5000 lookups: 10 per application request, two endpoints could issue them: ambiguous
-    [f] = bad(D.n_plus_one_from_statements(_stmts([(LOOKUP, 5000, 50.0, 1)]), ENDPOINTS, reqs)[1])
+    [f] = bad(D.n_plus_one_from_statements(_stmts([(LOOKUP, 5000, 50.0, 1)]), SETTINGS, ENDPOINTS, reqs)[1])
     assert f.evidence["endpoint_ambiguous"] and "health" not in f.title
 
 
@@ -784,14 +790,15 @@ def _ok_claims_hold(f):
 
 def test_every_ok_finding_of_the_database_checks_agrees_with_its_evidence(healthy):
     st, tables, idx, pool = _near_misses(healthy)
-    considered, cands = D.index_candidates(st, tables, idx)
-    findings = [*D.slow_queries(st)[1], *D.n_plus_one_from_statements(st, ENDPOINTS, healthy["requests"])[1],
-                *D.missing_indexes(tables, [], st, candidates=cands, considered=considered)[1],
-                *D.large_results(st, tables)[1], *D.bloat(tables)[1],
-                *D.unused_indexes(idx, healthy["info"]["stats_reset"], healthy["info"]["now"])[1],
-                *D.connections(healthy["activity"], healthy["info"], CONNECTION_LEVELS)[1],
-                *D.long_running(healthy["activity"])[1], *D.lock_waits(healthy["activity"])[1],
-                *D.pool_saturation(pool)[1]]
+    considered, cands = D.index_candidates(st, tables, idx, SETTINGS)
+    findings = [*D.slow_queries(st, SETTINGS)[1],
+                *D.n_plus_one_from_statements(st, SETTINGS, ENDPOINTS, healthy["requests"])[1],
+                *D.missing_indexes(tables, [], st, candidates=cands, considered=considered, settings=SETTINGS)[1],
+                *D.large_results(st, tables, SETTINGS)[1], *D.bloat(tables, SETTINGS)[1],
+                *D.unused_indexes(idx, SETTINGS, healthy["info"]["stats_reset"], healthy["info"]["now"])[1],
+                *D.connections(healthy["activity"], healthy["info"], CONNECTION_LEVELS, SETTINGS)[1],
+                *D.long_running(healthy["activity"], SETTINGS)[1], *D.lock_waits(healthy["activity"], SETTINGS)[1],
+                *D.pool_saturation(pool, SETTINGS)[1]]
     assert bad(findings) == []
     oks = [f for f in findings if f.severity == "ok"]
     assert {f.code for f in oks} >= {"db.slow_query", "db.n_plus_one", "db.missing_index", "db.large_result",
@@ -841,10 +848,10 @@ def test_db_connections_without_open_gauge_nor_server_count_does_not_fail():
     busy = pd.DataFrame([{"timestamp": t0 + pd.Timedelta(seconds=i), "instance": "a", "value": 1.0} for i in range(5)])
     wait = busy.assign(value=0.0)
     # pool gauges under other names than Prisma's: no open-connections series; the database unreachable
-    _, found = R.db_connections(None, busy, wait, Thresholds().db_connections, None)
+    _, found = R.db_connections(None, busy, wait, Thresholds().db_connections, None, **POOL_EXHAUSTED)
     assert found and all(f.severity in ("ok", "info") for f in found)
     assert any("not checked" in f.title for f in found)
-    _table, found = R.db_connections(None, None, None, Thresholds().db_connections, None)
+    _table, found = R.db_connections(None, None, None, Thresholds().db_connections, None, **POOL_EXHAUSTED)
     assert [f.severity for f in found] == ["info"]
 
 

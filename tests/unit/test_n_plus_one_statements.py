@@ -20,10 +20,17 @@ import pytest
 from perfbook.checks import database as D
 from perfbook.checks.database import n_plus_one
 from perfbook.findings import Finding
-from perfbook.params import DEFAULT_ENDPOINTS, Endpoint
+from perfbook.params import DEFAULT_ENDPOINTS, Endpoint, Params
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "postgres"
 ENDPOINTS = [Endpoint(**e) for e in DEFAULT_ENDPOINTS]
+SETTINGS = Params(service="x").settings.database
+
+
+def settings(min_ratio: float | None = None, min_calls: int | None = None) -> Any:
+    """The database settings with the oracle's bars (``min_ratio``, ``min_calls``) where given."""
+    bars = {"n_plus_one_min_repeats": min_ratio, "n_plus_one_min_calls": min_calls}
+    return SETTINGS.model_copy(update={k: v for k, v in bars.items() if v is not None})
 
 
 # --------------------------------------------------------------------------- the oracle (old code)
@@ -76,7 +83,7 @@ def _quadratic_n_plus_one(stmts: pd.DataFrame, endpoints: Sequence[Any] = (),
             p, ps, k = parent
             ptable = ps.from_tables[0] if ps.from_tables else (ps.tables[0] if ps.tables else None)
             pinfo = (float(p["calls"]), ptable, float(p["rows_per_call"] or 0))
-        attr = D.attribute_endpoint(float(r["calls"]), table, pinfo, reqs, endpoints, min_ratio)
+        attr = D.attribute_endpoint(float(r["calls"]), table, pinfo, reqs, endpoints, min_ratio=min_ratio)
         if parent is None and not attr["n_plus_one"]:
             continue
         endpoint, ep_requests = attr["endpoint"], attr["requests"]
@@ -222,7 +229,7 @@ def stmts():
 ], ids=["no-prometheus", "with-requests", "low-thresholds", "scaled-requests", "min-ratio-1"])
 def test_same_as_quadratic_version_on_2k_generated_statements(stmts, requests, kw):
     reqs = {"requests": requests_frame(), "scaled": requests_frame(7.3), None: None}[requests]
-    new = D.n_plus_one_from_statements(stmts, ENDPOINTS, reqs, **kw)
+    new = D.n_plus_one_from_statements(stmts, settings(**kw), ENDPOINTS, reqs)
     old = _quadratic_n_plus_one(stmts, ENDPOINTS, reqs, **kw)
     _same(new, old)
     table, found = new
@@ -249,15 +256,16 @@ def test_same_as_quadratic_version_on_recorded_statements(name):
     stmts = pd.DataFrame(d["statements"]["records"], columns=d["statements"]["columns"])
     reqs = pd.DataFrame(d["requests"]["records"], columns=d["requests"]["columns"])
     for r in (None, reqs):
-        _same(D.n_plus_one_from_statements(stmts, ENDPOINTS, r), _quadratic_n_plus_one(stmts, ENDPOINTS, r))
+        _same(D.n_plus_one_from_statements(stmts, SETTINGS, ENDPOINTS, r), _quadratic_n_plus_one(stmts, ENDPOINTS, r))
 
 
 def test_empty_and_all_utility_inputs():
     empty = generated(0)
-    assert D.n_plus_one_from_statements(empty.reindex(columns=["queryid", "query", "calls", "rows_per_call"]))[1] == []
+    assert D.n_plus_one_from_statements(empty.reindex(columns=["queryid", "query", "calls", "rows_per_call"]),
+                                        SETTINGS)[1] == []
     only_tx = pd.DataFrame({"queryid": [1, 2], "query": ["BEGIN", "COMMIT"], "calls": [5.0, 5.0],
                             "total_ms": [1.0, 1.0], "rows_per_call": [0.0, 0.0]})
-    _same(D.n_plus_one_from_statements(only_tx), _quadratic_n_plus_one(only_tx))
+    _same(D.n_plus_one_from_statements(only_tx, SETTINGS), _quadratic_n_plus_one(only_tx))
 
 
 def test_parent_ties_go_to_the_first_listed_statement():
@@ -267,7 +275,7 @@ def test_parent_ties_go_to_the_first_listed_statement():
             ("SELECT id, category_id FROM offers WHERE c = $1", 50.0, 40.0)]
     df = pd.DataFrame([{"queryid": i, "query": q, "calls": c, "total_ms": c, "rows_per_call": rpc}
                        for i, (q, c, rpc) in enumerate(rows)])
-    table, [f] = D.n_plus_one_from_statements(df, ENDPOINTS)
+    table, [f] = D.n_plus_one_from_statements(df, SETTINGS, ENDPOINTS)
     assert "FROM products" in f.evidence["parent_query"] and f.evidence["lookups_per_parent_call"] == 20.0
     _same((table, [f]), _quadratic_n_plus_one(df, ENDPOINTS))
 
@@ -281,5 +289,5 @@ def test_each_statement_is_parsed_at_most_once_on_10k_statements(monkeypatch):
     real = D.query_shape
     # patched where n_plus_one_from_statements looks it up (the package only re-exports it)
     monkeypatch.setattr(n_plus_one, "query_shape", lambda q: calls.append(q) or real(q))
-    D.n_plus_one_from_statements(big, ENDPOINTS, requests_frame())
+    D.n_plus_one_from_statements(big, SETTINGS, ENDPOINTS, requests_frame())
     assert calls and len(calls) <= len(big)

@@ -12,11 +12,12 @@ from types import SimpleNamespace
 import pytest
 
 from perfbook.checks import querylog as Q
-from perfbook.params import DEFAULT_ENDPOINTS, Endpoint
+from perfbook.params import DEFAULT_ENDPOINTS, Endpoint, Params
 from perfbook.sources import SourceUnreachable, querylog as S
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "postgres"
 ENDPOINTS = [Endpoint(**e) for e in DEFAULT_ENDPOINTS]
+DB, LIMITS = Params(service="x").settings.database, Params(service="x").settings.limits
 P = "2026-11-26 22:30:05.{ms:03d} UTC [{pid}] 6b08b2e9.{sess} demo_app@demo "
 
 
@@ -25,7 +26,7 @@ def line(ms: int, text: str, pid: int = 100, sess: str = "5b11") -> str:
 
 
 def test_n_plus_one_found_in_recorded_incident_log():
-    a = Q.analyze(S.read([FIX / "incident.postgresql.log"]))
+    a = Q.analyze(S.read([FIX / "incident.postgresql.log"]), DB, LIMITS)
     assert a.statements > 1000 and a.with_duration == a.statements
     _table, found = Q.n_plus_one_from_log(a, ENDPOINTS)
     [f] = [f for f in found if f.severity == "warning"]
@@ -36,7 +37,7 @@ def test_n_plus_one_found_in_recorded_incident_log():
 
 
 def test_recorded_healthy_log_has_no_n_plus_one():
-    a = Q.analyze(S.read([FIX / "healthy.postgresql.log"]))
+    a = Q.analyze(S.read([FIX / "healthy.postgresql.log"]), DB, LIMITS)
     _, found = Q.n_plus_one_from_log(a, ENDPOINTS)
     assert [f.severity for f in found] == ["ok"]
 
@@ -46,7 +47,7 @@ def test_endpoint_borrowed_from_pg_stat_statements_finding():
     known = [Finding("db.n_plus_one", "warning", "x", evidence={
         "query": "SELECT id, name, slug FROM categories WHERE id = $1", "endpoint": "GET /api/products",
         "parent_query": "SELECT p.id, p.category_id FROM products p WHERE p.category_id = $1"})]
-    a = Q.analyze(S.read([FIX / "incident.postgresql.log"]))
+    a = Q.analyze(S.read([FIX / "incident.postgresql.log"]), DB, LIMITS)
     _, found = Q.n_plus_one_from_log(a, ENDPOINTS, known)
     f = [f for f in found if f.severity == "warning"][0]
     assert f.evidence["endpoint"] == "GET /api/products"
@@ -83,7 +84,7 @@ def test_runs_need_back_to_back_lookups_in_one_session(tmp_path):
                           sess="aaaa") for i in range(6))
     log = tmp_path / "pg.log"
     log.write_text(lookups + spaced)
-    a = Q.analyze(S.read([log]))
+    a = Q.analyze(S.read([log]), DB, LIMITS)
     assert len(a.runs) == 1
     r = a.runs.iloc[0]
     assert r["runs"] == 1 and r["statements"] == 6 and r["sessions"] == ["6b08b2e9.5b11"]
@@ -103,7 +104,7 @@ def test_transaction_control_does_not_break_a_run_but_another_statement_does(tmp
         body.append(line(7 + i, f"LOG:  duration: 20.0 ms  statement: SELECT * FROM t WHERE k = {i}"))
     log = tmp_path / "pg.log"
     log.write_text("".join(body))
-    a = Q.analyze(S.read([log]))
+    a = Q.analyze(S.read([log]), DB, LIMITS)
     assert a.runs.iloc[0]["runs"] == 1 and a.runs.iloc[0]["statements"] == 5
 
 
@@ -111,7 +112,7 @@ def test_cheap_runs_are_info_not_warning(tmp_path):
     log = tmp_path / "pg.log"
     log.write_text("".join(line(1, f"LOG:  duration: 0.010 ms  statement: SELECT * FROM t WHERE k = {i}")
                            for i in range(5)))
-    _, [f] = Q.n_plus_one_from_log(Q.analyze(S.read([log])), ENDPOINTS)
+    _, [f] = Q.n_plus_one_from_log(Q.analyze(S.read([log]), DB, LIMITS), ENDPOINTS)
     assert f.severity == "info"
 
 
@@ -136,7 +137,7 @@ def test_prisma_query_lines(tmp_path):
     assert S.sniff(log) == "prisma"
     got = list(S.read([log]))
     assert len(got) == 12 and got[0].session == "e784079b" and got[-1].duration_ms == 3.0
-    a = Q.analyze(iter(got))
+    a = Q.analyze(iter(got), DB, LIMITS)
     _, found = Q.n_plus_one_from_log(a, ENDPOINTS)
     f = [f for f in found if f.severity == "warning"][0]
     # no durations in Prisma's lines: the run's cost is its span in the log (9 gaps of 8 ms)
@@ -162,7 +163,7 @@ def test_odd_bytes_do_not_crash_the_reader(tmp_path):
 
 
 def test_no_logs_configured_is_info():
-    _, [f] = Q.n_plus_one_from_log(Q.analyze(iter(())), ENDPOINTS, files=[])
+    _, [f] = Q.n_plus_one_from_log(Q.analyze(iter(()), DB, LIMITS), ENDPOINTS, files=[])
     assert f.severity == "info" and "targets.postgres_logs" in f.title
 
 
@@ -181,7 +182,7 @@ def test_memory_stays_flat_with_many_sessions():
         for i in range(50_000):
             yield S.Statement(f"s{i}", "2026-11-26 22:30:05.000 UTC", 0.1, f"SELECT * FROM t WHERE k = {i}", "u", "d")
     tracemalloc.start()
-    a = Q.analyze(stream(), max_sessions=2_000)
+    a = Q.analyze(stream(), DB, LIMITS.model_copy(update={"max_log_sessions": 2_000}))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert a.statements == 50_000
@@ -199,7 +200,7 @@ def _distinct(n: int, heavy_every: int = 0):
 
 
 def test_distinct_statements_are_capped_with_an_other_row():
-    a = Q.analyze(_distinct(3_000, heavy_every=100), max_fingerprints=200)
+    a = Q.analyze(_distinct(3_000, heavy_every=100), DB, LIMITS.model_copy(update={"max_fingerprints": 200}))
     fps = a.fingerprints
     assert len(fps) <= 200 + 1 and a.folded_fingerprints > 2_000
     other = fps[fps["fingerprint"] == Q.OTHER].iloc[0]
@@ -218,7 +219,7 @@ def test_distinct_statements_keep_memory_flat(monkeypatch):
 
     def peak(n: int) -> int:
         tracemalloc.start()
-        a = Q.analyze(_distinct(n), max_fingerprints=200)
+        a = Q.analyze(_distinct(n), DB, LIMITS.model_copy(update={"max_fingerprints": 200}))
         p = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert a.statements == n and len(a.fingerprints) <= 201
@@ -241,7 +242,7 @@ def test_a_line_without_newline_is_cut_not_read_whole(tmp_path):
     assert [s.text for s in got][0] == "SELECT 1" and len(got) == 2 and len(got[1].text) < 4096
     assert stream.cut_lines == 1 and stream.longest_line > 3_000_000
     assert peak < 2 * 2**20   # the 3 MB line was never held
-    a = Q.analyze(S.read([log], limits=SimpleNamespace(max_line_length=4096)))
+    a = Q.analyze(S.read([log], limits=SimpleNamespace(max_line_length=4096)), DB, LIMITS)
     assert a.cut_lines == 1 and "max_line_length (4,096 characters)" in a.limits_note()
 
 

@@ -20,6 +20,8 @@ from perfbook.sources.window_metrics import WindowMetrics
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "promclient"
 T0 = pd.Timestamp("2025-11-01T10:00:00Z")
 TH = Params(service="t").thresholds  # the runbook's table
+DB = Params(service="t").settings.database
+POOL_EXHAUSTED = {"wait_warning": DB.pool_exhausted_share, "wait_critical": DB.pool_exhausted_share_critical}
 MB = 1024 * 1024
 
 
@@ -284,22 +286,23 @@ def test_db_pool_exhaustion_flagged_per_instance():
     open_ = series({"a": [2] * 40, "b": [10] * 40})
     busy = series({"a": [2] * 40, "b": [1] * 40})
     wait = series({"a": [3] * 25 + [0] * 15, "b": [0] * 40})
-    _table, found = r.db_connections(open_, busy, wait, TH.db_connections)
+    _table, found = r.db_connections(open_, busy, wait, TH.db_connections, **POOL_EXHAUSTED)
     assert [(f.severity, f.subject) for f in found] == [("critical", "a")]
     assert found[0].evidence["observed"] == pytest.approx(25 / 40)
 
 
 def test_db_connections_total_against_the_runbook_levels():
     open_ = series({f"i{n}": [20] * 5 for n in range(3)})  # 60 connections
-    _, found = r.db_connections(open_, None, None, TH.db_connections)
+    _, found = r.db_connections(open_, None, None, TH.db_connections, **POOL_EXHAUSTED)
     assert [f.severity for f in found] == ["warning"] and found[0].evidence["observed"] == 60
-    _, found = r.db_connections(series({"a": [5]}), None, None, TH.db_connections, server_connections=85)
+    _, found = r.db_connections(series({"a": [5]}), None, None, TH.db_connections, server_connections=85,
+                                **POOL_EXHAUSTED)
     assert found[0].severity == "critical" and "pg_stat_activity" in found[0].evidence["statistic"]
 
 
 def test_db_connections_quiet_when_healthy():
     _, found = r.db_connections(series({"a": [4] * 9}), series({"a": [1] * 9}), series({"a": [0] * 9}),
-                                TH.db_connections)
+                                TH.db_connections, **POOL_EXHAUSTED)
     assert [f.severity for f in found] == ["ok"]
 
 
@@ -307,7 +310,8 @@ def test_db_connections_without_an_open_gauge_or_a_server_count_does_not_fail():
     # issue 13 point 6: pool gauges that are not Prisma's open-connection gauge and an unreachable
     # database left no total at all — `max() arg is an empty sequence`; now: total not judged, waits judged
     wait = series({"a": [2] * 30 + [0] * 10})
-    _, found = r.db_connections(None, None, wait, TH.db_connections, server_connections=None)
+    _, found = r.db_connections(None, None, wait, TH.db_connections, server_connections=None,
+                                **POOL_EXHAUSTED)
     assert [(f.severity, f.subject) for f in found] == [("critical", "a"), ("info", "metrics")]
 
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from ..findings import Finding
+from ..params import Database, Limits
 from .database import UTILITY, endpoint_for_table, n_plus_one_fix, query_shape, short_query
 
 # Literals and parameters → "?": a cheap key so that lookups differing only in their
@@ -97,14 +98,14 @@ class Fingerprinter:
 
 @dataclass
 class LogAnalysis:
-    """What one pass over the logs found."""
+    """What one pass over the logs found, and the bars it was read with (``settings.database``)."""
 
-    statements: int = 0
-    with_duration: int = 0
-    fingerprints: pd.DataFrame = field(default_factory=pd.DataFrame)   # fingerprint, calls, total_ms, max_ms, query
-    runs: pd.DataFrame = field(default_factory=pd.DataFrame)           # one row per fingerprint with N+1 runs
-    min_repeats: int = 5
-    min_total_ms: float = 50.0
+    statements: int
+    with_duration: int
+    fingerprints: pd.DataFrame   # fingerprint, calls, total_ms, max_ms, query
+    runs: pd.DataFrame           # one row per fingerprint with N+1 runs
+    min_repeats: int
+    min_total_ms: float
     first_timestamp: str = ""
     last_timestamp: str = ""
     # settings.limits: fingerprints folded into the "other" row, log lines cut
@@ -173,32 +174,31 @@ def _fold(stats: dict[str, list], other: list, keep: int) -> int:
     return max(0, len(ranked) - keep)
 
 
-def analyze(statements: Iterable[Any], min_repeats: int = 5, min_total_ms: float = 50.0,
-            max_gap_ms: float = 10.0, max_sessions: int = 20_000,
-            max_fingerprints: int | None = None) -> LogAnalysis:
+def analyze(statements: Iterable[Any], settings: Database, limits: Limits) -> LogAnalysis:
     """One pass over ``statements``, in constant memory.
 
-    A *run* is ≥ ``min_repeats`` consecutive executions of one SELECT fingerprint in one
-    session, each logged within ``max_gap_ms`` of the one before: one request's loop,
+    A *run* is ≥ ``min_repeats`` (``settings.n_plus_one_min_repeats``) consecutive
+    executions of one SELECT fingerprint in one session, each logged within ``max_gap_ms``
+    (``settings.n_plus_one_max_gap``) of the one before: one request's loop,
     not successive requests that happen to reuse a pooled connection (``%m`` has
     millisecond resolution; Prisma lines without times have no gap test and need twice
     the repeats). A run's *cost* is the larger of its statements' logged durations and
     its wall-clock span in the log: a server log sees execution time only, while the
     request also waits for every round trip — the span is what Sentry's client-side
-    spans measure. Transaction control (BEGIN/COMMIT/SET) does not break a run.
-    ``max_sessions`` bounds the open-session table (least recently seen closed first).
-    ``max_fingerprints`` (``settings.limits.max_fingerprints``) bounds the per-statement
+    spans measure. Transaction control (BEGIN/COMMIT/SET) does not break a run; runs cost
+    ``min_total_ms`` (``settings.n_plus_one_min_total``) or more to become findings
+    (:func:`n_plus_one_from_log`).
+    ``limits.max_log_sessions`` bounds the open-session table (least recently seen closed first).
+    ``limits.max_fingerprints`` bounds the per-statement
     table and the runs: when it is reached, the cheaper half is folded into one ``other``
     row (runs: dropped, counted in ``folded_runs``). Memory is flat in the number of
     distinct statements; statement texts kept are cut at :data:`SAMPLE_MAX` characters.
     A ``statements`` iterable with ``cut_lines`` (:class:`perfbook.sources.querylog.Statements`)
     passes on how many log lines its reader cut.
     """
-    if max_fingerprints is None:
-        from ..params import Limits
-
-        max_fingerprints = Limits().max_fingerprints
-    cap = max(2, int(max_fingerprints))
+    min_repeats, min_total_ms = settings.n_plus_one_min_repeats, 1000 * settings.n_plus_one_min_total
+    max_gap_ms, max_sessions = 1000 * settings.n_plus_one_max_gap, limits.max_log_sessions
+    cap = max(2, int(limits.max_fingerprints))
     other = [0, 0.0, 0.0, 0]           # calls, total_ms, max_ms, fingerprints folded
     folded_runs = 0
     fp_of = Fingerprinter()

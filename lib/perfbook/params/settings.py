@@ -21,43 +21,154 @@ class Probes(Strict):
 
 
 class Database(Strict):
+    """The database section (runbook Issue 1 §4 and Issue 2): how to read, and every bar a
+    ``db.*`` finding is judged by. Durations in seconds (``20ms`` works); the checks convert."""
     statement_timeout: Duration = 5.0
     lock_timeout: Duration = 1.0
     explain_analyze: bool = False
-    # pghero: slow = mean >= 20 ms and calls >= 100.
-    slow_query_mean: Duration = 0.020
-    slow_query_calls: int = Field(100, ge=1)
-    # Large results, judged by what they cost: more than large_result_rows rows per call AND any of
-    # >= large_result_calls calls, >= large_result_total_rows rows returned in all (since
-    # pg_stat_statements' reset), >= large_result_time_share of all statement time. Critical when
-    # over 10x the rows per call and frequent or >= large_result_critical_share of the time.
-    large_result_rows: int = Field(1000, ge=1, description="rows per call above which a result is large")
+    # --- slow queries (Issue 2 "Slow Queries")
+    slow_query_mean: Duration = Field(
+        0.020, gt=0, description="a statement is slow when it averages this or more (pghero's slow queries: 20 ms)")
+    slow_query_calls: int = Field(
+        100, ge=1, description="... over at least this many calls (pghero's slow queries: 100)")
+    slow_query_critical_factor: float = Field(
+        10.0, ge=1, description="a slow statement averaging this many times slow_query_mean is critical (200 ms "
+                                "by default: a query users see)")
+    # --- large results (Issue 2 "Large Result Sets"): more than large_result_rows rows per
+    # call AND any of the cost bars; critical over 10x the rows per call and frequent or
+    # >= large_result_critical_share of the time.
+    large_result_rows: int = Field(
+        1000, ge=1, description="rows per call above which a result is large (runbook Large Result Sets: "
+                                "pages of 100; the checklist's pagination bar too)")
     large_result_calls: int = Field(10, ge=1, description="a large result called this often costs")
     large_result_total_rows: int = Field(
         100_000, ge=1, description="a large result that returned this many rows in all costs (one 200k-row export)")
     large_result_time_share: float = Field(
         0.05, gt=0, le=1, description="a large result taking this share of all statement time costs")
-    large_result_critical_share: float = Field(0.25, gt=0, le=1)
-    bloat_dead_share: float = Field(0.20, gt=0, lt=1)
-    long_running: Duration = 60.0
-    top_n: int = Field(10, ge=1, le=100)
-    # Missing indexes: tables from 10k rows (pghero), seq-scanned with < 95 % of scans by index.
-    min_table_rows: int = Field(10_000, ge=1)
-    seq_scan_index_share: float = Field(0.95, gt=0, le=1)
-    index_candidate_min_share: float = Field(
-        0.05, gt=0, le=1, description="statements with at least this share of all statement time are read "
-                                      "for index candidates (statement text, no privilege on the tables needed)")
-    missing_index_critical_share: float = Field(
-        0.50, gt=0, le=1, description="a missing index is critical when its statement takes this share of "
-                                      "all statement time (or is slow by the slow-query bar)")
-    # N+1: Sentry's detector: >= 5 repeats of one statement whose total time is >= 50 ms.
-    n_plus_one_min_repeats: int = Field(5, ge=2)
-    n_plus_one_min_total: Duration = 0.050
+    large_result_critical_share: float = Field(
+        0.25, gt=0, le=1, description="a large result of large_result_critical_factor x the rows bar taking this "
+                                      "share of all statement time (or called large_result_calls times) is "
+                                      "critical")
+    large_result_critical_factor: float = Field(
+        10.0, ge=1, description="a large result with this many times large_result_rows per call can be critical "
+                                "(10,000 rows by default: 100 pages of the runbook's 100)")
+    large_result_unbounded_rows: int = Field(
+        100, ge=1, description="a SELECT without LIMIT, WHERE or aggregate on a table of min_table_rows returning "
+                               "this many rows per call is a large result too (the runbook's page of 100)")
+    # --- bloat and unused indexes (runbook "Check table bloat"; pghero)
+    bloat_dead_share: float = Field(
+        0.20, gt=0, lt=1, description="dead tuples / all tuples at which a table is bloated (autovacuum's default "
+                                      "autovacuum_vacuum_scale_factor, 0.2, PostgreSQL docs)")
+    bloat_critical_share: float = Field(
+        0.50, gt=0, lt=1, description="dead share at which bloat is critical: half the table is dead rows")
+    bloat_min_rows: int = Field(
+        1000, ge=1, description="tables with fewer rows (live + dead) are not judged for bloat: a few dead rows "
+                                "in a small table is a large share and no cost")
+    unused_index_min_bytes: int = Field(
+        1 << 20, ge=0, description="indexes smaller than this (bytes; 1 MiB) are not reported as unused: they "
+                                   "cost next to nothing")
+    unused_index_min_stats_age: Duration = Field(
+        7 * 86400.0, ge=0, description="statistics younger than this (a week) prove little about an unused index: "
+                                       "a weekly job may need it")
+    # --- connections (Issue 1 §4; runbook Database Connections levels are thresholds.db_connections)
+    long_running: Duration = Field(
+        60.0, gt=0, description="a statement running, or a transaction idle, this long is reported (pghero's "
+                                "long-running queries: 1 min)")
+    long_running_critical_factor: float = Field(
+        5.0, ge=1, description="... and critical from this many times long_running (5 min by default)")
+    lock_wait_critical_sessions: int = Field(
+        5, ge=1, description="a session blocking this many others is a critical lock wait")
+    lock_wait_critical: Duration = Field(
+        60.0, gt=0, description="a lock wait this long is critical (long_running's minute: the request behind it "
+                                "has long timed out)")
+    max_connections_share: float = Field(
+        0.75, gt=0, le=1, description="share of max_connections in use (less superuser_reserved_connections: "
+                                      "past it the server refuses new connections, PostgreSQL docs) that is a "
+                                      "warning")
+    max_connections_share_critical: float = Field(
+        0.90, gt=0, le=1, description="... and a critical one: little headroom left for a burst")
     # The app's pool (Prisma's metrics; not in prom-client's defaults): wait-time histogram (ms) and limit.
     pool_wait_histogram: str = "prisma_client_queries_wait_histogram_ms"
     pool_max_metric: str = "prisma_pool_connections_max"
+    # Pool saturation (database section): the pool was full AND queries waited, by any of:
+    pool_wait_p95: Duration = Field(
+        0.020, gt=0, description="p95 wait for a pool connection at which a full pool is saturated (a healthy "
+                                 "pool hands one out in well under 1 ms; 20 ms is the slow-query bar)")
+    pool_wait_mean: Duration = Field(
+        0.005, gt=0, description="mean wait for a pool connection at which a full pool is saturated")
+    pool_waiting_share: float = Field(
+        0.10, gt=0, le=1, description="share of the window with queries waiting for a pool connection at which "
+                                      "a full pool is saturated")
+    pool_waiting_share_critical: float = Field(
+        0.50, gt=0, le=1, description="... at which saturation is critical: queries queue half the time")
+    pool_wait_p95_critical: Duration = Field(
+        0.500, gt=0, description="p95 wait for a pool connection at which saturation is critical (half a second "
+                                 "added to every query)")
+    pool_exhausted_share: float = Field(
+        0.20, gt=0, le=1, description="quick diagnostics' db.connections: share of scrapes with queries waiting "
+                                      "for a pool connection (prisma_client_queries_wait > 0) at which the pool "
+                                      "is exhausted")
+    pool_exhausted_share_critical: float = Field(
+        0.50, gt=0, le=1, description="... at which exhaustion is critical: queries queue half the time")
+    pooling_unmet_wait_p95: Duration = Field(
+        0.050, gt=0, description="checklist 'database pooling': unmet when queries wait this long (p95) for a "
+                                 "connection (the runbook's event-loop Warning level, 50 ms: a wait users feel)")
+    pooling_unmet_waiting_share: float = Field(
+        0.50, gt=0, le=1, description="checklist 'database pooling', without the wait histogram: unmet when "
+                                      "queries were waiting in more than this share of scrapes")
+    top_n: int = Field(10, ge=1, le=100)
+    # --- missing indexes (Issue 2 "Missing Indexes")
+    min_table_rows: int = Field(
+        10_000, ge=1, description="tables from this many live rows are judged for sequential scans (pghero: a "
+                                  "seq scan starts to cost from 10k rows)")
+    seq_scan_index_share: float = Field(
+        0.95, gt=0, le=1, description="a table with less than this share of its scans by index is read mostly "
+                                      "sequentially (pghero's table stats: 95 %)")
+    seq_scan_min_scans: int = Field(
+        10, ge=1, description="fewer sequential scans than this are maintenance (VACUUM, pg_dump), not a pattern")
+    index_candidate_min_share: float = Field(
+        0.05, gt=0, le=1, description="statements with at least this share of all statement time are read "
+                                      "for index candidates (statement text, no privilege on the tables needed)")
+    index_max_selectivity: float = Field(
+        0.10, gt=0, le=1, description="an index is suggested only for a filter keeping at most this share of the "
+                                      "table's rows (a rule of thumb of the PostgreSQL planner's cost model: "
+                                      "past ~10 % of the rows a sequential scan is usually cheaper)")
+    missing_index_critical_share: float = Field(
+        0.50, gt=0, le=1, description="a missing index is critical when its statement takes this share of "
+                                      "all statement time (or is slow by the slow-query bar)")
+    hypopg_cost_ratio: float = Field(
+        0.5, gt=0, lt=1, description="with hypopg, an index is recommended only when the planner's estimated cost "
+                                     "with it is at most this share of the cost without (dexter's rule: halved)")
+    # --- N+1 (Issue 2 "N+1 Query Problem"): Sentry's detector, >= 5 repeats costing >= 50 ms.
+    n_plus_one_min_repeats: int = Field(
+        5, ge=2, description="lookups per list query (pg_stat_statements) or back-to-back in one session (logs) "
+                             "that make an N+1 (Sentry's N+1 detector: 5)")
+    n_plus_one_min_total: Duration = Field(
+        0.050, ge=0, description="a run of repeated lookups in the logs costs at least this (Sentry: 50 ms)")
+    n_plus_one_min_calls: int = Field(
+        100, ge=1, description="a lookup in pg_stat_statements is judged from this many calls (as pghero's "
+                               "slow-query calls, 100: fewer is noise)")
+    n_plus_one_critical_repeats: int = Field(
+        50, ge=2, description="an N+1 issuing this many lookups per list query (or per request) is critical: "
+                              "fifty round trips where one would do")
+    n_plus_one_max_gap: Duration = Field(
+        0.010, ge=0, description="in the logs, repeated lookups are one run only when each follows the previous "
+                                 "within this (one request's loop, not successive requests on a pooled connection)")
     # The server's log_line_prefix, to read targets.postgres_logs (the demo's; %c or %p is needed).
     log_line_prefix: str = "%m [%p] %c %q%u@%d "
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Database:
+        """A warning bar above its critical one would make the critical unreachable."""
+        for warning, critical in (("bloat_dead_share", "bloat_critical_share"),
+                                  ("max_connections_share", "max_connections_share_critical"),
+                                  ("pool_waiting_share", "pool_waiting_share_critical"),
+                                  ("pool_wait_p95", "pool_wait_p95_critical"),
+                                  ("pool_exhausted_share", "pool_exhausted_share_critical")):
+            if getattr(self, warning) > getattr(self, critical):
+                raise ValueError(f"{warning} ({getattr(self, warning):g}) must not be above {critical} "
+                                 f"({getattr(self, critical):g})")
+        return self
 
 
 class LoadStage(Strict):
@@ -290,6 +401,8 @@ class Limits(Strict):
     max_fingerprints: int = Field(10_000, ge=10, description="distinct statements kept from query logs")
     # A longer log line (or a statement's continuation lines past it) is cut, and counted.
     max_line_length: int = Field(1_000_000, ge=1024, description="longest log line read, in characters")
+    # The query-log analysis follows this many sessions at once (least recently seen closed first).
+    max_log_sessions: int = Field(20_000, ge=10, description="sessions followed at once in query logs")
 
 
 class Sections(Strict):

@@ -36,7 +36,6 @@ from perfbook.promql import KEY_METRICS, checklist_queries
 
 from .answers import (
     COMPRESSION_MIN_BYTES as COMPRESSION_MIN_BYTES,
-    POOL_WAIT_P95_S as POOL_WAIT_P95_S,
     answer_alerts_configured,
     answer_async,
     answer_autoscaling,

@@ -110,9 +110,9 @@ def answer_compression(probes: Sequence[dict]) -> Answer:
                   {"largest_bytes": max((p.get("wire_bytes") or 0) for p in answered)})
 
 
-def answer_pagination(probes: Sequence[dict], max_rows: int = 1000) -> Answer:
+def answer_pagination(probes: Sequence[dict], *, max_rows: int) -> Answer:
     """Met when list endpoints, asked without paging parameters, return a bounded page
-    (at most ``max_rows`` items, the database section's large-result bar); unmet when one
+    (at most ``max_rows`` items, ``settings.database.large_result_rows``); unmet when one
     returns more; unknown when no list endpoint was found."""
     lists = [p for p in probes if p.get("purpose") == "pagination" and p.get("items") is not None]
     if not lists:
@@ -191,22 +191,19 @@ def answer_pool_configured(open_max: dict | float | None) -> Answer:
                   {"pool_open_max": open_max})
 
 
-#: Queries waiting this long (p95) for a pool connection mean the pool is exhausted: a
-#: healthy pool hands out a connection in well under a millisecond, and 50 ms is the
-#: runbook's event-loop Warning level — a wait users already feel.
-POOL_WAIT_P95_S = 0.050
-
-
 def answer_db_pooling(open_max: dict | float | None, busy_max: dict | float | None,
                       waiting_share: dict | float | None, waiting_max: dict | float | None,
-                      wait_p95_s: dict | float | None = None, max_wait_s: float = POOL_WAIT_P95_S,
-                      max_waiting_share: float = 0.5) -> Answer:
+                      wait_p95_s: dict | float | None = None, *, max_wait_s: float,
+                      max_waiting_share: float) -> Answer:
     """Database-level pooling: met when a pool is configured and queries get a connection
     without queueing. Unmet when the p95 time queries waited for a connection (Prisma's
-    ``prisma_client_queries_wait_histogram_ms``) is ``max_wait_s`` or more — the pool is
-    too small or connections are held too long (runbook Issue 1 §4). Without that
-    histogram, the waiting gauge decides, and only when queries were waiting in most
-    scrapes (a gauge read at scrape instants is too noisy for less)."""
+    ``prisma_client_queries_wait_histogram_ms``) is ``max_wait_s`` or more
+    (``settings.database.pooling_unmet_wait_p95``, 50 ms: a healthy pool hands one out in
+    well under a millisecond) — the pool is too small or connections are held too long
+    (runbook Issue 1 §4). Without that histogram, the waiting gauge decides, and only when
+    queries were waiting in more than ``max_waiting_share`` of the scrapes
+    (``pooling_unmet_waiting_share``, half: a gauge read at scrape instants is too noisy
+    for less)."""
     if _num(open_max) is None:
         return Answer("db_pooling", "unknown", "No pool gauges exported (prisma_pool_connections_*).")
     ev = {"pool_open_max": open_max, "pool_busy_max": busy_max, "waiting_share": waiting_share,
@@ -393,7 +390,7 @@ def unknown_answers(keys: Iterable[str] | None = None) -> list[Answer]:
 def measured_answers(ev: Any, params: Any) -> list[Answer]:
     """Every checklist item answered from what the monitoring notebook gathered
     (a :class:`perfbook.sources.monitoring.Evidence`), in the runbook's order."""
-    th = params.thresholds
+    th, db = params.thresholds, params.settings.database
     values = ev.values
     rej = [_num(values.get(k)) for k in ("ratelimit_hits", "http_429")]
     rejections = max((r for r in rej if r is not None), default=None)
@@ -413,10 +410,12 @@ def measured_answers(ev: Any, params: Any) -> list[Answer]:
                                   th.cache_hit_rate, params.settings.caching.min_lookups),
         "rate_limiting": answer_rate_limiting([p for p in ev.probes if p.get("purpose") == "rate_limit"], rejections),
         "compression": answer_compression(ev.probes),
-        "pagination": answer_pagination(ev.probes, params.settings.database.large_result_rows),
+        "pagination": answer_pagination(ev.probes, max_rows=db.large_result_rows),
         "db_pooling": answer_db_pooling(values.get("pool_open_max"), values.get("pool_busy_max"),
                                         values.get("pool_waiting_share"), values.get("pool_waiting_max"),
-                                        _scaled(values.get("pool_wait_p95_ms"), 0.001)),
+                                        _scaled(values.get("pool_wait_p95_ms"), 0.001),
+                                        max_wait_s=db.pooling_unmet_wait_p95,
+                                        max_waiting_share=db.pooling_unmet_waiting_share),
         "instance_size": answer_instance_size(values.get("cpu_p95"), values.get("memory_p95"),
                                               th.cpu_percent.warning, th.memory_percent.warning,
                                               memory_ratio_basis(params)),

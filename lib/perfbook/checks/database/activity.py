@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from ...findings import Finding
+from ...params import Database
 from .shapes import quote_ident, short_query
 
 # --------------------------------------------------------------------------- connections
@@ -26,11 +27,12 @@ def connection_states(act: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("connections", ascending=False).reset_index(drop=True)
 
 
-def connections(act: pd.DataFrame, info: dict, levels: Any, pct_warning: float = 0.75,
-                pct_critical: float = 0.90) -> tuple[pd.DataFrame, list[Finding]]:
+def connections(act: pd.DataFrame, info: dict, levels: Any,
+                settings: Database) -> tuple[pd.DataFrame, list[Finding]]:
     """Client connections vs the runbook's levels (``thresholds.db_connections``: warning
-    50, critical 80) and vs max_connections (less the superuser reserve; warning at 75 %,
-    critical at 90 %). Idle-in-transaction sessions are counted in the evidence."""
+    50, critical 80) and vs max_connections less the superuser reserve
+    (``settings.max_connections_share``, 75 %; ``max_connections_share_critical``, 90 %).
+    Idle-in-transaction sessions are counted in the evidence."""
     table = connection_states(act)
     c = act[act["backend_type"] == "client backend"] if "backend_type" in act else act
     n = int(len(c))
@@ -38,9 +40,9 @@ def connections(act: pd.DataFrame, info: dict, levels: Any, pct_warning: float =
     share = n / usable if usable > 0 else 0.0
     states = c["state"].fillna("(hidden)").value_counts().to_dict()
     sev = "ok"
-    if n >= levels.critical or share >= pct_critical:
+    if n >= levels.critical or share >= settings.max_connections_share_critical:
         sev = "critical"
-    elif n >= levels.warning or share >= pct_warning:
+    elif n >= levels.warning or share >= settings.max_connections_share:
         sev = "warning"
     iit = int(states.get("idle in transaction", 0) + states.get("idle in transaction (aborted)", 0))
     ev = {"connections": n, "max_connections": info.get("max_connections"), "usable": usable,
@@ -58,9 +60,11 @@ def connections(act: pd.DataFrame, info: dict, levels: Any, pct_warning: float =
                            evidence=ev, recommendation=rec.replace("current_db", quote_ident(info.get("database") or "postgres")))]
 
 
-def long_running(act: pd.DataFrame, limit_s: float = 60.0) -> tuple[pd.DataFrame, list[Finding]]:
-    """Statements running longer than ``limit_s`` (``settings.database.long_running``, 60 s —
-    pghero's long-running queries) and transactions idle for as long; critical from 5×."""
+def long_running(act: pd.DataFrame, settings: Database) -> tuple[pd.DataFrame, list[Finding]]:
+    """Statements running longer than ``settings.long_running`` (60 s — pghero's
+    long-running queries) and transactions idle for as long; critical from
+    ``long_running_critical_factor`` (5) times as long."""
+    limit_s = settings.long_running
     cols = ["pid", "username", "application_name", "state", "query_age_s", "xact_age_s", "wait_event", "query"]
     c = act[act["backend_type"] == "client backend"] if "backend_type" in act else act
     active = c[(c["state"] == "active") & (c["query_age_s"].fillna(0) > limit_s)]
@@ -71,7 +75,7 @@ def long_running(act: pd.DataFrame, limit_s: float = 60.0) -> tuple[pd.DataFrame
         age = r["query_age_s"] if r["state"] == "active" else r["state_age_s"]
         what = "running" if r["state"] == "active" else "idle in transaction"
         found.append(Finding(
-            "db.long_running", "critical" if age >= 5 * limit_s else "warning",
+            "db.long_running", "critical" if age >= settings.long_running_critical_factor * limit_s else "warning",
             f"pid {r['pid']} ({r['username']}) {what} for {age:.0f} s",
             subject=short_query(r["query"] or f"pid {r['pid']}"),
             evidence={"pid": r["pid"], "username": r["username"], "application_name": r["application_name"],
@@ -90,9 +94,10 @@ def long_running(act: pd.DataFrame, limit_s: float = 60.0) -> tuple[pd.DataFrame
     return hits[cols].reset_index(drop=True), found
 
 
-def lock_waits(act: pd.DataFrame) -> tuple[pd.DataFrame, list[Finding]]:
+def lock_waits(act: pd.DataFrame, settings: Database) -> tuple[pd.DataFrame, list[Finding]]:
     """Sessions waiting on a lock, grouped by the pid that blocks them
-    (pg_blocking_pids); critical when a blocker holds up ≥ 5 sessions or for ≥ 60 s."""
+    (pg_blocking_pids); critical when a blocker holds up ≥ ``settings.lock_wait_critical_sessions``
+    (5) sessions or for ≥ ``lock_wait_critical`` (60 s)."""
     cols = ["pid", "blocking_pids", "wait_event", "query_age_s", "query", "blocker_state", "blocker_query"]
     waiting = act[act["blocking_pids"].map(len) > 0].copy()
     if waiting.empty:
@@ -106,7 +111,9 @@ def lock_waits(act: pd.DataFrame) -> tuple[pd.DataFrame, list[Finding]]:
         b = by_pid.get(blocker) or {}
         longest = float(g["query_age_s"].max() or 0)
         found.append(Finding(
-            "db.lock_waits", "critical" if len(g) >= 5 or longest >= 60 else "warning",
+            "db.lock_waits",
+            "critical" if len(g) >= settings.lock_wait_critical_sessions or longest >= settings.lock_wait_critical
+            else "warning",
             f"pid {blocker} ({b.get('state') or 'unknown state'}) blocks {len(g)} session(s), longest wait {longest:.0f} s",
             subject=f"pid {blocker}",
             evidence={"blocking_pid": blocker, "blocker_state": b.get("state"), "blocker_query": b.get("query"),
@@ -118,20 +125,21 @@ def lock_waits(act: pd.DataFrame) -> tuple[pd.DataFrame, list[Finding]]:
     return waiting[cols].reset_index(drop=True), found
 
 
-def pool_saturation(pool: pd.DataFrame, wait_p95_ms: float = 20.0, wait_mean_ms: float = 5.0,
-                    waiting_share: float = 0.10, critical_p95_ms: float = 500.0,
-                    critical_share: float = 0.50) -> tuple[pd.DataFrame, list[Finding]]:
+def pool_saturation(pool: pd.DataFrame, settings: Database) -> tuple[pd.DataFrame, list[Finding]]:
     """The application's connection pool (Prisma's pool metrics, from Prometheus).
 
     Saturated on an instance when the pool was *full* (busy connections reached its limit —
     ``pool_max`` when exported, else the most connections it had open) *and* queries
-    *waited* for a connection: p95 wait ≥ ``wait_p95_ms`` or mean wait ≥ ``wait_mean_ms``
-    (from the wait-time histogram), or some query waiting during ≥ ``waiting_share`` of
-    the window. Critical from a p95 wait of ``critical_p95_ms`` or waiting half the
-    time. A healthy pool hands out a connection in well under a millisecond. One finding
-    for all instances (subject ``connection pool``), the worst instance's numbers in the
-    evidence.
+    *waited* for a connection: p95 wait ≥ ``settings.pool_wait_p95`` (20 ms) or mean wait ≥
+    ``pool_wait_mean`` (5 ms) (from the wait-time histogram), or some query waiting during
+    ≥ ``pool_waiting_share`` (10 %) of the window. Critical from a p95 wait of
+    ``pool_wait_p95_critical`` (500 ms) or waiting ``pool_waiting_share_critical`` (half)
+    of the time. A healthy pool hands out a connection in well under a millisecond. One
+    finding for all instances (subject ``connection pool``), the worst instance's numbers
+    in the evidence.
     """
+    wait_p95_ms, wait_mean_ms = 1000 * settings.pool_wait_p95, 1000 * settings.pool_wait_mean
+    critical_p95_ms, waiting_share = 1000 * settings.pool_wait_p95_critical, settings.pool_waiting_share
     cols = ["instance", "pool_max", "open_max", "busy_avg", "busy_max", "waiting_avg", "waiting_max",
             "waiting_share", "wait_mean_ms", "wait_p95_ms"]
     if pool is None or pool.empty or pool.drop(columns=["instance"]).isna().all().all():
@@ -162,7 +170,8 @@ def pool_saturation(pool: pd.DataFrame, wait_p95_ms: float = 20.0, wait_mean_ms:
             title = (f"Connection pool not saturated: busy at most {f(p['busy_max'].max(), '.0f')} of "
                      f"{f(limit.max(), '.0f')}, p95 wait for a connection {f(worst['wait_p95_ms'], '.1f')} ms")
     else:
-        crit = (sat["wait_p95_ms"].fillna(0) >= critical_p95_ms) | (sat["waiting_share"].fillna(0) >= critical_share)
+        crit = ((sat["wait_p95_ms"].fillna(0) >= critical_p95_ms)
+                | (sat["waiting_share"].fillna(0) >= settings.pool_waiting_share_critical))
         sev = "critical" if crit.any() else "warning"
         known = [txt for v, txt in (
             (worst["wait_p95_ms"], f"p95 {f(worst['wait_p95_ms'], '.0f')} ms"),

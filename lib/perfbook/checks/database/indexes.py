@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ...findings import Finding
+from ...params import Database
 from .plans import IndexSuggestion, _plan_nodes, _schemas_by_table, index_columns, index_key, seq_scan_tables
 from .predicates import _served_by, statement_predicates
 from .shapes import _queries, display_table, short_query
@@ -20,23 +21,22 @@ from .shapes import _queries, display_table, short_query
 _CONSIDERED_COLS = ["queryid", "query", "table", "share_pct", "calls", "conditions", "verdict"]
 
 
-def index_candidates(stmts: pd.DataFrame, tables: pd.DataFrame | None, indexes: pd.DataFrame | None = None,
-                     min_rows: int = 10_000, max_index_share: float = 0.95, min_share: float = 0.05,
-                     max_selectivity: float = 0.10, min_scans: int = 10
-                     ) -> tuple[pd.DataFrame, list[IndexSuggestion]]:
+def index_candidates(stmts: pd.DataFrame, tables: pd.DataFrame | None, indexes: pd.DataFrame | None,
+                     settings: Database) -> tuple[pd.DataFrame, list[IndexSuggestion]]:
     """Index candidates from the statement text: what the lowest privilege level (pg_monitor
     only, no EXPLAIN) can conclude, ranked by the statements' share of all statement time.
 
-    A statement (share ≥ ``min_share`` of the total time in pg_stat_statements) is a
-    candidate's source for each relation it reads (:func:`statement_predicates`) that is
+    A statement (share ≥ ``settings.index_candidate_min_share`` of the total time in
+    pg_stat_statements) is a candidate's source for each relation it reads
+    (:func:`statement_predicates`) that is
 
-    - large and read mostly sequentially (pg_stat_user_tables: ≥ ``min_rows`` live rows,
-      ≥ ``min_scans`` sequential scans, index share of scans < ``max_index_share`` —
-      :func:`seq_scan_tables`),
+    - large and read mostly sequentially (pg_stat_user_tables: ≥ ``min_table_rows`` live
+      rows, ≥ ``seq_scan_min_scans`` sequential scans, index share of scans <
+      ``seq_scan_index_share`` — :func:`seq_scan_tables`),
     - compared with a value in the WHERE, or ordered under a LIMIT,
     - not read whole: a statement reading that table alone, with no LIMIT and no
-      aggregate, that returns ≥ ``max_selectivity`` of its rows per call is best served by
-      the sequential scan it has,
+      aggregate, that returns ≥ ``index_max_selectivity`` of its rows per call is best
+      served by the sequential scan it has,
     - not already indexed: no valid index leads with the candidate's columns, nor with
       exactly its equality columns (:func:`_served_by`).
 
@@ -47,6 +47,7 @@ def index_candidates(stmts: pd.DataFrame, tables: pd.DataFrame | None, indexes: 
     Returns (one row per statement and relation considered, with the verdict; the
     candidates, largest share first).
     """
+    min_rows, min_scans = settings.min_table_rows, settings.seq_scan_min_scans
     q = _queries(stmts)
     if q.empty or tables is None or tables.empty:
         return pd.DataFrame(columns=_CONSIDERED_COLS), []
@@ -76,7 +77,7 @@ def index_candidates(stmts: pd.DataFrame, tables: pd.DataFrame | None, indexes: 
     considered, found = [], {}
     for r in q.sort_values("total_ms", ascending=False).to_dict("records"):
         share = r["total_ms"] / total
-        if share < min_share:
+        if share < settings.index_candidate_min_share:
             break
         for use in statement_predicates(r["query"], colmap):
             if use.schema is not None:
@@ -101,7 +102,7 @@ def index_candidates(stmts: pd.DataFrame, tables: pd.DataFrame | None, indexes: 
             if float(st.get("seq_scan") or 0) < min_scans:
                 row["verdict"] = f"{name}: only {float(st.get('seq_scan') or 0):,.0f} sequential scans (< {min_scans})"
                 continue
-            if (ishare or 0) >= max_index_share:
+            if (ishare or 0) >= settings.seq_scan_index_share:
                 row["verdict"] = f"{name} is read mostly by index ({100 * (ishare or 0):.0f} % of scans)"
                 continue
             order = use.order_by
@@ -109,7 +110,7 @@ def index_candidates(stmts: pd.DataFrame, tables: pd.DataFrame | None, indexes: 
                 row["verdict"] = "no condition an index could serve (ORDER BY without LIMIT only)"
                 continue
             rpc = float(r.get("rows_per_call") or 0)
-            if use.only_relation and not use.aggregate and not use.limited and rpc >= max_selectivity * live:
+            if use.only_relation and not use.aggregate and not use.limited and rpc >= settings.index_max_selectivity * live:
                 row["verdict"] = (f"returns {rpc:,.0f} rows per call, {100 * rpc / live:.0f} % of {name}: a "
                                   f"sequential scan is the right plan")
                 continue
@@ -188,11 +189,9 @@ def _plan_reading(plan: dict, table: str, table_rows: float) -> str:
 
 
 def missing_indexes(tables: pd.DataFrame, suggestions: Sequence[IndexSuggestion],
-                    stmts: pd.DataFrame | None = None, verified: dict | None = None,
-                    min_rows: int = 10_000, max_index_share: float = 0.95,
-                    slow_mean_ms: float = 20.0, slow_calls: int = 100,
+                    stmts: pd.DataFrame | None = None, verified: dict | None = None, *, settings: Database,
                     candidates: Sequence[IndexSuggestion] = (), plans: pd.DataFrame | None = None,
-                    considered: pd.DataFrame | None = None, critical_share: float = 0.50,
+                    considered: pd.DataFrame | None = None,
                     level: str | None = None) -> tuple[pd.DataFrame, list[Finding]]:
     """``db.missing_index``: one finding per index to create, with the exact
     ``CREATE INDEX CONCURRENTLY`` (schema-qualified), whatever the privilege level.
@@ -210,15 +209,18 @@ def missing_indexes(tables: pd.DataFrame, suggestions: Sequence[IndexSuggestion]
     - ``suggestions`` from plans with no candidate of their own are findings too (EXPLAIN
       found what the text could not: the reason is in the evidence).
     - ``verified`` (queryid/table → {cost_before, cost_after} from hypopg) keeps an index
-      only if the planner's cost at least halves (dexter's rule); one that does not becomes
-      ``info`` with both costs.
+      only if the planner's cost falls to ``settings.hypopg_cost_ratio`` or less (half:
+      dexter's rule); one that does not becomes ``info`` with both costs.
 
     Severity, the same at every level: ``critical`` when the statement takes ≥
-    ``critical_share`` of all statement time or is slow by the pghero bar (mean ≥
-    ``slow_mean_ms`` over ≥ ``slow_calls`` calls), else ``warning``. Seq-scan-heavy tables
-    no finding explains are ``info`` (their statements may be fine full scans).
+    ``settings.missing_index_critical_share`` of all statement time or is slow by the
+    pghero bar (mean ≥ ``slow_query_mean`` over ≥ ``slow_query_calls`` calls), else
+    ``warning``. Seq-scan-heavy tables (:func:`seq_scan_tables`) no finding explains are
+    ``info`` (their statements may be fine full scans).
     """
-    heavy = seq_scan_tables(tables, min_rows, max_index_share)
+    min_rows, max_index_share = settings.min_table_rows, settings.seq_scan_index_share
+    critical_share, slow_mean_ms = settings.missing_index_critical_share, 1000 * settings.slow_query_mean
+    heavy = seq_scan_tables(tables, settings)
     stats = {r["table"]: r for r in heavy.to_dict("records")}
     q = _queries(stmts) if stmts is not None else pd.DataFrame()
     by_id = {r["queryid"]: r for r in q.to_dict("records")} if not q.empty else {}
@@ -268,14 +270,16 @@ def missing_indexes(tables: pd.DataFrame, suggestions: Sequence[IndexSuggestion]
             100.0 * st["total_ms"] / total_ms if st and total_ms else None)
         display = display_table(s.schema, s.table)
         v = (verified or {}).get((s.queryid, s.table))
-        if v and v.get("cost_after") is not None and v.get("cost_before") and v["cost_after"] > v["cost_before"] / 2:
+        ratio = settings.hypopg_cost_ratio
+        if v and v.get("cost_after") is not None and v.get("cost_before") and v["cost_after"] > v["cost_before"] * ratio:
             rows.append({"table": display, "columns": s.columns_text, "create_index": s.create_index,
                          "verdict": f"dropped: hypopg cost {v['cost_before']:.0f} → {v['cost_after']:.0f}"})
             covered.add(display)
             found.append(Finding(
                 "db.missing_index", "info",
                 f"{display}: an index on ({s.columns_text}) was a candidate ({note}), but hypopg estimates "
-                f"the statement's cost {v['cost_before']:.0f} → {v['cost_after']:.0f}, not halved: not recommended",
+                f"the statement's cost {v['cost_before']:.0f} → {v['cost_after']:.0f}, "
+                + ("not halved" if ratio == 0.5 else f"not down to {ratio:.0%} of it") + ": not recommended",
                 subject=display,
                 evidence={"table": display, "schema": s.schema, "columns": list(s.columns), "query": s.query,
                           "queryid": s.queryid, "share_pct": share, "create_index": s.create_index,
@@ -284,7 +288,7 @@ def missing_indexes(tables: pd.DataFrame, suggestions: Sequence[IndexSuggestion]
                 recommendation=f"-- not recommended by the planner's estimate; to try it anyway:\n{s.create_index}"))
             continue
         covered.add(display)
-        slow = bool(st) and st.get("mean_ms", 0) >= slow_mean_ms and st.get("calls", 0) >= slow_calls
+        slow = bool(st) and st.get("mean_ms", 0) >= slow_mean_ms and st.get("calls", 0) >= settings.slow_query_calls
         big_share = share is not None and share >= 100 * critical_share
         t = stats.get(display, {})
         tstats = {**{k: t.get(k) for k in ("seq_scan", "seq_tup_read", "idx_scan", "index_share")}, **s.stats}
@@ -384,7 +388,8 @@ def missing_indexes(tables: pd.DataFrame, suggestions: Sequence[IndexSuggestion]
                                            if near["its_index_share"] is not None else ""))
         found.append(Finding(
             "db.missing_index", "ok",
-            f"No table of ≥ {min_rows:,} rows is read mostly by sequential scans (≥ 10 scans and < "
+            f"No table of ≥ {min_rows:,} rows is read mostly by sequential scans (≥ {settings.seq_scan_min_scans} "
+            f"scans and < "
             f"{100 * max_index_share:.0f} % of scans by index)"
             + (f" and no plan of the {n_plans} statements explained asks for an index" if n_plans else "")
             + f" ({len(tables)} tables checked{most})",

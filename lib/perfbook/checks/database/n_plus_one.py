@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ...findings import Finding
+from ...params import Database
 from .shapes import Shape, _norm_col, _qualified, _queries, query_shape, quote_ident, short_query, singular
 
 # --------------------------------------------------------------------------- N+1 (pg_stat_statements)
@@ -74,8 +75,8 @@ def endpoint_for_table(table: str | None, endpoints: Sequence[Any], many_rows: b
 
 
 def attribute_endpoint(lookup_calls: float, lookup_table: str, parent: tuple[float, str | None, float] | None,
-                       requests: dict[str, float] | None, endpoints: Sequence[Any] = (),
-                       min_ratio: float = 5.0) -> dict[str, Any]:
+                       requests: dict[str, float] | None, endpoints: Sequence[Any] = (), *,
+                       min_ratio: float) -> dict[str, Any]:
     """Which endpoint issues an N+1, from evidence only.
 
     ``parent`` is the list query's (calls, table, rows per call), or None; ``requests`` the
@@ -168,16 +169,17 @@ def request_count_query(params: Any, window_seconds: float) -> str:
             f"(increase({m.http_requests}{{__SEL__}}[{max(60, int(window_seconds))}s]))")
 
 
-def n_plus_one_from_statements(stmts: pd.DataFrame, endpoints: Sequence[Any] = (),
-                               requests: pd.DataFrame | None = None, min_ratio: float = 5.0,
-                               min_calls: int = 100) -> tuple[pd.DataFrame, list[Finding]]:
+def n_plus_one_from_statements(stmts: pd.DataFrame, settings: Database, endpoints: Sequence[Any] = (),
+                               requests: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[Finding]]:
     """Key lookups issued once per row of a list: the N+1 pattern, from pg_stat_statements.
 
     A *lookup* is a single-table SELECT whose WHERE is only ``col = $n`` (Prisma's
-    ``findUnique``), about one row per call, called ≥ ``min_calls`` times. Its *parent* is
+    ``findUnique``), about one row per call, called ≥ ``min_calls``
+    (``settings.n_plus_one_min_calls``) times. Its *parent* is
     a statement returning several rows per call that carries the lookup's key (selects
     ``category_id`` when the lookup is ``categories WHERE id = $1``), with lookups per
-    parent call between ``min_ratio`` (Sentry's N+1 detector: 5 repeats) and the parent's
+    parent call between ``min_ratio`` (``settings.n_plus_one_min_repeats``; Sentry's N+1
+    detector: 5 repeats) and the parent's
     rows per call; of several, the one called most (the first listed on a tie). A lookup
     called about once per request (0.5–2×) of some application endpoint is a detail page
     (``GET /api/products/{id}`` reading its product's category) and never counts. With
@@ -192,6 +194,7 @@ def n_plus_one_from_statements(stmts: pd.DataFrame, endpoints: Sequence[Any] = (
     key they carry, so a lookup looks only at the list queries that carry its key,
     most-called first (10,000 statements: 1.2 s, was 6.4 s; benchmarks/large_inputs.py).
     """
+    min_ratio, min_calls = settings.n_plus_one_min_repeats, settings.n_plus_one_min_calls
     q = _queries(stmts)
     cols = ["query", "calls", "rows_per_call", "parent_query", "parent_calls", "lookups_per_parent_call",
             "endpoint", "endpoint_requests", "lookups_per_request"]
@@ -226,7 +229,7 @@ def n_plus_one_from_statements(stmts: pd.DataFrame, endpoints: Sequence[Any] = (
             p, ps, _k = parent
             ptable = ps.from_tables[0] if ps.from_tables else (ps.tables[0] if ps.tables else None)
             pinfo = (float(p["calls"]), ptable, float(p["rows_per_call"] or 0))
-        attr = attribute_endpoint(float(r["calls"]), table, pinfo, reqs, endpoints, min_ratio)
+        attr = attribute_endpoint(float(r["calls"]), table, pinfo, reqs, endpoints, min_ratio=min_ratio)
         if parent is None and not attr["n_plus_one"]:
             near.append({"query": short_query(r["query"]), "calls": r["calls"], "why_not": attr["basis"]})
             continue
@@ -249,7 +252,7 @@ def n_plus_one_from_statements(stmts: pd.DataFrame, endpoints: Sequence[Any] = (
         else:
             where = f"; the endpoint is unknown ({attr['basis']})"
         found.append(Finding(
-            "db.n_plus_one", "critical" if per and per >= 50 else "warning",
+            "db.n_plus_one", "critical" if per and per >= settings.n_plus_one_critical_repeats else "warning",
             f"N+1: {int(r['calls'])} single-row lookups on {table}, ~{per:.0f} per "
             + ("list query" if parent else "application request") + where,
             subject=short_query(r["query"]),

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from ...params import Database
 from .shapes import (
     Shape,
     _and_terms,
@@ -29,12 +30,11 @@ from .shapes import (
 # --------------------------------------------------------------------------- missing indexes
 
 
-def seq_scan_tables(tables: pd.DataFrame, min_rows: int = 10_000, max_index_share: float = 0.95,
-                    min_scans: int = 10) -> pd.DataFrame:
-    """Tables read mostly by sequential scans: ≥ ``min_rows`` live rows, ≥ ``min_scans``
-    sequential scans, and an index share of scans under ``max_index_share`` (pghero's
-    table stats; the 95 % is the usual bar, 10k rows is where a seq scan starts to cost;
-    a handful of scans is maintenance, not a pattern)."""
+def seq_scan_tables(tables: pd.DataFrame, settings: Database) -> pd.DataFrame:
+    """Tables read mostly by sequential scans: ≥ ``settings.min_table_rows`` live rows, ≥
+    ``seq_scan_min_scans`` sequential scans, and an index share of scans under
+    ``seq_scan_index_share`` (pghero's table stats; the 95 % is the usual bar, 10k rows is
+    where a seq scan starts to cost; a handful of scans is maintenance, not a pattern)."""
     t = tables.copy()
     if t.empty:
         return t.assign(index_share=pd.Series(dtype=float))
@@ -42,7 +42,8 @@ def seq_scan_tables(tables: pd.DataFrame, min_rows: int = 10_000, max_index_shar
     seq = t["seq_scan"].fillna(0).astype(float)
     t["index_share"] = idx / (idx + seq).where((idx + seq) > 0)
     t["tuples_per_seq_scan"] = t["seq_tup_read"].astype(float) / seq.where(seq > 0)
-    heavy = t[(t["n_live_tup"] >= min_rows) & (seq >= min_scans) & (t["index_share"].fillna(0) < max_index_share)]
+    heavy = t[(t["n_live_tup"] >= settings.min_table_rows) & (seq >= settings.seq_scan_min_scans)
+              & (t["index_share"].fillna(0) < settings.seq_scan_index_share)]
     heavy = heavy.assign(table=[display_table(s, n) for s, n in zip(heavy["schema"], heavy["table"])])
     return heavy[["table", "seq_scan", "seq_tup_read", "idx_scan", "index_share", "n_live_tup",
                   "tuples_per_seq_scan"]].sort_values("seq_tup_read", ascending=False).reset_index(drop=True)
@@ -51,18 +52,19 @@ def seq_scan_tables(tables: pd.DataFrame, min_rows: int = 10_000, max_index_shar
 _EXPLAIN_COLS = ["queryid", "query", "calls", "total_ms", "mean_ms", "skip"]
 
 
-def explain_candidates(stmts: pd.DataFrame, tables: pd.DataFrame, top_n: int = 10,
-                       min_rows: int = 10_000, candidates: Sequence[IndexSuggestion] = (),
-                       privileges: dict | None = None) -> pd.DataFrame:
-    """The statements worth an EXPLAIN: SELECTs among the top ``top_n`` by total time that
-    read a table of ≥ ``min_rows`` rows, and the statements of the index ``candidates``
-    (:func:`index_candidates`). ``skip`` says why one is not sent: with ``privileges``
-    (:func:`perfbook.sources.postgres.privileges`) a statement reading a table the role
-    cannot SELECT would fail with InsufficientPrivilege, so it is not sent at all."""
+def explain_candidates(stmts: pd.DataFrame, tables: pd.DataFrame, settings: Database,
+                       candidates: Sequence[IndexSuggestion] = (), privileges: dict | None = None) -> pd.DataFrame:
+    """The statements worth an EXPLAIN: SELECTs among the top ``settings.top_n`` by total
+    time that read a table of ≥ ``settings.min_table_rows`` rows, and the statements of the
+    index ``candidates`` (:func:`index_candidates`). ``skip`` says why one is not sent:
+    with ``privileges`` (:func:`perfbook.sources.postgres.privileges`) a statement reading
+    a table the role cannot SELECT would fail with InsufficientPrivilege, so it is not sent
+    at all."""
     q = _queries(stmts)
     if q.empty or tables is None or tables.empty:
         return pd.DataFrame(columns=_EXPLAIN_COLS)
-    big = set(tables.loc[tables["n_live_tup"] >= min_rows, "table"])
+    top_n = settings.top_n
+    big = set(tables.loc[tables["n_live_tup"] >= settings.min_table_rows, "table"])
     keep, seen = [], set()
     for r in q.nlargest(top_n * 3, "total_ms").to_dict("records"):
         if len(keep) >= top_n:
@@ -240,16 +242,16 @@ def _schemas_by_table(tables: pd.DataFrame | None) -> dict[str, str]:
     return out
 
 
-def index_suggestions(plans: pd.DataFrame, tables: pd.DataFrame, indexes: pd.DataFrame | None = None,
-                      min_rows: int = 10_000, max_selectivity: float = 0.10) -> list[IndexSuggestion]:
+def index_suggestions(plans: pd.DataFrame, tables: pd.DataFrame, indexes: pd.DataFrame | None,
+                      settings: Database) -> list[IndexSuggestion]:
     """Indexes the plans ask for (dexter's idea, from plain EXPLAIN).
 
     For each plan (rows of ``queryid, query, plan``): a scan (Seq Scan, or an Index Scan
-    whose index does not lead with the filtered columns) of a table with ≥ ``min_rows``
-    live rows, with a ``Filter`` an ordinary B-tree can serve, that keeps ≤
-    ``max_selectivity`` of the table (or feeds a Sort/LIMIT). The index columns follow
-    :func:`index_key` (equality, then range, then sort columns with their direction — the
-    sort columns before the range ones under a LIMIT): the runbook's
+    whose index does not lead with the filtered columns) of a table with ≥
+    ``settings.min_table_rows`` live rows, with a ``Filter`` an ordinary B-tree can serve,
+    that keeps ≤ ``index_max_selectivity`` of the table (or feeds a Sort/LIMIT). The index
+    columns follow :func:`index_key` (equality, then range, then sort columns with their
+    direction — the sort columns before the range ones under a LIMIT): the runbook's
     ``products(category_id, created_at DESC)``. No suggestion when an index already
     leads with those columns.
     """
@@ -279,7 +281,7 @@ def index_suggestions(plans: pd.DataFrame, tables: pd.DataFrame, indexes: pd.Dat
             if not filt:
                 continue
             table_rows = rows_of.get(table, 0.0)
-            if table_rows < min_rows:
+            if table_rows < settings.min_table_rows:
                 continue
             eq, rng = filter_columns(filt)
             if not eq and not rng:
@@ -287,7 +289,7 @@ def index_suggestions(plans: pd.DataFrame, tables: pd.DataFrame, indexes: pd.Dat
             alias = node.get("Alias") or table
             sort = _sort_columns(ancestors, alias, table, shape)
             limited = any(a.get("Node Type") == "Limit" for a in ancestors)
-            selective = float(node.get("Plan Rows") or 0) <= max_selectivity * table_rows
+            selective = float(node.get("Plan Rows") or 0) <= settings.index_max_selectivity * table_rows
             if not (selective or (sort and limited)):
                 continue
             cols, sort_dirs = index_key(eq, rng, sort, limited)

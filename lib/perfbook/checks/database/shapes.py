@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ...findings import Finding
+from ...params import Database
 from ...sql import walk
 
 # --------------------------------------------------------------------------- text helpers
@@ -270,12 +271,13 @@ def top_statements(stmts: pd.DataFrame, by: str = "total_ms", n: int = 10) -> pd
 # --------------------------------------------------------------------------- slow queries
 
 
-def slow_queries(stmts: pd.DataFrame, mean_ms: float = 20.0, min_calls: int = 100,
-                 top_n: int = 10) -> tuple[pd.DataFrame, list[Finding]]:
+def slow_queries(stmts: pd.DataFrame, settings: Database) -> tuple[pd.DataFrame, list[Finding]]:
     """Statements slow on average *and* frequent (pghero: mean ≥ 20 ms and calls ≥ 100;
-    ``settings.database.slow_query_mean`` / ``slow_query_calls``). Critical from ten
-    times the bar. The table is the top ``top_n`` by total time."""
-    table = top_statements(stmts, "total_ms", top_n)
+    ``settings.slow_query_mean`` / ``slow_query_calls``). Critical from
+    ``slow_query_critical_factor`` (ten) times the mean bar. The table is the top
+    ``settings.top_n`` by total time."""
+    mean_ms, min_calls = 1000 * settings.slow_query_mean, settings.slow_query_calls
+    table = top_statements(stmts, "total_ms", settings.top_n)
     q = _queries(stmts)
     if stmts.attrs.get("unavailable"):
         return table, []
@@ -283,7 +285,7 @@ def slow_queries(stmts: pd.DataFrame, mean_ms: float = 20.0, min_calls: int = 10
     slow = q[(q["mean_ms"] >= mean_ms) & (q["calls"] >= min_calls)] if not q.empty else q
     found = []
     for r in slow.sort_values("total_ms", ascending=False).to_dict("records"):
-        sev = "critical" if r["mean_ms"] >= 10 * mean_ms else "warning"
+        sev = "critical" if r["mean_ms"] >= settings.slow_query_critical_factor * mean_ms else "warning"
         share = 100.0 * r["total_ms"] / total if total else None
         found.append(Finding(
             "db.slow_query", sev,

@@ -8,20 +8,21 @@ from typing import Any
 import pandas as pd
 
 from ...findings import Finding
+from ...params import Database
 from .n_plus_one import _model
 from .shapes import Shape, _qualified, _qualified_index, _queries, display_table, query_shape, quote_ident, short_query
 
 # --------------------------------------------------------------------------- large results
 
 
-def large_results(stmts: pd.DataFrame, tables: pd.DataFrame | None = None, max_rows: int = 1000,
-                  min_rows_table: int = 10_000, min_calls: int = 10, min_total_rows: int = 100_000,
-                  min_share: float = 0.05, critical_share: float = 0.25) -> tuple[pd.DataFrame, list[Finding]]:
-    """Large result sets, judged by what they cost (``settings.database``).
+def large_results(stmts: pd.DataFrame, tables: pd.DataFrame | None,
+                  settings: Database) -> tuple[pd.DataFrame, list[Finding]]:
+    """Large result sets, judged by what they cost (``settings``: the database section).
 
     A SELECT is *large* when it returns more than ``max_rows`` rows per call
-    (``large_result_rows``, 1000), or reads a table of ≥ ``min_rows_table`` rows with no
-    LIMIT, no WHERE and no aggregate and returns ≥ 100 rows per call. It is a finding when
+    (``large_result_rows``, 1000), or reads a table of ≥ ``min_table_rows`` rows with no
+    LIMIT, no WHERE and no aggregate and returns ≥ ``large_result_unbounded_rows`` (100)
+    rows per call. It is a finding when
     it also *costs*, by any of:
 
     - it is frequent: ≥ ``min_calls`` calls (``large_result_calls``, 10);
@@ -30,19 +31,21 @@ def large_results(stmts: pd.DataFrame, tables: pd.DataFrame | None = None, max_r
     - its time: ≥ ``min_share`` of all statement time (``large_result_time_share``, 5 %).
 
     pg_stat_statements counts since its last reset (``stmts.attrs["stats_reset"]``), so
-    "in all" means since then. ``critical`` when the rows per call exceed 10 ×
-    ``max_rows`` and the statement is frequent or takes ≥ ``critical_share`` of the time
-    (``large_result_critical_share``, 25 %); else ``warning``. Without ``tables``
-    (pg_stat_user_tables unreadable) the no-LIMIT part cannot be judged, and the ``ok``
-    finding says so. The ``ok`` finding names the largest result it saw, and why it was
+    "in all" means since then. ``critical`` when the rows per call exceed
+    ``large_result_critical_factor`` (10) × ``max_rows`` and the statement is frequent or
+    takes ≥ ``large_result_critical_share`` of the time (25 %); else ``warning``. Without
+    ``tables`` (pg_stat_user_tables unreadable) the no-LIMIT part cannot be judged, and the
+    ``ok`` finding says so. The ``ok`` finding names the largest result it saw, and why it was
     not a finding."""
+    max_rows, min_calls = settings.large_result_rows, settings.large_result_calls
+    min_total_rows, min_share = settings.large_result_total_rows, settings.large_result_time_share
     q = _queries(stmts)
     cols = ["query", "calls", "rows_per_call", "rows", "share_pct", "mean_ms", "has_limit", "tables"]
     if q.empty:
         return pd.DataFrame(columns=cols), []
     big = set()
     if tables is not None and not tables.empty:
-        big = set(tables.loc[tables["n_live_tup"] >= min_rows_table, "table"])
+        big = set(tables.loc[tables["n_live_tup"] >= settings.min_table_rows, "table"])
     total_ms = float(q["total_ms"].sum() or 0.0)
     stats_reset = stmts.attrs.get("stats_reset")
     since = " since pg_stat_statements' reset" if stats_reset else ""
@@ -57,7 +60,7 @@ def large_results(stmts: pd.DataFrame, tables: pd.DataFrame | None = None, max_r
         share = float(r["total_ms"] or 0) / total_ms if total_ms else 0.0
         checked.append((r, rpc, calls, total_rows, share))
         unbounded = bool(not sh.has_limit and not sh.has_where and not sh.aggregate and big & set(sh.from_tables)
-                         and rpc >= 100)
+                         and rpc >= settings.large_result_unbounded_rows)
         if rpc <= max_rows and not unbounded:
             continue
         costs = [why for ok, why in (
@@ -67,7 +70,8 @@ def large_results(stmts: pd.DataFrame, tables: pd.DataFrame | None = None, max_r
         if not costs:
             continue
         table = next((t for t in sh.from_tables if t in big), sh.from_tables[0] if sh.from_tables else None)
-        sev = "critical" if rpc > 10 * max_rows and (calls >= min_calls or share >= critical_share) else "warning"
+        heavy = calls >= min_calls or share >= settings.large_result_critical_share
+        sev = "critical" if rpc > settings.large_result_critical_factor * max_rows and heavy else "warning"
         rows.append({"query": short_query(r["query"]), "calls": calls, "rows_per_call": rpc, "rows": total_rows,
                      "share_pct": 100 * share, "mean_ms": r["mean_ms"], "has_limit": sh.has_limit,
                      "tables": ", ".join(sh.tables)})
@@ -133,13 +137,14 @@ def _autovacuum_disabled(reloptions: Any) -> bool:
                for o in (reloptions or []))
 
 
-def bloat(tables: pd.DataFrame, dead_share: float = 0.20, min_rows: int = 1000,
+def bloat(tables: pd.DataFrame, settings: Database,
           autovacuum: str | None = "on") -> tuple[pd.DataFrame, list[Finding]]:
-    """Dead tuples (the runbook's "Check table bloat"): a table of ≥ ``min_rows`` rows whose
-    dead share n_dead_tup / (n_live_tup + n_dead_tup) is ≥ ``dead_share``
-    (``settings.database.bloat_dead_share``, 20 % — autovacuum's own default
-    scale factor); critical from 50 %. Says when autovacuum is off for the table
+    """Dead tuples (the runbook's "Check table bloat"): a table of ≥ ``settings.bloat_min_rows``
+    rows (1000) whose dead share n_dead_tup / (n_live_tup + n_dead_tup) is ≥
+    ``bloat_dead_share`` (20 % — autovacuum's own default scale factor); critical from
+    ``bloat_critical_share`` (50 %). Says when autovacuum is off for the table
     (pg_class.reloptions) or the server, and the last (auto)vacuum/analyze."""
+    dead_share, min_rows = settings.bloat_dead_share, settings.bloat_min_rows
     t = tables.copy()
     cols = ["table", "n_live_tup", "n_dead_tup", "dead_pct", "last_vacuum", "last_autovacuum",
             "last_analyze", "last_autoanalyze", "autovacuum", "total_bytes"]
@@ -170,7 +175,7 @@ def bloat(tables: pd.DataFrame, dead_share: float = 0.20, min_rows: int = 1000,
             rec += (f"\n-- autovacuum is not keeping up; vacuum this table sooner:\n"
                     f"ALTER TABLE {name} SET (autovacuum_vacuum_scale_factor = 0.05);")
         found.append(Finding(
-            "db.bloat", "critical" if share >= 0.5 else "warning",
+            "db.bloat", "critical" if share >= settings.bloat_critical_share else "warning",
             f"{r['table']}: {100 * share:.0f} % dead tuples ({int(r['n_dead_tup']):,} dead, {int(r['n_live_tup']):,} live)"
             + ("; autovacuum disabled for the table" if off_table else "")
             + ("; never vacuumed since stats reset" if last_vac is None else ""),
@@ -206,12 +211,14 @@ def bloat(tables: pd.DataFrame, dead_share: float = 0.20, min_rows: int = 1000,
     return table, found
 
 
-def unused_indexes(indexes: pd.DataFrame, stats_reset: Any = None, now: Any = None,
-                   min_bytes: int = 1 << 20, min_stats_days: float = 7.0) -> tuple[pd.DataFrame, list[Finding]]:
+def unused_indexes(indexes: pd.DataFrame, settings: Database, stats_reset: Any = None,
+                   now: Any = None) -> tuple[pd.DataFrame, list[Finding]]:
     """Indexes never scanned since statistics were reset (pghero's unused indexes):
-    idx_scan = 0, not unique / primary / backing a constraint, at least ``min_bytes``.
-    ``info`` always — dropping is a decision, and young statistics (< ``min_stats_days``,
-    or unknown) prove little; replicas keep their own counters."""
+    idx_scan = 0, not unique / primary / backing a constraint, at least
+    ``settings.unused_index_min_bytes`` (1 MiB). ``info`` always — dropping is a decision,
+    and young statistics (< ``unused_index_min_stats_age``, a week, or unknown) prove
+    little; replicas keep their own counters."""
+    min_bytes, min_stats_days = settings.unused_index_min_bytes, settings.unused_index_min_stats_age / 86400
     cols = ["table", "index", "index_bytes", "idx_scan", "definition"]
     if indexes.empty:
         return pd.DataFrame(columns=cols), []

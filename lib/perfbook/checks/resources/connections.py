@@ -11,7 +11,7 @@ import pandas as pd
 
 from ...findings import Finding
 from .coverage import _no_data
-from .levels import POOL_WAIT_CRITICAL, POOL_WAIT_WARNING, _clean_series, _evidence, level_verdict
+from .levels import _clean_series, _evidence, level_verdict
 
 # --------------------------------------------------------------------------- database connections
 
@@ -22,16 +22,16 @@ DB_ADVICE = ("Runbook Performance Baselines (Database Connections 10-20 normal):
 
 
 def db_connections(pool_open: pd.DataFrame | None, pool_busy: pd.DataFrame | None, pool_wait: pd.DataFrame | None,
-                   level: Any, server_connections: int | None = None,
-                   wait_warning: float = POOL_WAIT_WARNING,
-                   wait_critical: float = POOL_WAIT_CRITICAL) -> tuple[pd.DataFrame, list[Finding]]:
+                   level: Any, server_connections: int | None = None, *, wait_warning: float,
+                   wait_critical: float) -> tuple[pd.DataFrame, list[Finding]]:
     """``db.connections``: total connections against ``thresholds.db_connections``, and
     pool exhaustion per instance.
 
     Total: the sum of each instance's peak ``prisma_pool_connections_open`` over the
     window, or ``server_connections`` (client backends in ``pg_stat_activity``) when
     higher. Exhaustion: the share of scrapes in which ``prisma_client_queries_wait`` > 0;
-    ``wait_warning`` (20 %) → warning, ``wait_critical`` (50 %) → critical — requests then
+    ``wait_warning`` (``settings.database.pool_exhausted_share``, 20 %) → warning,
+    ``wait_critical`` (``pool_exhausted_share_critical``, 50 %) → critical — requests then
     queue for a connection whatever the database's own speed.
     """
     o, b, w = _clean_series(pool_open), _clean_series(pool_busy), _clean_series(pool_wait)

@@ -22,9 +22,6 @@ MIN_HOLD_S = 20.0
 #: Five 5xx answers on a route are judged even when it had fewer than ``min_requests``.
 MIN_ERRORS = 5
 
-#: Pool exhaustion: share of scrapes with at least one query waiting for a connection.
-POOL_WAIT_WARNING, POOL_WAIT_CRITICAL = 0.20, 0.50
-
 #: Areas of the verdict table, by finding code, in the runbook's order.
 AREAS = {"instance.down": "Instances up", "monitoring.gap": "Instances up", "latency.slo_breach": "Response time", "errors.high_rate": "Error rate (5xx)",
          "cpu.saturation": "CPU", "memory.pressure": "Memory", "memory.growth": "Memory growth",
