@@ -80,9 +80,10 @@ with pb.check(ctx, "fly.toml"):
 
 # %%
 with pb.check(ctx, "uneven load across instances"):
-    verdicts, found = balance.uneven_load(series, summary, service=ctx.params.service, fly=fly,
-                                          cpu_normal=ctx.params.thresholds.cpu_percent.normal,
-                                          cpu_warning=ctx.params.thresholds.cpu_percent.warning)
+    verdicts, found = balance.uneven_load(series, summary, settings=ctx.params.settings.balance,
+                                          cpu=ctx.params.thresholds.cpu_percent,
+                                          target_cpu=ctx.params.settings.scaling.target_cpu_percent,
+                                          service=ctx.params.service, fly=fly)
     pb.table(verdicts, "Imbalance across instances")
     pb.table(balance.imbalance_over_time(series, "rps").tail(20), "Request-rate imbalance, last points of the window")
     pb.emit(ctx, found)
