@@ -90,7 +90,8 @@ if wm:
     with pb.check(ctx, "latency per route (histogram)"):
         buckets = latency.served_only(src.latency_buckets(wm, p), m.status_label)
         observed = latency.route_percentiles(buckets, m.method_label, m.route_label)
-        table, found = latency.histogram_slo_breaches(observed, p.endpoints, d.min_requests, source=wm.basis)
+        table, found = latency.histogram_slo_breaches(observed, p.endpoints, min_requests=d.min_requests,
+                                                      critical_factor=d.latency_critical_factor, source=wm.basis)
         endpoint_table = latency.endpoint_verdicts(table)
         pb.table(endpoint_table, f"Latency per endpoint (seconds) against its targets — {wm.basis}")
         pb.emit(ctx, found)
@@ -106,7 +107,8 @@ if wm:
 with pb.check(ctx, "response time probes"):
     probes = http.probe(http.specs_from_params(p), **ctx.probe_options())
     measured = latency.with_subjects(latency.percentiles_from_probes(probes), latency.subject_aliases(observed, p.endpoints))
-    probe_table, found = latency.slo_breaches(measured, p.endpoints, source="probes", source_label="probed now")
+    probe_table, found = latency.slo_breaches(measured, p.endpoints, critical_factor=d.latency_critical_factor, source="probes",
+                                                source_label="probed now")
     pb.table(probe_table, "Probed latency against the runbook's targets")
     pb.emit(ctx, found)
 

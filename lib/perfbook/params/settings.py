@@ -305,6 +305,10 @@ class Diagnostics(Strict):
     sustained_for: Duration = 20.0
     # Error rate and latency are not judged on fewer requests than this per route.
     min_requests: int = Field(20, ge=1)
+    latency_critical_factor: float = Field(
+        2.0, gt=1, le=100, description="a percentile over its target is a warning, over this many times it "
+                                       "critical (the runbook gives only the target; 2x is where users notice "
+                                       "and where the 3 s p95 alert sits for /api/*)")
     # Memory growth (leak suspicion): slope of a straight-line fit over the window at least
     # this many MB per minute, fit R^2 at least this, and total growth at least this share.
     growth_min_mb_per_min: float = Field(0.5, ge=0)
