@@ -174,7 +174,8 @@ with pb.check(ctx, "CPU profile: hot paths"):
         pb.table(profiles.hot_functions(profile), "Hot functions by self time (ms; % of busy time)")
         paths = profiles.hot_paths(profile)
         pb.table(paths, "Hot paths in the application code (time charged to the innermost app frame)")
-        pb.emit(ctx, profiles.hot_path_findings(paths, summary, source=p.targets.cpu_profile))
+        pb.emit(ctx, profiles.hot_path_findings(paths, summary, source=p.targets.cpu_profile,
+                                                hot_share=d.hot_path_share, gc_share=d.gc_share))
     else:
         pb.note("No CPU profile in the params (targets.cpu_profile). To take one: run the service with "
                 "`node --cpu-prof --cpu-prof-dir=/tmp/prof dist/main.js` under load, stop it, and name the "
@@ -195,7 +196,7 @@ with pb.check(ctx, "heap snapshots: leaking objects"):
         growth = profiles.heap_growth(profiles.heap_summary(profile_files.read_heapsnapshot(first)),
                                       profiles.heap_summary(profile_files.read_heapsnapshot(last)))
         pb.table(growth, f"Constructors that grew most: {first.name} → {last.name} (bytes)")
-        pb.emit(ctx, profiles.leak_findings(growth, d.growth_min_share, source=f"{first.name} → {last.name}"))
+        pb.emit(ctx, profiles.leak_findings(growth, f"{first.name} → {last.name}", min_growth_share=d.growth_min_share))
     else:
         pb.note("No heap snapshots in the params (targets.heap_snapshots). When memory grows (step 3), take two a "
                 "few minutes apart and name them here, oldest first.")
