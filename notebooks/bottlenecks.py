@@ -84,9 +84,9 @@ if wm:
         cpu = src.cpu_percent(wm, p)
         pb.emit_unreachable(ctx, wm.new_dead())
         busy, rate = src.route_series(wm, p)
-        correlated = resources.cpu_route_correlation(cpu, busy, rate, m.method_label, m.route_label)
-        table, found = resources.cpu_saturation(cpu, th.cpu_percent, d.sustained_quantile, correlated=correlated,
-                                               min_hold_s=d.sustained_for)
+        correlated = resources.cpu_route_correlation(cpu, busy, rate, m.method_label, m.route_label,
+                                                     min_points=d.correlation_min_points)
+        table, found = resources.cpu_saturation(cpu, th.cpu_percent, settings=d, correlated=correlated)
         pb.table(table, "CPU % per instance")
         pb.table(correlated, "Which routes move with CPU (Pearson r over the window; busy = seconds of handling per second)")
         plots.show(plots.level_over_time(cpu, th.cpu_percent, "CPU per instance over the window", "CPU (% of one core)"))
@@ -111,8 +111,7 @@ if wm:
                                                     p.targets.memory_limit_bytes(), heap_total=gauge(m.heap_total),
                                                     names=m.model_dump())
         growth, grew = resources.memory_growth(heap_used, rss, resources.limits_by_instance(heap_limit),
-                                               p.targets.memory_limit_bytes(), d.growth_min_mb_per_min,
-                                               d.growth_min_r2, d.growth_min_share, d.growth_critical_horizon)
+                                               p.targets.memory_limit_bytes(), settings=d)
         pb.table(table, "Memory per instance (MB, % of the limit)")
         pb.table(growth, "Straight-line fit per instance over the window (MB, MB/min)")
         plots.show(plots.memory_over_time(heap_used, rss, th.memory_percent,
@@ -133,7 +132,7 @@ if wm:
 if wm:
     with pb.check(ctx, "event-loop lag"):
         lag, lag_p99, lag_max = gauge(m.eventloop_lag), gauge(m.eventloop_lag_p99), gauge(m.eventloop_lag_max)
-        table, found = resources.eventloop_lag(lag, lag_p99, th.eventloop_lag_seconds, d.sustained_quantile, d.sustained_for,
+        table, found = resources.eventloop_lag(lag, lag_p99, th.eventloop_lag_seconds, settings=d,
                                                lag_max=lag_max, names=m.model_dump())
         pb.table(table, "Event-loop lag per instance (ms)")
         plots.show(plots.lag_over_time(lag, lag_p99, th.eventloop_lag_seconds, lag_max))

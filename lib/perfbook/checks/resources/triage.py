@@ -151,8 +151,8 @@ def triage_signals(requests_by_instance: pd.DataFrame | None = None, status_tota
     return sig
 
 
-def open_next(findings: Iterable[Finding], signals: dict[str, Any] | None = None,
-              cache_target: float = 0.60) -> pd.DataFrame:
+def open_next(findings: Iterable[Finding], signals: dict[str, Any] | None = None, *,
+              cache_target: float, min_lookups: int) -> pd.DataFrame:
     """Which section notebooks the evidence points to, each with the reason, most urgent
     first: ``section``, ``why``, ``severity`` (the worst finding behind it; ``info`` for
     a signal that is not itself a finding here).
@@ -163,7 +163,8 @@ def open_next(findings: Iterable[Finding], signals: dict[str, Any] | None = None
     CPU, event-loop lag, memory, or a latency breach not explained by DB/external time → *bottlenecks*;
     429s → *rate-limiting*; one instance with ≥ 1.5x the requests of another, or an instance
     down in the window → *load-balancing*;
-    cache hit rate under target → *caching*; CPU high on every instance → *scaling*.
+    cache hit rate under ``cache_target`` (thresholds.cache_hit_rate) on ``min_lookups`` lookups or
+    more (settings.caching.min_lookups) → *caching*; CPU high on every instance → *scaling*.
     """
     sig = signals or {}
     found = [f for f in findings]
@@ -226,7 +227,7 @@ def open_next(findings: Iterable[Finding], signals: dict[str, Any] | None = None
         top = max(shares, key=shares.get) if shares else "?"
         point("load-balancing", f"requests unevenly spread: {top} gets {shares.get(top, 0):.0%} "
                                 f"({sig['imbalance']:.1f}x the least loaded instance)", "warning")
-    if sig.get("cache_hit_rate") is not None and sig.get("cache_lookups", 0) >= 20 and sig["cache_hit_rate"] < cache_target:
+    if sig.get("cache_hit_rate") is not None and sig.get("cache_lookups", 0) >= min_lookups and sig["cache_hit_rate"] < cache_target:
         point("caching", f"cache hit rate {sig['cache_hit_rate']:.0%} (target > {cache_target:.0%})", "warning")
     cpu = [f for f in bad if f.code == "cpu.saturation"]
     if cpu and cpu[0].evidence.get("instances_over") == cpu[0].evidence.get("instances") and len(cpu) >= 1:
