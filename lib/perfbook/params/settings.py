@@ -272,6 +272,9 @@ class Scaling(Strict):
     target_cpu_percent: float = Field(70.0, gt=0, le=100)
     # Clearly over-provisioned: every instance under this CPU and latency under half its target.
     scale_in_cpu_percent: float = Field(20.0, ge=0, le=100)
+    scale_in_latency_share: float = Field(
+        0.5, gt=0, le=1, description="scale in only when every endpoint's p95 stays under this share of its "
+                                     "target all window (clearly fast, not just within target)")
     # Runbook [scaling] min_machines = 2: never fewer, for availability.
     min_instances: int = Field(2, ge=1, le=1000)
     # "Traffic increasing steadily": total req/s trend significant at this level (Mann-Kendall).
