@@ -214,7 +214,8 @@ class Monitoring(Strict):
 class Caching(Strict):
     """Issue 5: caching section."""
     cache_label: str = Field("cache", description="label of cache_hits_total/cache_misses_total naming the cache")
-    min_lookups: int = Field(20, ge=1, description="fewer lookups in the window than this: hit rate not judged")
+    min_lookups: int = Field(20, ge=1, description="fewer lookups in the window than this: the hit rate against "
+                                                   "the runbook's 60 % target (Issue 5) is not judged")
     critical_share: float = Field(
         0.5, gt=0, le=1, description="a hit rate under this share of thresholds.cache_hit_rate is critical "
                                      "(under half the runbook's 60 % target most lookups go to the database)")
@@ -237,10 +238,13 @@ class RateLimiting(Strict):
     peak_quantile: float = Field(
         0.99, gt=0, le=1, description="the observed peak is this quantile over time of the requests per "
                                       "limiter window (p99: a limit the traffic seen stays under)")
-    rejection_share: Level = Level(warning=0.01, critical=0.10)
-    # The runbook's strict limiter is 5 per minute; a limit looser than this on an
-    # expensive route protects nothing (a global /api/ limit of thousands, say).
-    expensive_max_per_minute: float = Field(120.0, gt=0)
+    rejection_share: Level = Field(
+        Level(warning=0.01, critical=0.10), description="share of a route's requests answered 429: a few are a "
+                                                        "limiter doing its job (Issue 6), 1 % turns clients away, "
+                                                        "10 % is abuse or a limit too tight")
+    expensive_max_per_minute: float = Field(
+        120.0, gt=0, description="an expensive route limited looser than this per minute is not limited (the "
+                                 "runbook's strict limiter is 5 per minute; a global /api/ limit protects nothing)")
     client_labels: list[str] = Field(default_factory=lambda: ["client", "ip", "client_ip", "key", "user"])
 
 
@@ -249,11 +253,16 @@ class External(Strict):
     service_label: str = "service"
     outcome_label: str = "outcome"
     breaker_label: str = "name"
-    # The runbook's axios / opossum timeout: 10 s; per dependency where it differs.
-    default_timeout: Duration = 10.0
-    timeouts: dict[str, Duration] = Field(default_factory=dict)
-    slow_fraction: float = Field(0.5, gt=0, le=1, description="p95 at this share of the timeout is slow")
-    error_rate: Level = Level(warning=0.05, critical=0.20)
+    default_timeout: Duration = Field(
+        10.0, gt=0, description="the runbook's axios / opossum timeout (Issue 7 §1: timeout: 10000)")
+    timeouts: dict[str, Duration] = Field(default_factory=dict, description="per dependency where it differs")
+    slow_fraction: float = Field(
+        0.5, gt=0, le=1, description="p95 at this share of the timeout is slow: half the budget gone in one call, "
+                                     "the tail about to time out")
+    error_rate: Level = Field(
+        Level(warning=0.05, critical=0.20), description="failure rate of a dependency's calls; external APIs "
+                                                        "fail more than a service's own routes, so above the 1 %/5 % "
+                                                        "of thresholds.error_rate")
     min_calls: int = Field(3, ge=1, description="fewer calls than this: latency and error rate not judged")
     timeout_share: float = Field(
         0.05, gt=0, le=0.25, description="this share of calls timing out is slow (warning), 4x it critical: a "
@@ -268,17 +277,20 @@ class External(Strict):
 
 class Scaling(Strict):
     """Issue 4 Horizontal Scaling: the numbers behind scale-out / scale-in."""
-    # Runbook: "Scale out when CPU > 70% on all instances"; its [[metrics]] cpu target is 70.
-    target_cpu_percent: float = Field(70.0, gt=0, le=100)
-    # Clearly over-provisioned: every instance under this CPU and latency under half its target.
-    scale_in_cpu_percent: float = Field(20.0, ge=0, le=100)
+    target_cpu_percent: float = Field(
+        70.0, gt=0, le=100, description="runbook Issue 4: \"Scale out when CPU > 70% on all instances\"; its "
+                                        "[[metrics]] cpu target is 70")
+    scale_in_cpu_percent: float = Field(
+        20.0, ge=0, le=100, description="clearly over-provisioned: every instance's CPU p95 under this (and "
+                                        "latency under scale_in_latency_share of its target)")
     scale_in_latency_share: float = Field(
         0.5, gt=0, le=1, description="scale in only when every endpoint's p95 stays under this share of its "
                                      "target all window (clearly fast, not just within target)")
-    # Runbook [scaling] min_machines = 2: never fewer, for availability.
-    min_instances: int = Field(2, ge=1, le=1000)
-    # "Traffic increasing steadily": total req/s trend significant at this level (Mann-Kendall).
-    trend_p_value: float = Field(0.05, gt=0, lt=1)
+    min_instances: int = Field(
+        2, ge=1, le=1000, description="runbook [scaling] min_machines = 2: never fewer, for availability")
+    trend_p_value: float = Field(
+        0.05, gt=0, lt=1, description="runbook Issue 4 \"Traffic increasing steadily\": total req/s trend "
+                                      "significant at this level (Mann-Kendall)")
     trend_min_growth: float = Field(0.10, ge=0, description="and grown by at least this share over the window")
 
 
@@ -301,24 +313,29 @@ class Balance(Strict):
 
 class Diagnostics(Strict):
     """Quick diagnostics and Issue 1 (bottlenecks): how the window's levels are judged."""
-    # CPU % and event-loop lag are judged at this quantile of the window's scrapes: a level
-    # held 10 % of the time, not one spike (memory and connections are judged at their max).
-    sustained_quantile: float = Field(0.9, gt=0, le=1)
-    # ... and a level must be held at least this long to count (one spike is not a level).
-    sustained_for: Duration = 20.0
-    # Error rate and latency are not judged on fewer requests than this per route.
-    min_requests: int = Field(20, ge=1)
+    sustained_quantile: float = Field(
+        0.9, gt=0, le=1, description="CPU % and event-loop lag are judged at this quantile of the window's "
+                                     "scrapes against the runbook's Resource Utilization levels: a level held "
+                                     "10 % of the time, not one spike (memory and connections at their max)")
+    sustained_for: Duration = Field(
+        20.0, ge=0, description="and a level must be held at least this long to count (one spike is not a level)")
+    min_requests: int = Field(
+        20, ge=1, description="error rate and latency are not judged on fewer requests than this per route "
+                             "(three slow requests are an anecdote, not a p95)")
     latency_critical_factor: float = Field(
         2.0, gt=1, le=100, description="a percentile over its target is a warning, over this many times it "
                                        "critical (the runbook gives only the target; 2x is where users notice "
                                        "and where the 3 s p95 alert sits for /api/*)")
-    # Memory growth (leak suspicion): slope of a straight-line fit over the window at least
-    # this many MB per minute, fit R^2 at least this, and total growth at least this share.
-    growth_min_mb_per_min: float = Field(0.5, ge=0)
-    growth_min_r2: float = Field(0.8, ge=0, le=1)
-    growth_min_share: float = Field(0.10, ge=0)
-    # Growth that reaches the memory limit within this time at the fitted slope is critical.
-    growth_critical_horizon: Duration = 3600.0
+    # Memory growth (runbook Issue 1 §3, leak suspicion): a straight line fitted over the window.
+    growth_min_mb_per_min: float = Field(0.5, ge=0, description="growth: a fitted slope of at least this many MB/min")
+    growth_min_r2: float = Field(
+        0.8, ge=0, le=1, description="and a fit R² of at least this (a steady rise, not one step or GC noise)")
+    growth_min_share: float = Field(
+        0.10, ge=0, description="and a rise of at least this share of the start (more than warm-up jitter); "
+                                "also the heap-snapshot leak bar")
+    growth_critical_horizon: Duration = Field(
+        3600.0, ge=0, description="growth that reaches the memory limit within this time at the fitted slope "
+                                  "is critical")
     # Snapshot mode (no Prometheus): seconds between the two /metrics scrapes that give rates.
     snapshot_interval: Duration = Field(5.0, gt=0, le=60)
     # instance.down: an instance is down only after consecutive failed scrapes (up == 0)
