@@ -216,7 +216,7 @@ if wm:
     with pb.check(ctx, "signals for the next step"):
         signals = resources.triage_signals(**src.triage_inputs(wm, p))
 with pb.check(ctx, "verdict and open next"):
-    verdict = resources.verdict_table(ctx.findings, endpoint_table)
+    verdict = resources.verdict_table(ctx.findings, endpoint_table, critical_factor=d.latency_critical_factor)
     next_sections = resources.open_next(ctx.findings, signals, cache_target=p.thresholds.cache_hit_rate,
                                         min_lookups=p.settings.caching.min_lookups)
     verdict_box.update(HTML(plots.verdict_html(verdict, "Endpoints against Response Time Targets, resources against "

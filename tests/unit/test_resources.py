@@ -469,7 +469,7 @@ def test_verdict_table_puts_every_check_on_one_table():
                    evidence={"reason": "Connection refused"}, check="metrics source")
     endpoints = pd.DataFrame([{"endpoint": "GET /api/products/{id}", "requests": 200, "p50": 1.2, "p50_target": 0.5,
                                "p95": 1.8, "p95_target": 1.0, "p99": 2.5, "p99_target": 2.0, "verdict": "critical"}])
-    table = r.verdict_table([*cpu, *mem, dead], endpoints)
+    table = r.verdict_table([*cpu, *mem, dead], endpoints, critical_factor=D.latency_critical_factor)
     assert list(table["area"]) == ["Response time", "CPU", "Memory", "metrics source"]
     assert list(table["verdict"]) == ["critical", "critical", "ok", "not checked"]
     assert table.iloc[0]["observed"] == "p50 1.20 s · p95 1.80 s · p99 2.50 s"
@@ -512,7 +512,7 @@ def test_instance_still_down_is_critical_and_one_that_came_back_a_warning():
     assert by["b:2"].evidence["down_s"] == 45 and "back up since" in by["b:2"].title
     assert "flyctl status" in by["c:3"].recommendation
     assert list(table.sort_values("instance")["failed"]) == [0, 3, 3]
-    verdict = r.verdict_table(found)
+    verdict = r.verdict_table(found, critical_factor=D.latency_critical_factor)
     assert list(verdict["area"]) == ["Instances up", "Instances up"] and list(verdict["verdict"]) == ["critical", "warning"]
     nxt = r.open_next(found, **NEXT)
     assert list(nxt["section"]) == ["load-balancing"] and nxt["severity"].iloc[0] == "critical"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from perfbook.checks import latency as lat
+from perfbook.checks import latency as lat, resources
 from perfbook.params import load, parse_override
 from perfbook.sources import prometheus as prom
 
@@ -100,17 +100,22 @@ def _params(tmp_path: Path, *overrides: str):
     return load(f, dict(parse_override(o) for o in overrides))
 
 
-def _recorded_latency_findings(params) -> dict[str, str]:
-    """Per percentile of GET /api/products, the severity from the recorded prom-client
-    histogram (two scrapes 10 s apart), judged as the quick-diagnostics notebook does."""
+def _recorded_latency(params) -> tuple:
+    """The recorded prom-client histogram (two scrapes 10 s apart) against the params'
+    endpoints, judged as the quick-diagnostics notebook does: (table, findings)."""
     before = prom.parse_exposition((FIX / "metrics.txt").read_text(), instance="i:1")
     after = prom.parse_exposition((FIX / "metrics.after.txt").read_text(), instance="i:1")
     rates = prom.rates(before, after, seconds=10)
     b = rates[rates["metric"] == "http_request_duration_seconds_bucket"].copy()
     b["value"] = b["increase"]
     d = params.settings.diagnostics
-    _, found = lat.histogram_slo_breaches(lat.route_percentiles(lat.served_only(b)), params.endpoints,
-                                          min_requests=d.min_requests, critical_factor=d.latency_critical_factor)
+    return lat.histogram_slo_breaches(lat.route_percentiles(lat.served_only(b)), params.endpoints,
+                                      min_requests=d.min_requests, critical_factor=d.latency_critical_factor)
+
+
+def _recorded_latency_findings(params) -> dict[str, str]:
+    """Per percentile of GET /api/products, the severity on the recorded histogram."""
+    _, found = _recorded_latency(params)
     return {f.evidence["percentile"]: f.severity for f in found if f.subject == "GET /api/products"}
 
 
@@ -119,6 +124,14 @@ def test_a_p_override_of_the_critical_factor_changes_the_verdict_on_recorded_inp
     assert default["p50"] == "critical"  # ~70 ms against a 20 ms target: over 2x
     loose = _recorded_latency_findings(_params(tmp_path, "settings.diagnostics.latency_critical_factor=10"))
     assert loose["p50"] == "warning"     # still over target, no longer 10x over it
+
+
+def test_the_verdict_table_states_the_critical_factor_in_force(tmp_path):
+    params = _params(tmp_path, "settings.diagnostics.latency_critical_factor=3")
+    table, found = _recorded_latency(params)
+    verdict = resources.verdict_table(found, lat.endpoint_verdicts(table),
+                                      critical_factor=params.settings.diagnostics.latency_critical_factor)
+    assert set(verdict.loc[verdict["area"] == "Response time", "critical"]) == {"> 3× target"}
 
 
 @pytest.mark.parametrize("override,read", [

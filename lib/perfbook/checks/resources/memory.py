@@ -208,7 +208,8 @@ def memory_growth(heap_used: pd.DataFrame | None, rss: pd.DataFrame | None,
                       "growth_share": top["growth_share"], "late_slope_mb_per_min": top["late_slope_mb_per_min"],
                       "minutes": top["minutes"], "minutes_to_limit": top["minutes_to_limit"],
                       "limit_mb": top["limit_mb"], "also_growing": [m for m in growing["metric"] if m != top["metric"]],
-                      "min_mb_per_min": min_mb_per_min, "min_r2": min_r2, "min_share": min_share},
+                      "min_mb_per_min": min_mb_per_min, "min_r2": min_r2, "min_share": min_share,
+                      "critical_horizon_s": critical_horizon_s},
             recommendation="Leak suspected (runbook Issue 1 §3, Memory Leaks). Take two heap snapshots a few minutes "
                            "apart (`node --heapsnapshot-signal=SIGUSR2`, `kill -USR2 <pid>`), name them in "
                            "targets.heap_snapshots and re-run this section: it lists the constructors that grew. "
@@ -231,5 +232,5 @@ def memory_growth(heap_used: pd.DataFrame | None, rss: pd.DataFrame | None,
             evidence={"observed": worst["slope_mb_per_min"], "unit": "MB/min", "r2": worst["r2"],
                       "growth_share": worst["growth_share"], "instance": worst["instance"], "metric": worst["metric"],
                       "min_mb_per_min": min_mb_per_min, "min_r2": min_r2, "min_share": min_share,
-                      "not_met": missed}))
+                      "critical_horizon_s": critical_horizon_s, "not_met": missed}))
     return table, found

@@ -20,14 +20,17 @@ def _threshold_text(ev: dict[str, Any], unit: str) -> tuple[str, str, str]:
     def f(x):
         return _fmt(x, unit) if x is not None else "—"
     if unit == "MB/min":
-        return "flat", f"≥ {ev.get('min_mb_per_min', 0.5):g} MB/min, steady", "reaches limit < 1 h"
+        return ("flat", f"≥ {ev['min_mb_per_min']:g} MB/min, steady",
+                f"reaches limit < {ev['critical_horizon_s'] / 3600:g} h")
     normal = ev.get("normal")
     return (f"< {f(normal)}" if normal is not None else "—", f"≥ {f(ev.get('warning'))}", f"≥ {f(ev.get('critical'))}")
 
 
-def verdict_table(findings: Iterable[Finding], endpoints: pd.DataFrame | None = None) -> pd.DataFrame:
+def verdict_table(findings: Iterable[Finding], endpoints: pd.DataFrame | None = None, *,
+                  critical_factor: float) -> pd.DataFrame:
     """One table for the whole page: every endpoint against its response-time targets
-    (from :func:`perfbook.checks.latency.endpoint_verdicts`) and every resource finding
+    (from :func:`perfbook.checks.latency.endpoint_verdicts`; critical over ``critical_factor``
+    times them: settings.diagnostics.latency_critical_factor) and every resource finding
     against the Normal/Warning/Critical levels, worst first within each area; checks
     that could not run appear as ``not checked``.
 
@@ -45,7 +48,7 @@ def verdict_table(findings: Iterable[Finding], endpoints: pd.DataFrame | None = 
                 if rec["verdict"] not in ("no requests",) else "no requests"
             targets = " / ".join(s(rec[f"{p}_target"]) for p in ("p50", "p95", "p99"))
             rows.append({"area": AREAS["latency.slo_breach"], "subject": rec["endpoint"], "observed": observed,
-                         "normal": f"≤ {targets}", "warning": "> target", "critical": "> 2× target",
+                         "normal": f"≤ {targets}", "warning": "> target", "critical": f"> {critical_factor:g}× target",
                          "statistic": (f"{rec['requests']:.0f} request" + ("" if round(rec["requests"]) == 1 else "s"))
                          if rec.get("requests") else "",
                          "verdict": rec["verdict"]})
