@@ -75,8 +75,8 @@ with pb.check(ctx, "fly.toml"):
 #
 # Imbalance as **max/mean** and **coefficient of variation** across instances, for request rate and CPU,
 # over the window and point by point. A balancer doing its job keeps instances within some 10–20 % of the
-# mean; 1.3× the mean (a 65/35 split between two) for most of the window is uneven. The hot instance is
-# named, with the time it became hot.
+# mean; 1.3× the mean (a 65/35 split between two) for most of the window is uneven (`settings.balance`). The
+# hot instance is named, with the time it became hot.
 
 # %%
 with pb.check(ctx, "uneven load across instances"):
