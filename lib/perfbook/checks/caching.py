@@ -119,9 +119,10 @@ def runbook_ttl(cache: str) -> tuple[int, str]:
 def cache_remedy(name: str, rates: pd.DataFrame, trend: dict | None, *, rise: float) -> str:
     """The first remedy for one cache, from its own evidence.
 
-    Rising through the window (by ``rise``, :func:`warming_up`) → a cold cache: pre-warm on start-up. Low all along → its
-    entries expire or are evicted before they are read again: raise its TTL toward the
-    runbook's and its size, and invalidate on write. For ``overall``: the worst caches.
+    Rising through the window (by ``rise``, :func:`warming_up`) → a cold cache: pre-warm on
+    start-up. Low all along → its entries expire or are evicted before they are read again:
+    raise its TTL toward the runbook's and its size, and invalidate on write. For
+    ``overall``: the worst caches.
     """
     if warming_up(trend, rise=rise):
         return (f"Pre-warm '{name}' on start-up: its hit rate rose from {_fmt_pct(trend['early_hit_rate'])} "
