@@ -68,25 +68,28 @@ def checks_in_process(params_file: Path, snapshot: bool = False) -> int:
     wm = src.snapshot_fallback(ctx) if snapshot else src.open_window(ctx)
     found = []
     observed = latency.route_percentiles(latency.served_only(src.latency_buckets(wm, p), m.status_label))
-    found += latency.histogram_slo_breaches(observed, p.endpoints, d.min_requests, source=wm.basis)[1]
+    found += latency.histogram_slo_breaches(observed, p.endpoints, min_requests=d.min_requests,
+                                            critical_factor=d.latency_critical_factor, source=wm.basis)[1]
     t0 = time.perf_counter()
     probes = http.probe(http.specs_from_params(p), **ctx.probe_options())
     PROBE_SECONDS.append(time.perf_counter() - t0)
-    found += latency.slo_breaches(latency.percentiles_from_probes(probes), p.endpoints)[1]
-    found += resources.error_rates(src.requests_by_status(wm, p), p.thresholds.error_rate)[1]
-    found += resources.cpu_saturation(src.cpu_percent(wm, p), p.thresholds.cpu_percent)[1]
+    found += latency.slo_breaches(latency.percentiles_from_probes(probes), p.endpoints,
+                                  critical_factor=d.latency_critical_factor)[1]
+    found += resources.error_rates(src.requests_by_status(wm, p), p.thresholds.error_rate, settings=d)[1]
+    found += resources.cpu_saturation(src.cpu_percent(wm, p), p.thresholds.cpu_percent, settings=d)[1]
     found += resources.memory_pressure(src.gauge(wm, p, m.resident_memory), src.gauge(wm, p, m.heap_used),
                                        src.gauge(wm, p, m.heap_limit), p.thresholds.memory_percent,
                                        p.targets.memory_limit_bytes())[1]
     found += resources.eventloop_lag(src.gauge(wm, p, m.eventloop_lag), src.gauge(wm, p, m.eventloop_lag_p99),
-                                     p.thresholds.eventloop_lag_seconds)[1]
+                                     p.thresholds.eventloop_lag_seconds, settings=d)[1]
     with postgres.connect(ctx) as db:
         server, _ = resources.server_connections(postgres.activity(db))
     found += resources.db_connections(src.gauge(wm, p, m.db_pool_open), src.gauge(wm, p, m.db_pool_busy),
                                       src.gauge(wm, p, m.db_pool_wait), p.thresholds.db_connections, server,
                                       wait_warning=p.settings.database.pool_exhausted_share,
                                       wait_critical=p.settings.database.pool_exhausted_share_critical)[1]
-    resources.open_next(found, resources.triage_signals(**src.triage_inputs(wm, p)))
+    resources.open_next(found, resources.triage_signals(**src.triage_inputs(wm, p)),
+                        cache_target=p.thresholds.cache_hit_rate, min_lookups=p.settings.caching.min_lookups)
     return len(found)
 
 

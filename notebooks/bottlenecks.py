@@ -87,9 +87,9 @@ if wm:
         cpu = src.cpu_percent(wm, p)
         pb.emit_unreachable(ctx, wm.new_dead())
         busy, rate = src.route_series(wm, p)
-        correlated = resources.cpu_route_correlation(cpu, busy, rate, m.method_label, m.route_label)
-        table, found = resources.cpu_saturation(cpu, th.cpu_percent, d.sustained_quantile, correlated=correlated,
-                                               min_hold_s=d.sustained_for)
+        correlated = resources.cpu_route_correlation(cpu, busy, rate, m.method_label, m.route_label,
+                                                     min_points=d.correlation_min_points)
+        table, found = resources.cpu_saturation(cpu, th.cpu_percent, settings=d, correlated=correlated)
         pb.table(table, "CPU % per instance")
         pb.table(correlated, "Which routes move with CPU (Pearson r over the window; busy = seconds of handling per second)")
         plots.show(plots.level_over_time(cpu, th.cpu_percent, "CPU per instance over the window", "CPU (% of one core)"))
@@ -114,8 +114,7 @@ if wm:
                                                     p.targets.memory_limit_bytes(), heap_total=gauge(m.heap_total),
                                                     names=m.model_dump())
         growth, grew = resources.memory_growth(heap_used, rss, resources.limits_by_instance(heap_limit),
-                                               p.targets.memory_limit_bytes(), d.growth_min_mb_per_min,
-                                               d.growth_min_r2, d.growth_min_share, d.growth_critical_horizon)
+                                               p.targets.memory_limit_bytes(), settings=d)
         pb.table(table, "Memory per instance (MB, % of the limit)")
         pb.table(growth, "Straight-line fit per instance over the window (MB, MB/min)")
         plots.show(plots.memory_over_time(heap_used, rss, th.memory_percent,
@@ -136,7 +135,7 @@ if wm:
 if wm:
     with pb.check(ctx, "event-loop lag"):
         lag, lag_p99, lag_max = gauge(m.eventloop_lag), gauge(m.eventloop_lag_p99), gauge(m.eventloop_lag_max)
-        table, found = resources.eventloop_lag(lag, lag_p99, th.eventloop_lag_seconds, d.sustained_quantile, d.sustained_for,
+        table, found = resources.eventloop_lag(lag, lag_p99, th.eventloop_lag_seconds, settings=d,
                                                lag_max=lag_max, names=m.model_dump())
         pb.table(table, "Event-loop lag per instance (ms)")
         plots.show(plots.lag_over_time(lag, lag_p99, th.eventloop_lag_seconds, lag_max))
@@ -177,7 +176,8 @@ with pb.check(ctx, "CPU profile: hot paths"):
         pb.table(profiles.hot_functions(profile), "Hot functions by self time (ms; % of busy time)")
         paths = profiles.hot_paths(profile)
         pb.table(paths, "Hot paths in the application code (time charged to the innermost app frame)")
-        pb.emit(ctx, profiles.hot_path_findings(paths, summary, source=p.targets.cpu_profile))
+        pb.emit(ctx, profiles.hot_path_findings(paths, summary, source=p.targets.cpu_profile,
+                                                hot_share=d.hot_path_share, gc_share=d.gc_share))
     else:
         pb.note("No CPU profile in the params (targets.cpu_profile). To take one: run the service with "
                 "`node --cpu-prof --cpu-prof-dir=/tmp/prof dist/main.js` under load, stop it, and name the "
@@ -198,7 +198,7 @@ with pb.check(ctx, "heap snapshots: leaking objects"):
         growth = profiles.heap_growth(profiles.heap_summary(profile_files.read_heapsnapshot(first)),
                                       profiles.heap_summary(profile_files.read_heapsnapshot(last)))
         pb.table(growth, f"Constructors that grew most: {first.name} → {last.name} (bytes)")
-        pb.emit(ctx, profiles.leak_findings(growth, d.growth_min_share, source=f"{first.name} → {last.name}"))
+        pb.emit(ctx, profiles.leak_findings(growth, f"{first.name} → {last.name}", min_growth_share=d.growth_min_share))
     else:
         pb.note("No heap snapshots in the params (targets.heap_snapshots). When memory grows (step 3), take two a "
                 "few minutes apart and name them here, oldest first.")

@@ -96,10 +96,10 @@ with pb.check(ctx, "Redis TTL sample"):
 
 # %%
 with pb.check(ctx, "hit rate vs the 60 % target"):
-    advice = caching.cache_advice(redis=facts, ttls=ttls, candidates=caching.uncached_candidates(latency),
-                                  youngest_uptime_s=wm.uptime_seconds())
-    pb.emit(ctx, caching.low_hit_rate(rates, target, s.min_lookups, advice, wm.basis, series))
-    pb.emit(ctx, caching.redis_hit_rate(facts, target, s.min_lookups, advice))
+    candidates = caching.uncached_candidates(latency, min_requests=ctx.params.settings.diagnostics.min_requests)
+    advice = caching.cache_advice(redis=facts, ttls=ttls, candidates=candidates, youngest_uptime_s=wm.uptime_seconds())
+    pb.emit(ctx, caching.low_hit_rate(rates, target=target, settings=s, advice=advice, basis=wm.basis, series=series))
+    pb.emit(ctx, caching.redis_hit_rate(facts, target=target, settings=s, advice=advice))
 
 # %%
 pb.details("PromQL run by this notebook", wm.promql_text(), "promql")

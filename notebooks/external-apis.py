@@ -57,7 +57,7 @@ with pb.check(ctx, "dependency error rate"):
     errors = external.dependency_errors(wm.increase(m.external_requests, [s.service_label, s.outcome_label]),
                                         s.service_label, s.outcome_label)
     pb.table(errors, f"Calls by outcome — {wm.basis}")
-    pb.emit(ctx, external.failing_dependencies(errors, s.error_rate.warning, s.error_rate.critical, s.min_calls, s.timeout_for))
+    pb.emit(ctx, external.failing_dependencies(errors, settings=s))
 
 # %% [markdown]
 # ## 3. Response times against the timeout
@@ -71,7 +71,7 @@ with pb.check(ctx, "dependency latency vs timeout"):
     buckets = wm.increase(m.external_duration + "_bucket", ["le", s.service_label])
     latency = external.dependency_latency(buckets, s.timeout_for, s.service_label)
     pb.table(latency, f"Latency per dependency (seconds) — {wm.basis}")
-    pb.emit(ctx, external.slow_dependencies(latency, s.slow_fraction, s.min_calls, errors))
+    pb.emit(ctx, external.slow_dependencies(latency, errors, settings=s))
 
 # %% [markdown]
 # ## 4. Circuit breaker state
@@ -85,7 +85,7 @@ with pb.check(ctx, "circuit breaker state"):
     transitions = external.breaker_transitions(samples, s.breaker_label)
     services = external.known_services(health, latency, errors, extra=ctx.params.targets.external_health_urls)
     pb.table(transitions, "Circuit breakers over the window")
-    pb.emit(ctx, external.open_breakers(transitions, services, s.timeout_for, snapshot=wm.mode != "prometheus"))
+    pb.emit(ctx, external.open_breakers(transitions, services, timeout_for=s.timeout_for, snapshot=wm.mode != "prometheus"))
 
 # %%
 with pb.check(ctx, "latency and breaker plot"):
@@ -104,7 +104,7 @@ with pb.check(ctx, "active probes with backoff"):
     probes = dependencies.probe_all(ctx.params.targets.external_health_urls, s.probe_timeout, s.probe_retries, s.probe_budget)
     summary = external.probe_summary(probes)
     pb.table(summary, "Health URL probes (seconds)")
-    pb.emit(ctx, external.probe_findings(summary, s.timeout_for))
+    pb.emit(ctx, external.probe_findings(summary, timeout_for=s.timeout_for))
 
 # %%
 pb.details("PromQL run by this notebook", wm.promql_text(), "promql")

@@ -78,14 +78,15 @@ with pb.check(ctx, "fly.toml"):
 #
 # Imbalance as **max/mean** and **coefficient of variation** across instances, for request rate and CPU,
 # over the window and point by point. A balancer doing its job keeps instances within some 10–20 % of the
-# mean; 1.3× the mean (a 65/35 split between two) for most of the window is uneven. The hot instance is
-# named, with the time it became hot.
+# mean; 1.3× the mean (a 65/35 split between two) for most of the window is uneven (`settings.balance`). The
+# hot instance is named, with the time it became hot.
 
 # %%
 with pb.check(ctx, "uneven load across instances"):
-    verdicts, found = balance.uneven_load(series, summary, service=ctx.params.service, fly=fly,
-                                          cpu_normal=ctx.params.thresholds.cpu_percent.normal,
-                                          cpu_warning=ctx.params.thresholds.cpu_percent.warning)
+    verdicts, found = balance.uneven_load(series, summary, settings=ctx.params.settings.balance,
+                                          cpu=ctx.params.thresholds.cpu_percent,
+                                          target_cpu=ctx.params.settings.scaling.target_cpu_percent,
+                                          service=ctx.params.service, fly=fly)
     pb.table(verdicts, "Imbalance across instances")
     pb.table(balance.imbalance_over_time(series, "rps").tail(20), "Request-rate imbalance, last points of the window")
     pb.emit(ctx, found)

@@ -41,6 +41,7 @@ from perfbook.sources import loadgen
 ctx = pb.start("load-test", params_file, since=since, until=until, incident=incident, overrides=overrides,
                resolved_params=resolved_params)
 lt = ctx.params.settings.load_test
+error_bar = ctx.params.thresholds.error_rate.warning  # a stage whose error rate is over this breaks
 plan = run = stages_t = endpoints_t = None
 
 # %% [markdown]
@@ -69,7 +70,7 @@ with pb.check(ctx, "plan and safety checks"):
 
 # %%
 with pb.check(ctx, "run the load test"):
-    run = loadgen.run(plan, stop_when=loadtest.stop_rule(ctx.params.endpoints, ctx.params.thresholds.error_rate.warning))
+    run = loadgen.run(plan, stop_when=loadtest.stop_rule(ctx.params.endpoints, settings=lt, error_rate=error_bar))
     pb.note(run.describe())
     display(plots.load_timeline(run.history()))
     pb.details("locust output", run.logs())
@@ -84,24 +85,25 @@ with pb.check(ctx, "run the load test"):
 # %%
 with pb.check(ctx, "per-stage results"):
     stages_t = loadtest.stage_table(run.stats())
-    endpoints_t = loadtest.endpoint_table(run.stats(), ctx.params.endpoints)
+    endpoints_t = loadtest.endpoint_table(run.stats(), ctx.params.endpoints, min_requests=lt.min_requests)
     pb.table(stages_t, "Per stage (all requests)")
     pb.table(endpoints_t, "Per stage and endpoint, against each endpoint's p95 target (ms)")
 
 # %% [markdown]
 # ## 4. Maximum sustainable load, breaking point, recovery
 #
-# A stage breaks when an endpoint's p95 exceeds its target, errors exceed 1 %, or throughput stops
-# growing (< 10 % more for more users). The maximum sustainable load is the last stage before that. How
-# serious a breaking point is depends on the headroom over the load the service must hold
-# (`expected_users`, by default the first stage, the runbook's baseline).
+# A stage breaks when an endpoint's p95 exceeds its target, errors exceed `thresholds.error_rate.warning`
+# (1 %), or throughput stops growing (less than `settings.load_test.min_gain`, 10 %, more for more users).
+# The maximum sustainable load is the last stage before that. How serious a breaking point is depends on
+# the headroom over the load the service must hold (`expected_users`, by default the first stage, the
+# runbook's baseline; under `headroom_warning`, 2x, a warning).
 
 # %%
 with pb.check(ctx, "breaking point and recovery"):
-    judged, found = loadtest.breaking_point_findings(stages_t, endpoints_t, service=ctx.params.service,
-                                                     expected_users=plan.expected_users, stopped=run.stopped,
-                                                     error_rate=ctx.params.thresholds.error_rate.warning)
-    breaking = loadtest.breaking_stage(stages_t, endpoints_t, ctx.params.thresholds.error_rate.warning)
+    judged, found = loadtest.breaking_point_findings(stages_t, endpoints_t, settings=lt, error_rate=error_bar,
+                                                     service=ctx.params.service, expected_users=plan.expected_users,
+                                                     stopped=run.stopped)
+    breaking = loadtest.breaking_stage(stages_t, endpoints_t, settings=lt, error_rate=error_bar)
     display(plots.stress_latency(stages_t, endpoints_t, breaking))
     display(plots.stress_throughput(stages_t, breaking))
     pb.table(judged, "Verdict per stage")

@@ -74,7 +74,7 @@ gauge = have.gauge  # a gauge's samples, or None when the source does not have i
 # %%
 if wm and wm.mode == "prometheus":
     with pb.check(ctx, "instances up"):
-        table, found = resources.instances_down(src.gauge(wm, p, "up"), d.down_for)
+        table, found = resources.instances_down(src.gauge(wm, p, "up"), down_for=d.down_for)
         pb.table(table, "Scrapes per instance in the window (Prometheus up)")
         pb.emit(ctx, found)
 
@@ -93,7 +93,8 @@ if wm:
     with pb.check(ctx, "latency per route (histogram)"):
         buckets = latency.served_only(src.latency_buckets(wm, p), m.status_label)
         observed = latency.route_percentiles(buckets, m.method_label, m.route_label)
-        table, found = latency.histogram_slo_breaches(observed, p.endpoints, d.min_requests, source=wm.basis)
+        table, found = latency.histogram_slo_breaches(observed, p.endpoints, min_requests=d.min_requests,
+                                                      critical_factor=d.latency_critical_factor, source=wm.basis)
         endpoint_table = latency.endpoint_verdicts(table)
         pb.table(endpoint_table, f"Latency per endpoint (seconds) against its targets — {wm.basis}")
         pb.emit(ctx, found)
@@ -109,7 +110,8 @@ if wm:
 with pb.check(ctx, "response time probes"):
     probes = http.probe(http.specs_from_params(p), **ctx.probe_options())
     measured = latency.with_subjects(latency.percentiles_from_probes(probes), latency.subject_aliases(observed, p.endpoints))
-    probe_table, found = latency.slo_breaches(measured, p.endpoints, source="probes", source_label="probed now")
+    probe_table, found = latency.slo_breaches(measured, p.endpoints, critical_factor=d.latency_critical_factor, source="probes",
+                                                source_label="probed now")
     pb.table(probe_table, "Probed latency against the runbook's targets")
     pb.emit(ctx, found)
 
@@ -123,8 +125,9 @@ with pb.check(ctx, "response time probes"):
 if wm:
     with pb.check(ctx, "error rate (5xx)"):
         counter = m.http_requests if have.exists(m.http_requests) else m.http_duration + "_count"
-        table, found = resources.error_rates(src.requests_by_status(wm, p, counter), p.thresholds.error_rate, d.min_requests,
-                                             m.method_label, m.route_label, m.status_label, basis=wm.basis)
+        table, found = resources.error_rates(src.requests_by_status(wm, p, counter), p.thresholds.error_rate, settings=d,
+                                             method_label=m.method_label, route_label=m.route_label,
+                                             status_label=m.status_label, basis=wm.basis)
         pb.table(table, "5xx share per route")
         pb.emit(ctx, found)
 
@@ -138,8 +141,7 @@ if wm:
 # %%
 if wm:
     with pb.check(ctx, "CPU %"):
-        table, found = resources.cpu_saturation(src.cpu_percent(wm, p), p.thresholds.cpu_percent, d.sustained_quantile,
-                                                min_hold_s=d.sustained_for)
+        table, found = resources.cpu_saturation(src.cpu_percent(wm, p), p.thresholds.cpu_percent, settings=d)
         pb.table(table, "CPU % per instance")
         pb.emit(ctx, found)
         pb.emit_unreachable(ctx, wm.new_dead())
@@ -177,9 +179,8 @@ if wm:
 if wm:
     with pb.check(ctx, "event-loop lag"):
         table, found = resources.eventloop_lag(gauge(m.eventloop_lag), gauge(m.eventloop_lag_p99),
-                                               p.thresholds.eventloop_lag_seconds, d.sustained_quantile,
-                                               d.sustained_for, lag_max=gauge(m.eventloop_lag_max),
-                                               names=m.model_dump())
+                                               p.thresholds.eventloop_lag_seconds, settings=d,
+                                               lag_max=gauge(m.eventloop_lag_max), names=m.model_dump())
         pb.table(table, "Event-loop lag per instance (ms)")
         pb.emit(ctx, found)
 
@@ -220,8 +221,9 @@ if wm:
     with pb.check(ctx, "signals for the next step"):
         signals = resources.triage_signals(**src.triage_inputs(wm, p))
 with pb.check(ctx, "verdict and open next"):
-    verdict = resources.verdict_table(ctx.findings, endpoint_table)
-    next_sections = resources.open_next(ctx.findings, signals, p.thresholds.cache_hit_rate)
+    verdict = resources.verdict_table(ctx.findings, endpoint_table, critical_factor=d.latency_critical_factor)
+    next_sections = resources.open_next(ctx.findings, signals, cache_target=p.thresholds.cache_hit_rate,
+                                        min_lookups=p.settings.caching.min_lookups)
     verdict_box.update(HTML(plots.verdict_html(verdict, "Endpoints against Response Time Targets, resources against "
                                                         "Normal / Warning / Critical") + plots.open_next_html(next_sections)))
     display(HTML(plots.open_next_html(next_sections)))

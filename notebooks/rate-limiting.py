@@ -46,7 +46,8 @@ with pb.check(ctx, "rate-limit rejections by route"):
     hits = wm.increase(m.rate_limit_hits, [m.route_label, "limiter", *s.client_labels])
     rejections = ratelimit.rejections_by_route(counts, hits, "429", m.method_label, m.route_label, m.status_label)
     pb.table(rejections, f"Requests and 429s per route — {wm.basis}")
-    pb.emit(ctx, ratelimit.rejection_findings(rejections, s.rejection_share.warning, s.rejection_share.critical, wm.basis))
+    pb.emit(ctx, ratelimit.rejection_findings(rejections, wm.basis, warning=s.rejection_share.warning,
+                                                 critical=s.rejection_share.critical))
 
 # %%
 with pb.check(ctx, "429s over time"):
@@ -68,14 +69,15 @@ with pb.check(ctx, "top offenders"):
 # %% [markdown]
 # ## 3. Recommended limits
 #
-# The runbook's two limiters, `max` recomputed from the traffic of the window: the p99 over time of the
-# requests per limiter window, times `settings.rate_limiting.headroom`, never below the runbook's public
+# The runbook's two limiters, `max` recomputed from the traffic of the window: the p99
+# (`settings.rate_limiting.peak_quantile`) over time of the requests per limiter window, times `settings.rate_limiting.headroom`, never below the runbook's public
 # `/api/` limit.
 
 # %%
 with pb.check(ctx, "recommended limits"):
     route_rates = wm.rate_series(m.http_duration + "_count", [m.method_label, m.route_label])
-    limits = ratelimit.recommended_limits(route_rates, ctx.params.endpoints, s.headroom, offenders is not None,
+    limits = ratelimit.recommended_limits(route_rates, ctx.params.endpoints, headroom=s.headroom,
+                                          peak_quantile=s.peak_quantile, client_label_present=offenders is not None,
                                           average_only_over_s=wm.uptime_seconds(), totals=counts,
                                           method_label=m.method_label, route_label=m.route_label)
     pb.table(limits, "express-rate-limit settings from the observed traffic")
@@ -94,7 +96,7 @@ with pb.check(ctx, "recommended limits"):
 # %%
 with pb.check(ctx, "expensive routes are rate-limited"):
     table, found = ratelimit.expensive_route_limits(ctx.params.endpoints, burst.run_all(ctx.params), rejections,
-                                                    s.expensive_max_per_minute, limits)
+                                                    limits, max_per_minute=s.expensive_max_per_minute)
     pb.table(table, "Burst against each expensive route")
     pb.emit(ctx, found)
 

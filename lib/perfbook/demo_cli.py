@@ -26,7 +26,7 @@ def _demo_settings() -> dict[str, Any]:
         "external": {"timeouts": {"ai-api": "3s"}},  # the demo service's timeout for its AI API
         # A short stress profile (the runbook's 10 → 500 users × 5 min would take half an hour); 8 s
         # stages, so the slow GET /api/products/:id (weight 3 of 10, ~2 s) is served the 5 requests
-        # a stage needs to be judged (loadtest.MIN_REQUESTS) even with a rate limiter in the way.
+        # a stage needs to be judged (settings.load_test.min_requests) even with a rate limiter in the way.
         "load_test": {"mode": "stress", "stages": [{"users": u, "duration": "8s"} for u in (5, 10, 20, 40)],
                       "recovery": "5s", "think_time": "0.2s", "stop_on_break": False},
         # Prometheus evaluates every 1 s on the demo; `for` shrinks from 5-10 min to 10 s so the

@@ -8,10 +8,13 @@ import pandas as pd
 import pytest
 
 from perfbook.checks import balance
-from perfbook.params import Metrics
+from perfbook.params import Balance, Metrics, Scaling, Thresholds
 from perfbook.sources import SourceError, SourceUnreachable, flytoml
 from perfbook.sources.prometheus import parse_exposition
 from perfbook.sources.window_metrics import instance_query
+
+#: The params' defaults for the balance check (settings.balance, the CPU levels, the scaling target).
+DEFAULTS = {"settings": Balance(), "cpu": Thresholds().cpu_percent, "target_cpu": Scaling().target_cpu_percent}
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "promclient"
 T0 = pd.Timestamp("2026-01-01T12:00:00Z")
@@ -92,7 +95,7 @@ def test_uneven_load_names_the_hot_instance_and_since_when():
     series = make_series({"127.0.0.1:18081": hot, "127.0.0.1:18082": cold},
                          cpu={"127.0.0.1:18081": [20] * 8 + [75] * 12, "127.0.0.1:18082": [20] * n})
     summary = balance.instance_summary(series, memory_limit_bytes=512 * 1024 ** 2)
-    table, found = balance.uneven_load(series, summary, service="demo-api")
+    table, found = balance.uneven_load(series, summary, service="demo-api", **DEFAULTS)
     assert [f.code for f in found] == ["balance.uneven"]
     f = found[0]
     assert f.subject == "127.0.0.1:18081"
@@ -107,38 +110,38 @@ def test_even_load_is_ok():
     series = make_series({"a:1": [10, 11, 10, 9] * 5, "b:1": [10, 9, 10, 11] * 5},
                          cpu={"a:1": [40] * 20, "b:1": [42] * 20})
     summary = balance.instance_summary(series)
-    _, found = balance.uneven_load(series, summary)
+    _, found = balance.uneven_load(series, summary, **DEFAULTS)
     assert [(f.code, f.severity) for f in found] == [("balance.uneven", "ok")]
 
 
 def test_a_short_spike_is_not_imbalance():
-    # hot for 2 points of 20: under MIN_HOT_SHARE of the window
+    # hot for 2 points of 20: under settings.balance.min_hot_share of the window
     a = [10.0] * 18 + [60.0, 60.0]
     b = [10.0] * 20
     series = make_series({"a:1": a, "b:1": b})
-    _, found = balance.uneven_load(series, balance.instance_summary(series))
+    _, found = balance.uneven_load(series, balance.instance_summary(series), **DEFAULTS)
     assert found[0].severity == "ok"
 
 
 def test_idle_traffic_and_single_instance_are_not_judged():
     idle = make_series({"a:1": [0.1] * 5, "b:1": [0.0] * 5})
-    _, found = balance.uneven_load(idle, balance.instance_summary(idle))
+    _, found = balance.uneven_load(idle, balance.instance_summary(idle), **DEFAULTS)
     assert found[0].severity == "ok" and "Too little traffic" in found[0].title
     one = make_series({"a:1": [50.0] * 5})
-    _, found = balance.uneven_load(one, balance.instance_summary(one))
+    _, found = balance.uneven_load(one, balance.instance_summary(one), **DEFAULTS)
     assert found[0].severity == "info" and found[0].evidence["instances"] == 1
 
 
 def test_cpu_imbalance_alone_counts_when_the_fleet_is_busy():
     series = make_series({"a:1": [10] * 10, "b:1": [10] * 10}, cpu={"a:1": [85] * 10, "b:1": [30] * 10})
-    _, found = balance.uneven_load(series, balance.instance_summary(series))
+    _, found = balance.uneven_load(series, balance.instance_summary(series), **DEFAULTS)
     assert found[0].severity == "critical" and found[0].subject == "a:1"
     assert found[0].evidence["measure"] == "cpu"
 
 
 def test_hot_since_tolerates_one_cold_point():
     series = make_series({"a:1": [5, 5, 20, 20, 5, 20, 20, 20], "b:1": [5] * 8})
-    since, share = balance.hot_since(series, "a:1")
+    since, share = balance.hot_since(series, "a:1", "rps", ratio=Balance().max_over_mean)
     assert since == T0 + pd.Timedelta(seconds=2 * 15)
     assert share == pytest.approx(5 / 8)
 

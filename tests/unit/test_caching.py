@@ -11,10 +11,13 @@ import pandas as pd
 import pytest
 
 from perfbook.checks import caching
-from perfbook.params import Params
+from perfbook.params import Caching, Params, Thresholds
 from perfbook.plots import traffic as plots
 from perfbook.sources.prometheus import parse_exposition
 from perfbook.sources.window_metrics import WindowMetrics
+
+#: The params' defaults: the runbook's 60 % target and settings.caching.
+DEFAULTS = {"target": Thresholds().cache_hit_rate, "settings": Caching()}
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
 
@@ -45,7 +48,7 @@ def test_hit_rates_per_cache_and_overall():
 
 def test_low_hit_rate_found_per_cache_with_severity():
     rates = caching.hit_rates(counters([("products", 30), ("lists", 5)]), counters([("products", 10), ("lists", 45)]))
-    found = {f.subject: f for f in caching.low_hit_rate(rates, 0.60, 20)}
+    found = {f.subject: f for f in caching.low_hit_rate(rates, **DEFAULTS)}
     assert found["products"].severity == "ok"
     assert found["lists"].code == "cache.low_hit_rate" and found["lists"].severity == "critical"  # 10 % < 30 %
     assert found["overall"].severity == "warning"                                                # 39 % < 60 %
@@ -55,17 +58,17 @@ def test_low_hit_rate_found_per_cache_with_severity():
 
 def test_healthy_hit_rate_raises_nothing():
     rates = caching.hit_rates(counters([("products", 90), ("analytics", 50)]), counters([("products", 10), ("analytics", 1)]))
-    assert {f.severity for f in caching.low_hit_rate(rates, 0.60, 20)} == {"ok"}
+    assert {f.severity for f in caching.low_hit_rate(rates, **DEFAULTS)} == {"ok"}
 
 
 def test_too_few_lookups_are_not_judged():
     rates = caching.hit_rates(counters([("products", 1)]), counters([("products", 5)]))
-    found = caching.low_hit_rate(rates, 0.60, 20)
+    found = caching.low_hit_rate(rates, **DEFAULTS)
     assert [(f.subject, f.severity) for f in found] == [("overall", "info")]
 
 
 def test_no_rates_no_findings():
-    assert caching.low_hit_rate(None) == []
+    assert caching.low_hit_rate(None, **DEFAULTS) == []
 
 
 def test_recorded_demo_metrics_healthy():
@@ -74,7 +77,7 @@ def test_recorded_demo_metrics_healthy():
     misses = df[df["metric"] == "cache_misses_total"][["cache", "value"]]
     rates = caching.hit_rates(hits, misses)
     assert set(rates["cache"]) == {"products", "product-lists", "analytics", "overall"}
-    assert all(f.severity == "ok" for f in caching.low_hit_rate(rates, 0.60, 20))
+    assert all(f.severity == "ok" for f in caching.low_hit_rate(rates, **DEFAULTS))
 
 
 # --------------------------------------------------------------------------- trend and remedies
@@ -84,7 +87,7 @@ def test_cold_start_recommends_prewarming():
     h, m = series("products", [0.05] * 4 + [0.3] * 4 + [0.5] * 4 + [0.55] * 4)
     s = caching.hit_rate_series(h, m)
     rates = caching.hit_rates(counters([("products", 30)]), counters([("products", 70)]))
-    f = next(f for f in caching.low_hit_rate(rates, 0.6, 20, series=s) if f.subject == "products")
+    f = next(f for f in caching.low_hit_rate(rates, **DEFAULTS, series=s) if f.subject == "products")
     assert f.severity == "warning" and "Pre-warm 'products'" in f.recommendation
     assert f.evidence["early_hit_rate"] < f.evidence["late_hit_rate"]
 
@@ -93,7 +96,7 @@ def test_steady_low_hit_rate_recommends_ttl_not_prewarm():
     h, m = series("analytics", [0.2] * 16)
     s = caching.hit_rate_series(h, m)
     rates = caching.hit_rates(counters([("analytics", 20)]), counters([("analytics", 80)]))
-    f = next(f for f in caching.low_hit_rate(rates, 0.6, 20, series=s) if f.subject == "analytics")
+    f = next(f for f in caching.low_hit_rate(rates, **DEFAULTS, series=s) if f.subject == "analytics")
     assert "not a cold start" in f.recommendation and "86400 s" in f.recommendation
     assert "Pre-warm" not in f.recommendation
 
@@ -123,15 +126,15 @@ def test_redis_low_keyspace_hit_rate_with_evictions():
     facts = caching.redis_facts(INFO)
     assert facts["hit_rate"] == pytest.approx(0.2) and facts["memory_share"] == pytest.approx(0.975)
     advice = caching.cache_advice(redis=facts)
-    [f] = caching.redis_hit_rate(facts, 0.6, 20, advice)
+    [f] = caching.redis_hit_rate(facts, **DEFAULTS, advice=advice)
     assert (f.code, f.subject, f.severity) == ("cache.low_hit_rate", "redis", "critical")
     assert "evicted 1500 keys" in f.recommendation and "raise maxmemory" in f.recommendation
 
 
 def test_redis_healthy_and_absent():
     facts = caching.redis_facts({**INFO, "keyspace_hits": 900, "keyspace_misses": 100, "evicted_keys": 0})
-    assert [f.severity for f in caching.redis_hit_rate(facts)] == ["ok"]
-    assert caching.redis_facts(None) is None and caching.redis_hit_rate(None) == []
+    assert [f.severity for f in caching.redis_hit_rate(facts, **DEFAULTS)] == ["ok"]
+    assert caching.redis_facts(None) is None and caching.redis_hit_rate(None, **DEFAULTS) == []
     assert caching.redis_table(None).empty and len(caching.redis_table(facts)) == 13
 
 
@@ -167,10 +170,10 @@ def test_cached_routes_vs_rest_and_candidates():
     assert lat.set_index("endpoint").loc["GET /api/products/{id}", "cached"]  # :id matches {id}
     summary = caching.cached_vs_rest(lat).set_index("routes")
     assert summary.loc["cached", "p95_s"] < summary.loc["not cached", "p95_s"]
-    cands = caching.uncached_candidates(lat)
+    cands = caching.uncached_candidates(lat, min_requests=20)
     assert [c["endpoint"] for c in cands] == ["GET /api/analytics/summary"] and cands[0]["over_target"]
     assert any("Cache GET /api/analytics/summary" in a for a in caching.cache_advice(candidates=cands))
-    assert caching.uncached_candidates(None) == []
+    assert caching.uncached_candidates(None, min_requests=20) == []
 
 
 # --------------------------------------------------------------------------- snapshot source and plots

@@ -15,6 +15,10 @@ from perfbook.sources.monitoring import Evidence
 P = Params.model_validate({"service": "demo-api", "targets": {"base_url": "http://127.0.0.1:8101"}})
 DB = P.settings.database
 POOLING = {"max_wait_s": DB.pooling_unmet_wait_p95, "max_waiting_share": DB.pooling_unmet_waiting_share}
+#: The params' levels the answers are judged by (thresholds and settings.diagnostics).
+LAG = {"warning_s": P.thresholds.eventloop_lag_seconds.warning, "critical_s": P.thresholds.eventloop_lag_seconds.critical,
+       "q": P.settings.diagnostics.sustained_quantile}
+SIZE = {"cpu_warning": P.thresholds.cpu_percent.warning, "memory_warning": P.thresholds.memory_percent.warning}
 
 
 def probe(purpose, endpoint, status=200, headers=None, expensive=False, **kw):
@@ -35,7 +39,7 @@ def test_the_runbook_checklist_has_its_25_items_in_four_levels():
 @pytest.mark.parametrize("hits,misses,status", [(90, 10, "met"), (60, 40, "met"), (59, 41, "unmet"),
                                                 (3, 97, "unmet"), (5, 5, "unknown"), (None, None, "unknown")])
 def test_caching_against_the_60_percent_target(hits, misses, status):
-    assert cl.answer_caching(hits, misses, 0.60, min_lookups=20).status == status
+    assert cl.answer_caching(hits, misses, target=P.thresholds.cache_hit_rate, min_lookups=P.settings.caching.min_lookups).status == status
 
 
 def test_rate_limiting_unmet_when_an_expensive_route_has_no_limit_headers():
@@ -82,15 +86,15 @@ def test_items_reads_a_list_or_the_longest_list_in_an_object():
 def test_async_reads_the_typical_delay_and_the_recurring_stalls():
     # lag_stalls: per instance the 90th percentile over the window of prom-client's max gauge (critical
     # level); lag_typical: the median of the p99 gauge (warning level)
-    a = cl.answer_async({"a": 0.284, "b": 0.01}, 0.050, 0.9, {"a": 0.012, "b": 0.011})
+    a = cl.answer_async({"a": 0.284, "b": 0.01}, {"a": 0.012, "b": 0.011}, **LAG)
     assert a.status == "unmet" and "284 ms" in a.why and "10%" in a.why and "Critical 100 ms" in a.why
     # a busy machine: the worst delay per scrape 60 ms, the typical one 12 ms — no blocking call
-    b = cl.answer_async({"a": 0.060}, 0.050, 0.9, {"a": 0.012})
+    b = cl.answer_async({"a": 0.060}, {"a": 0.012}, **LAG)
     assert b.status == "met" and "12 ms" in b.why and "60 ms" in b.why
-    c = cl.answer_async({"a": 0.07}, 0.050, 0.9, {"a": 0.055})
+    c = cl.answer_async({"a": 0.07}, {"a": 0.055}, **LAG)
     assert c.status == "unmet" and "Median event-loop lag p99 55 ms" in c.why
-    assert cl.answer_async({"a": 0.012, "b": 0.008}, 0.050).status == "met"
-    assert cl.answer_async(None).status == "unknown"
+    assert cl.answer_async({"a": 0.012, "b": 0.008}, **LAG).status == "met"
+    assert cl.answer_async(None, **LAG).status == "unknown"
 
 
 def test_async_query_reads_the_max_gauge_and_falls_back_to_p99():
@@ -115,11 +119,11 @@ def test_db_pooling_unmet_when_queries_wait_long_for_a_connection():
 
 
 def test_instance_size_against_warning_levels():
-    assert cl.answer_instance_size({"a": 17}, {"a": 30}).status == "met"
-    assert cl.answer_instance_size({"a": 75}, {"a": 30}).status == "unmet"
-    assert cl.answer_instance_size({"a": 10}, {"a": 85}).status == "unmet"
+    assert cl.answer_instance_size({"a": 17}, {"a": 30}, **SIZE).status == "met"
+    assert cl.answer_instance_size({"a": 75}, {"a": 30}, **SIZE).status == "unmet"
+    assert cl.answer_instance_size({"a": 10}, {"a": 85}, **SIZE).status == "unmet"
     # stock prom-client without targets.memory_limit: no memory ratio; the answer says it rests on CPU
-    a = cl.answer_instance_size({"a": 17}, None)
+    a = cl.answer_instance_size({"a": 17}, None, **SIZE)
     assert a.status == "met" and "memory not measured" in a.why
 
 

@@ -12,12 +12,16 @@ import pandas as pd
 import pytest
 
 from perfbook.checks import external
+from perfbook.params import External
 from perfbook.plots import traffic as plots
 from perfbook.sources import SourceError, dependencies
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "demo"
 BOUNDS = ["0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"]
 T0 = pd.Timestamp("2026-01-01T00:00:00Z")
+
+#: settings.external as the params default it (10 s timeout, 5 %/20 % error rate, 3 calls).
+DEFAULTS = External()
 
 
 def buckets(service: str, observations: list[float]) -> pd.DataFrame:
@@ -71,7 +75,7 @@ def test_health_services_other_shapes():
 def test_slow_dependency_at_its_timeout():
     obs = [0.2] * 10 + [2.0] * 20 + [4.0] * 10   # timed-out calls observed at ~4 s
     lat = external.dependency_latency(buckets("ai-api", obs), lambda s: 3.0)
-    [f] = external.slow_dependencies(lat, 0.5, 5)
+    [f] = external.slow_dependencies(lat, settings=External(min_calls=5))
     assert (f.code, f.subject, f.severity) == ("external.slow", "ai-api", "critical")
     assert f.evidence["timeout_ms"] == 3000 and f.evidence["p99_ms"] >= 3000
 
@@ -79,16 +83,16 @@ def test_slow_dependency_at_its_timeout():
 def test_slow_dependency_by_share_of_timeouts_when_timeout_unknown():
     lat = external.dependency_latency(buckets("ai-api", [0.2] * 3 + [1.8, 1.9]), timeout_10)
     errors = external.dependency_errors(outcomes("ai-api", success=1, error=3, timeout=1, rejected=10))
-    [f] = external.slow_dependencies(lat, 0.5, 3, errors)
+    [f] = external.slow_dependencies(lat, errors, settings=DEFAULTS)
     assert f.severity == "critical" and f.evidence["timed_out_share"] == pytest.approx(0.2)
     assert "hit the 10 s timeout" in f.recommendation and "errorThresholdPercentage: 50" in f.recommendation
 
 
 def test_half_the_timeout_is_a_warning_and_fast_is_ok():
     lat = external.dependency_latency(buckets("ai-api", [6.0] * 20), timeout_10)
-    assert [f.severity for f in external.slow_dependencies(lat)] == ["warning"]
+    assert [f.severity for f in external.slow_dependencies(lat, settings=DEFAULTS)] == ["warning"]
     lat = external.dependency_latency(buckets("ai-api", [0.3] * 20), timeout_10)
-    [f] = external.slow_dependencies(lat)
+    [f] = external.slow_dependencies(lat, settings=DEFAULTS)
     assert f.severity == "ok"
 
 
@@ -112,14 +116,14 @@ def test_failing_dependency():
     errors = external.dependency_errors(outcomes("ai-api", success=4, error=30, timeout=6, rejected=60))
     row = errors.iloc[0]
     assert row["calls"] == 100 and row["failure_rate"] == pytest.approx(0.96)
-    [f] = external.failing_dependencies(errors, 0.05, 0.20, 3, timeout_10)
+    [f] = external.failing_dependencies(errors, settings=DEFAULTS)
     assert (f.code, f.subject, f.severity) == ("external.errors", "ai-api", "critical")
     assert "1 s, 2 s, 4 s" in f.recommendation and "volumeThreshold" in f.recommendation
 
 
 def test_healthy_dependency_errors_ok():
     errors = external.dependency_errors(outcomes("ai-api", success=200, error=1, timeout=0, rejected=0))
-    assert [f.severity for f in external.failing_dependencies(errors)] == ["ok"]
+    assert [f.severity for f in external.failing_dependencies(errors, settings=DEFAULTS)] == ["ok"]
 
 
 def test_recorded_demo_outcomes_healthy():
@@ -128,9 +132,9 @@ def test_recorded_demo_outcomes_healthy():
     df = parse_exposition((FIXTURES / "healthy.metrics.txt").read_text())
     req = df[df["metric"] == "external_api_requests_total"][["service", "outcome", "value"]]
     errors = external.dependency_errors(req)
-    assert [f.severity for f in external.failing_dependencies(errors)] == ["ok"]
+    assert [f.severity for f in external.failing_dependencies(errors, settings=DEFAULTS)] == ["ok"]
     b = df[df["metric"] == "external_api_duration_seconds_bucket"][["service", "le", "value"]]
-    assert [f.severity for f in external.slow_dependencies(external.dependency_latency(b, lambda s: 3.0))] == ["ok"]
+    assert [f.severity for f in external.slow_dependencies(external.dependency_latency(b, lambda s: 3.0), settings=DEFAULTS)] == ["ok"]
 
 
 # --------------------------------------------------------------------------- the circuit breaker
@@ -141,15 +145,17 @@ def test_breaker_open_now_is_critical():
     t = external.breaker_transitions(s)
     row = t.iloc[0]
     assert row["opens"] == 3 and row["half_opens"] == 1 and row["state_now"] == "open" and row["instances"] == 2
-    [f] = external.open_breakers(t, ["ai-api"])
+    [f] = external.open_breakers(t, ["ai-api"], timeout_for=DEFAULTS.timeout_for)
     assert (f.code, f.subject, f.severity) == ("external.circuit_open", "ai-api", "critical")
     assert "resetTimeout: 30000" in f.recommendation
 
 
 def test_breaker_that_opened_and_closed_is_a_warning_and_closed_is_ok():
-    [f] = external.open_breakers(external.breaker_transitions(states([0, 1, 1, 2, 0, 0])), ["ai-api"])
+    [f] = external.open_breakers(external.breaker_transitions(states([0, 1, 1, 2, 0, 0])), ["ai-api"],
+                               timeout_for=DEFAULTS.timeout_for)
     assert f.severity == "warning" and f.evidence["opens"] == 1
-    [f] = external.open_breakers(external.breaker_transitions(states([0] * 10)), ["ai-api"])
+    [f] = external.open_breakers(external.breaker_transitions(states([0] * 10)), ["ai-api"],
+                               timeout_for=DEFAULTS.timeout_for)
     assert f.severity == "ok"
 
 
@@ -213,7 +219,7 @@ def test_probe_retries_with_exponential_backoff_then_fails(dep):
     url, _handler = dep([503])
     df = dependencies.probe_with_backoff("ai-api", url, timeout=2, retries=3, backoff=0.05, budget=30)
     assert df["attempt"].tolist() == [1, 2, 3, 4] and df["waited_s"].tolist() == [0, 0.05, 0.1, 0.2]
-    [f] = external.probe_findings(external.probe_summary(df))
+    [f] = external.probe_findings(external.probe_summary(df), timeout_for=DEFAULTS.timeout_for)
     assert (f.code, f.subject, f.severity) == ("external.errors", "ai-api", "critical")
 
 
@@ -221,13 +227,13 @@ def test_probe_recovers_after_a_retry(dep):
     url, _ = dep([503, 200])
     df = dependencies.probe_with_backoff("ai-api", url, timeout=2, retries=3, backoff=0.01)
     assert len(df) == 2 and df.iloc[-1]["ok"]
-    assert [f.severity for f in external.probe_findings(external.probe_summary(df))] == ["info"]
+    assert [f.severity for f in external.probe_findings(external.probe_summary(df), timeout_for=DEFAULTS.timeout_for)] == ["info"]
 
 
 def test_probe_healthy_first_time_and_4xx_not_retried(dep):
     url, _ = dep([200])
     assert [f.severity for f in external.probe_findings(external.probe_summary(
-        dependencies.probe_all({"ai-api": url}, retries=3)))] == ["ok"]
+        dependencies.probe_all({"ai-api": url}, retries=3)), timeout_for=DEFAULTS.timeout_for)] == ["ok"]
     url, handler = dep([404])
     df = dependencies.probe_with_backoff("x", url, retries=3, backoff=0.01)
     assert len(df) == 1 and handler.calls == 1

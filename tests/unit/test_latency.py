@@ -15,6 +15,8 @@ from perfbook.sources import prometheus as prom
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "promclient"
 ENDPOINTS = Params(service="t").endpoints  # the runbook's table, routes in Express form (/api/products/:id)
+#: settings.diagnostics.latency_critical_factor as the params default it.
+CRITICAL_FACTOR = Params(service="t").settings.diagnostics.latency_critical_factor
 
 
 def ep(method, route, p50, p95, p99):
@@ -33,7 +35,7 @@ def test_probe_percentiles_and_breaches_keep_the_params_name_as_subject():
     slow = ep("GET", "/slow", "50ms", "100ms", "150ms")
     observed = lat.percentiles_from_probes(probes_frame("GET /slow", [0.25] * 6))
     assert list(observed.columns) == ["endpoint", "requests", "failed", "status_5xx", "p50", "p95", "p99"]
-    table, found = lat.slo_breaches(observed, [slow])
+    table, found = lat.slo_breaches(observed, [slow], critical_factor=CRITICAL_FACTOR)
     assert {(f.subject, f.evidence["percentile"], f.severity) for f in found} == {
         ("GET /slow", "p50", "critical"), ("GET /slow", "p95", "critical"), ("GET /slow", "p99", "warning")}
     assert set(table["verdict"]) == {"critical", "warning"}
@@ -41,14 +43,16 @@ def test_probe_percentiles_and_breaches_keep_the_params_name_as_subject():
 
 def test_probe_within_target_is_one_ok_finding():
     fast = ep("GET", "/fast", "50ms", "100ms", "150ms")
-    _, found = lat.slo_breaches(lat.percentiles_from_probes(probes_frame("GET /fast", [0.01] * 6)), [fast])
+    _, found = lat.slo_breaches(lat.percentiles_from_probes(probes_frame("GET /fast", [0.01] * 6)), [fast],
+                                critical_factor=CRITICAL_FACTOR)
     assert [(f.severity, f.subject) for f in found] == [("ok", "GET /fast")]
 
 
 def test_subject_column_renames_the_endpoint_as_the_metrics_spell_it():
     observed = lat.percentiles_from_probes(probes_frame("GET /api/products/:id", [1.5] * 5))
     aliases = {"GET /api/products/:id": "GET /api/products/{id}"}
-    _, found = lat.slo_breaches(lat.with_subjects(observed, aliases), ENDPOINTS, source_label="probed now")
+    _, found = lat.slo_breaches(lat.with_subjects(observed, aliases), ENDPOINTS, critical_factor=CRITICAL_FACTOR,
+                                source_label="probed now")
     assert {f.subject for f in found} == {"GET /api/products/{id}"}
     assert all(f.title.endswith("— probed now") for f in found)
 
@@ -116,7 +120,8 @@ def test_histogram_breach_named_as_the_metrics_spell_the_route(buckets):
     observed = lat.route_percentiles(lat.served_only(increase))
     eps = [ep("GET", "/api/products", "20ms", "50ms", "80ms"), ep("GET", "/api/products/{id}", "10ms", "50ms", "100ms"),
            ep("GET", "/health", "10ms", "20ms", "50ms")]
-    table, found = lat.histogram_slo_breaches(observed, eps, min_requests=20, source="test")
+    table, found = lat.histogram_slo_breaches(observed, eps, min_requests=20, critical_factor=CRITICAL_FACTOR,
+                                                 source="test")
     bad = {(f.subject, f.evidence["percentile"]) for f in found if f.severity != "ok"}
     assert ("GET /api/products", "p95") in bad and all(s == "GET /api/products" for s, _ in bad)
     assert all(f.evidence["requests"] == 60 for f in found if f.subject == "GET /api/products")
@@ -129,7 +134,8 @@ def test_histogram_breach_named_as_the_metrics_spell_the_route(buckets):
 
 def test_histogram_healthy_routes_raise_nothing(buckets):
     _, increase = buckets
-    _, found = lat.histogram_slo_breaches(lat.route_percentiles(lat.served_only(increase)), ENDPOINTS, 5)
+    _, found = lat.histogram_slo_breaches(lat.route_percentiles(lat.served_only(increase)), ENDPOINTS, min_requests=5,
+                                          critical_factor=CRITICAL_FACTOR)
     assert found and all(f.severity == "ok" for f in found)
     assert {f.subject for f in found} == {"GET /api/products", "GET /api/products/:id"}
 

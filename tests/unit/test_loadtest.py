@@ -62,13 +62,16 @@ def stats(stages: list[dict]) -> pd.DataFrame:
 
 
 ENDPOINTS = Params(service="x").endpoints
+LT = Params(service="x").settings.load_test
+#: How stages are judged by default: settings.load_test and thresholds.error_rate.warning.
+JUDGE = {"settings": LT, "error_rate": Params(service="x").thresholds.error_rate.warning}
 P, H = "GET /api/products", "GET /health"
 
 
 def analyse(stages, expected=None):
     s = stats(stages)
-    st, ep = loadtest.stage_table(s), loadtest.endpoint_table(s, ENDPOINTS)
-    return st, ep, loadtest.breaking_point_findings(st, ep, service="demo-api", expected_users=expected)
+    st, ep = loadtest.stage_table(s), loadtest.endpoint_table(s, ENDPOINTS, min_requests=LT.min_requests)
+    return st, ep, loadtest.breaking_point_findings(st, ep, **JUDGE, service="demo-api", expected_users=expected)
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -192,7 +195,7 @@ def test_rejections_are_counted_apart_from_errors_and_latency():
     assert st.iloc[0]["error_rate"] == pytest.approx(0.0)
     assert st.iloc[0]["failed_rate"] == pytest.approx(0.8)
     assert st.iloc[0]["served_rps"] == pytest.approx(2.0)
-    ep = loadtest.endpoint_table(s, ENDPOINTS)
+    ep = loadtest.endpoint_table(s, ENDPOINTS, min_requests=LT.min_requests)
     assert ep["endpoint"].tolist() == ["GET /api/products/:id"]     # the served requests, held to the target
     assert bool(ep.iloc[0]["over_target"]) and ep.iloc[0]["rejected"] == 80
     _, found = loadtest.threshold_findings(st, ["failed<0.01"])
@@ -201,11 +204,11 @@ def test_rejections_are_counted_apart_from_errors_and_latency():
 
 def test_too_few_requests_are_not_judged():
     s = stats([{"users": 1, "endpoints": {P: (3, 0, 1, 2000, 5000, 5000)}}])
-    assert not loadtest.endpoint_table(s, ENDPOINTS)["over_target"].any()
+    assert not loadtest.endpoint_table(s, ENDPOINTS, min_requests=LT.min_requests)["over_target"].any()
 
 
 def test_stop_rule_stops_on_latency_not_on_plateau():
-    rule = loadtest.stop_rule(ENDPOINTS)
+    rule = loadtest.stop_rule(ENDPOINTS, **JUDGE)
     s = stats([{"users": 10, "endpoints": {P: (600, 0, 10, 700, 1800, 2500)}}])
     res = loadgen.StageResult(loadgen.Stage("10 users", 10, 60), s.drop(columns=["stage", "users", "kind"]),
                               pd.DataFrame(), pd.DataFrame(), pd.Timestamp.now(tz="UTC"), pd.Timestamp.now(tz="UTC"),
@@ -352,7 +355,7 @@ def test_stress_figures_are_drawn_with_the_breaking_point():
                          {"users": 50, "endpoints": {P: (3000, 0, 50, 900, 1800, 2500)}},
                          {"users": 10, "kind": "recovery", "label": "recovery (10 users)",
                           "endpoints": {P: (600, 0, 10, 100, 300, 500)}}])
-    brk = loadtest.breaking_stage(st, ep)
+    brk = loadtest.breaking_stage(st, ep, **JUDGE)
     assert brk["users"] == 50
     for fig in (plots.stress_latency(st, ep, brk), plots.stress_throughput(st, brk)):
         assert fig is not None and fig.axes[0].get_title()
@@ -386,8 +389,8 @@ def _idle_run(users_sent: dict[int, int]) -> pd.DataFrame:
 @pytest.mark.parametrize("sent", [{5: 0, 10: 0, 20: 0}, {5: 0, 10: 300, 20: 600}])
 def test_stages_without_a_request_give_no_verdict_but_say_so(sent):
     s = _idle_run(sent)
-    st, ep = loadtest.stage_table(s), loadtest.endpoint_table(s, ENDPOINTS)
-    judged, found = loadtest.breaking_point_findings(st, ep, service="demo-api")
+    st, ep = loadtest.stage_table(s), loadtest.endpoint_table(s, ENDPOINTS, min_requests=LT.min_requests)
+    judged, found = loadtest.breaking_point_findings(st, ep, **JUDGE, service="demo-api")
     [f] = found
     assert f.code == "loadtest.no_requests" and f.severity == "error"
     assert f.evidence["idle_stages"] == [f"{u} users" for u, n in sent.items() if n == 0]
@@ -405,8 +408,8 @@ def test_plots_of_a_run_without_requests_do_not_break_the_notebook():
     from perfbook.plots import capacity as plots
 
     s = _idle_run({5: 0, 10: 0})
-    st, ep = loadtest.stage_table(s), loadtest.endpoint_table(s, ENDPOINTS)
+    st, ep = loadtest.stage_table(s), loadtest.endpoint_table(s, ENDPOINTS, min_requests=LT.min_requests)
     assert plots.stress_latency(st, ep, None) is None
     assert plots.stress_throughput(st, None) is not None
     partly = _idle_run({5: 0, 10: 300})
-    assert plots.stress_latency(loadtest.stage_table(partly), loadtest.endpoint_table(partly, ENDPOINTS), None) is not None
+    assert plots.stress_latency(loadtest.stage_table(partly), loadtest.endpoint_table(partly, ENDPOINTS, min_requests=LT.min_requests), None) is not None

@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from perfbook.checks import profiles as cp
+from perfbook.params import Diagnostics
 from perfbook.sources import SourceError, SourceUnreachable, profiles as sp
+
+#: settings.diagnostics as the params default it (10 % hot path and GC shares, 10 % heap growth).
+DIAG = Diagnostics()
+SHARES = {"hot_share": DIAG.hot_path_share, "gc_share": DIAG.gc_share}
 
 V8 = Path(__file__).resolve().parents[1] / "fixtures" / "v8"
 
@@ -65,7 +70,7 @@ def test_hot_paths_charge_native_work_to_the_app_function(cpu):
 
 
 def test_hot_path_findings_are_info_with_the_numbers(cpu):
-    found = cp.hot_path_findings(cp.hot_paths(cpu), cp.profile_summary(cpu), source="app.cpuprofile")
+    found = cp.hot_path_findings(cp.hot_paths(cpu), cp.profile_summary(cpu), source="app.cpuprofile", **SHARES)
     hot = [f for f in found if f.subject != "(garbage collector)"]
     assert {f.severity for f in found} == {"info"} and len(hot) == 3
     assert hot[0].subject == "matchComplexRegex (workload.js:29)"
@@ -79,7 +84,7 @@ def test_a_flat_profile_has_no_hot_path():
     nodes[0]["children"] = list(range(2, 22))
     prof = {"nodes": nodes, "samples": list(range(2, 22)) * 5, "timeDeltas": [1000] * 100, "startTime": 0,
             "endTime": 100_000}
-    found = cp.hot_path_findings(cp.hot_paths(prof), cp.profile_summary(prof))
+    found = cp.hot_path_findings(cp.hot_paths(prof), cp.profile_summary(prof), **SHARES)
     assert [f.severity for f in found] == ["ok"]
 
 
@@ -108,7 +113,7 @@ def test_heap_growth_names_the_leaking_constructor(heaps):
     growth = cp.heap_growth(*(cp.heap_summary(h) for h in heaps))
     user = growth[growth["constructor"].map(cp.is_user_constructor)]
     assert user.iloc[0]["constructor"] == "LeakedRequestContext" and user.iloc[0]["count_delta"] == 3000
-    found = cp.leak_findings(growth, source="before → after")
+    found = cp.leak_findings(growth, "before → after", min_growth_share=DIAG.growth_min_share)
     assert [(f.code, f.severity, f.subject) for f in found] == [("memory.growth", "warning", "LeakedRequestContext")]
     ev = found[0].evidence
     assert ev["count_delta"] == 3000 and ev["size_kind"] == "retained" and ev["growth_share"] > 0.3
@@ -118,7 +123,7 @@ def test_same_snapshot_twice_is_no_leak(heaps):
     s = cp.heap_summary(heaps[0], retained=False)
     growth = cp.heap_growth(s, s)
     assert growth["retained_delta"].isna().all()
-    assert [f.severity for f in cp.leak_findings(growth)] == ["ok"]
+    assert [f.severity for f in cp.leak_findings(growth, min_growth_share=DIAG.growth_min_share)] == ["ok"]
 
 
 def _graph(edges, sizes, weak=()):

@@ -15,6 +15,12 @@ from perfbook.plots import traffic as plots
 from perfbook.sources import SourceUnreachable, burst
 
 # Increases over a window: the incident's products limiter rejecting most listing traffic.
+#: settings.rate_limiting as the params default it.
+RL = Params(service="t").settings.rate_limiting
+SHARE = {"warning": RL.rejection_share.warning, "critical": RL.rejection_share.critical}
+LIMITS = {"headroom": RL.headroom, "peak_quantile": RL.peak_quantile}
+EXPENSIVE = {"max_per_minute": RL.expensive_max_per_minute}
+
 HTTP_COUNTS = pd.DataFrame([
     ("GET", "/api/products", "200", 520.0), ("GET", "/api/products", "429", 780.0),
     ("GET", "/api/products/{id}", "200", 900.0), ("GET", "/api/products/{id}", "429", 5.0),
@@ -44,7 +50,7 @@ def test_rejections_found_on_products_listing():
     top = table.iloc[0]
     assert top["endpoint"] == "GET /api/products" and top["share_429"] == pytest.approx(0.6)
     assert top["limiter_hits"] == 780 and top["limiters"] == "products"
-    found = {f.subject: f for f in ratelimit.rejection_findings(table, 0.01, 0.10)}
+    found = {f.subject: f for f in ratelimit.rejection_findings(table, **SHARE)}
     assert found["GET /api/products"].code == "ratelimit.rejections"
     assert found["GET /api/products"].severity == "critical"
     assert found["GET /api/products/{id}"].severity == "info"  # 5 of 905: under 1 %
@@ -54,19 +60,20 @@ def test_rejections_found_on_products_listing():
 def test_rejection_severity_levels():
     counts = pd.DataFrame([("GET", "/a", "200", 95.0), ("GET", "/a", "429", 5.0)],
                           columns=["method", "route", "status_code", "value"])
-    [f] = ratelimit.rejection_findings(ratelimit.rejections_by_route(counts), 0.01, 0.10)
+    [f] = ratelimit.rejection_findings(ratelimit.rejections_by_route(counts), **SHARE)
     assert f.severity == "warning" and f.evidence["share_429"] == pytest.approx(0.05)
 
 
 def test_no_rejections_is_ok():
-    found = ratelimit.rejection_findings(ratelimit.rejections_by_route(HEALTHY_COUNTS, LIMITER_HITS.assign(value=0.0)))
+    found = ratelimit.rejection_findings(ratelimit.rejections_by_route(HEALTHY_COUNTS, LIMITER_HITS.assign(value=0.0)),
+                                         **SHARE)
     assert [(f.code, f.severity) for f in found] == [("ratelimit.rejections", "ok")]
 
 
 def test_limiter_hits_without_method_go_to_their_route():
     table = ratelimit.rejections_by_route(None, LIMITER_HITS)
     assert set(table["endpoint"]) == {"/api/products", "/api/products/{id}", "/api/content/generate"}
-    f = next(f for f in ratelimit.rejection_findings(table) if f.subject == "/api/products")
+    f = next(f for f in ratelimit.rejection_findings(table, **SHARE) if f.subject == "/api/products")
     assert f.severity == "info" and "limiter count" in f.title
 
 
@@ -95,7 +102,7 @@ def test_parse_rate_limit_headers_styles():
 
 def test_expensive_route_without_limiter_is_missing():
     params = Params(service="t")
-    table, found = ratelimit.expensive_route_limits(params.endpoints, {"POST /api/content/generate": burst_frame([201] * 20)})
+    table, found = ratelimit.expensive_route_limits(params.endpoints, {"POST /api/content/generate": burst_frame([201] * 20)}, **EXPENSIVE)
     [f] = found
     assert (f.code, f.subject, f.severity) == ("ratelimit.missing", "POST /api/content/generate", "warning")
     assert "expensiveLimiter" in f.recommendation and "max: 5" in f.recommendation
@@ -105,26 +112,26 @@ def test_expensive_route_without_limiter_is_missing():
 def test_expensive_route_with_only_a_loose_global_limit_is_missing():
     params = Params(service="t")
     b = burst_frame([201] * 20, {"ratelimit-limit": "100000", "ratelimit-remaining": "99000"})
-    [f] = ratelimit.expensive_route_limits(params.endpoints, {"POST /api/content/generate": b})[1]
+    [f] = ratelimit.expensive_route_limits(params.endpoints, {"POST /api/content/generate": b}, **EXPENSIVE)[1]
     assert f.severity == "warning" and "100000" in f.title and f.evidence["limit_per_minute"] == 100000
 
 
 def test_expensive_route_limited_by_429_or_tight_headers():
     params = Params(service="t")
     b = burst_frame([201] * 5 + [429], {"ratelimit-limit": "5", "retry-after": "60"})
-    [f] = ratelimit.expensive_route_limits(params.endpoints, {"POST /api/content/generate": b})[1]
+    [f] = ratelimit.expensive_route_limits(params.endpoints, {"POST /api/content/generate": b}, **EXPENSIVE)[1]
     assert f.severity == "ok" and f.evidence["first_429_at"] == 6
     b = burst_frame([201] * 20, {"ratelimit-limit": "60", "ratelimit-policy": "60;w=60"})
-    [f] = ratelimit.expensive_route_limits(params.endpoints, {"POST /api/content/generate": b})[1]
+    [f] = ratelimit.expensive_route_limits(params.endpoints, {"POST /api/content/generate": b}, **EXPENSIVE)[1]
     assert f.severity == "ok" and "60 per 60 s" in f.title
 
 
 def test_expensive_route_not_burst_is_not_verified():
     params = Params(service="t")
-    [f] = ratelimit.expensive_route_limits(params.endpoints, {"POST /api/content/generate": "host not allowed"})[1]
+    [f] = ratelimit.expensive_route_limits(params.endpoints, {"POST /api/content/generate": "host not allowed"}, **EXPENSIVE)[1]
     assert f.severity == "info" and "not verified" in f.title
     limiter = ratelimit.rejections_by_route(None, LIMITER_HITS.assign(value=[0.0, 0.0, 3.0]))
-    [f] = ratelimit.expensive_route_limits(params.endpoints, {"POST /api/content/generate": "off"}, limiter)[1]
+    [f] = ratelimit.expensive_route_limits(params.endpoints, {"POST /api/content/generate": "off"}, limiter, **EXPENSIVE)[1]
     assert f.severity == "ok"
 
 
@@ -140,7 +147,7 @@ def test_recommended_limits_from_observed_peaks():
         rows.append((ts, "POST", "/api/content/generate", 0.1))
     rates = pd.DataFrame(rows, columns=["timestamp", "method", "route", "value"])
     params = Params(service="t")
-    limits = ratelimit.recommended_limits(rates, params.endpoints, headroom=2.0).set_index("limiter")
+    limits = ratelimit.recommended_limits(rates, params.endpoints, **LIMITS).set_index("limiter")
     api = limits.loc["apiLimiter"]
     # p99 over time of 2.1 req/s (all /api/) × 900 s × 2 = 3780 → rounded up to 1-2-5
     assert api["windowMs"] == 900_000 and api["max"] == 5000 and api["runbook_max"] == 100
@@ -151,12 +158,12 @@ def test_recommended_limits_from_observed_peaks():
 
 
 def test_recommended_limits_without_traffic_keep_the_runbook():
-    limits = ratelimit.recommended_limits(None, Params(service="t").endpoints)
+    limits = ratelimit.recommended_limits(None, Params(service="t").endpoints, **LIMITS)
     assert limits["max"].tolist() == [100, 5]
 
 
 def test_recommended_limits_snapshot_average():
-    limits = ratelimit.recommended_limits(None, Params(service="t").endpoints, totals=HTTP_COUNTS,
+    limits = ratelimit.recommended_limits(None, Params(service="t").endpoints, **LIMITS, totals=HTTP_COUNTS,
                                           average_only_over_s=600.0)
     assert limits.iloc[0]["basis"].startswith("average")
 
@@ -243,7 +250,7 @@ def test_burst_without_limiter_sends_exactly_the_bound(unlimited_api):
     df = out["POST /api/content/generate"]
     assert isinstance(df, pd.DataFrame) and len(df) == 12 and handler.count == 12
     assert df.attrs["stopped"] == "done" and set(df["status"]) == {201}
-    [f] = ratelimit.expensive_route_limits(params.endpoints, out)[1]
+    [f] = ratelimit.expensive_route_limits(params.endpoints, out, **EXPENSIVE)[1]
     assert f.code == "ratelimit.missing" and f.severity == "warning"
 
 
@@ -278,7 +285,7 @@ def test_missing_limiter_code_uses_the_recommended_numbers():
     t0 = pd.Timestamp("2026-01-01T00:00:00Z")
     rates = pd.DataFrame([(t0 + pd.Timedelta(seconds=15 * i), "POST", "/api/content/generate", 0.5) for i in range(20)],
                          columns=["timestamp", "method", "route", "value"])
-    limits = ratelimit.recommended_limits(rates, params.endpoints)
+    limits = ratelimit.recommended_limits(rates, params.endpoints, **LIMITS)
     [f] = ratelimit.expensive_route_limits(params.endpoints, {"POST /api/content/generate": burst_frame([201] * 20)},
-                                           limits=limits)[1]
+                                           limits=limits, **EXPENSIVE)[1]
     assert "max: 100," in f.recommendation and "runbook's strict value is 5" in f.recommendation  # 0.5 × 60 × 2 = 60

@@ -22,6 +22,9 @@ T0 = pd.Timestamp("2025-11-01T10:00:00Z")
 TH = Params(service="t").thresholds  # the runbook's table
 DB = Params(service="t").settings.database
 POOL_EXHAUSTED = {"wait_warning": DB.pool_exhausted_share, "wait_critical": DB.pool_exhausted_share_critical}
+D = Params(service="t").settings.diagnostics  # how the window's levels are judged, as the params default it
+HOLD = {"q": D.sustained_quantile, "min_hold_s": D.sustained_for}
+NEXT = {"cache_target": TH.cache_hit_rate, "min_lookups": Params(service="t").settings.caching.min_lookups}
 MB = 1024 * 1024
 
 
@@ -47,12 +50,12 @@ def test_sustained_level_is_the_90th_percentile_on_a_long_window():
 def test_one_spike_is_not_a_level_on_a_short_window():
     # the demo's rolling p99 gauge repeats one 80 ms hiccup for 5 one-second scrapes of 41
     vals = [0.010] * 36 + [0.080] * 5
-    level = r.sustained_level(pd.Series(vals), pd.Series(T0 + pd.to_timedelta(range(41), unit="s")), 0.9, 20)
+    level = r.sustained_level(pd.Series(vals), pd.Series(T0 + pd.to_timedelta(range(41), unit="s")), q=0.9, min_hold_s=20)
     assert level == pytest.approx(0.010)
 
 
 def test_sustained_level_of_one_sample_is_that_sample():
-    assert r.sustained_level(pd.Series([42.0]), None) == 42.0
+    assert r.sustained_level(pd.Series([42.0]), None, **HOLD) == 42.0
 
 
 @pytest.mark.parametrize("value,verdict", [(None, "no data"), (10.0, "ok"), (70.0, "warning"), (84.9, "warning"),
@@ -66,7 +69,7 @@ def test_level_verdict_at_and_above_the_runbook_levels(value, verdict):
 
 def test_cpu_saturation_fires_on_a_busy_instance_only():
     cpu = series({"api-1:8101": [95.0] * 60, "api-2:8102": [20.0] * 60})
-    table, found = r.cpu_saturation(cpu, TH.cpu_percent)
+    table, found = r.cpu_saturation(cpu, TH.cpu_percent, settings=D)
     assert [(f.severity, f.subject) for f in found] == [("critical", "api-1:8101")]
     ev = found[0].evidence
     assert ev["observed"] == 95.0 and ev["warning"] == 70 and ev["critical"] == 85 and ev["unit"] == "%"
@@ -75,7 +78,7 @@ def test_cpu_saturation_fires_on_a_busy_instance_only():
 
 def test_cpu_saturation_quiet_on_healthy_cpu_with_one_spike():
     cpu = series({"api-1:8101": [35.0] * 59 + [99.0], "api-2:8102": [40.0] * 60})
-    _, found = r.cpu_saturation(cpu, TH.cpu_percent)
+    _, found = r.cpu_saturation(cpu, TH.cpu_percent, settings=D)
     assert not alarms(found)
     assert [f.severity for f in found] == ["ok"] and found[0].subject == "all instances"
 
@@ -86,15 +89,15 @@ def test_cpu_saturation_names_the_routes_that_move_with_cpu():
     busy = pd.DataFrame([{"timestamp": T0 + pd.Timedelta(seconds=i), "method": "GET", "route": route, "value": v}
                          for i in t for route, v in (("/api/analytics/summary", 0.5 + 0.4 * np.sin(i / 4)),
                                                      ("/health", 0.01 + 0.001 * (i % 3)))])
-    corr = r.cpu_route_correlation(cpu, busy, busy)
+    corr = r.cpu_route_correlation(cpu, busy, busy, min_points=D.correlation_min_points)
     assert corr.iloc[0]["endpoint"] == "GET /api/analytics/summary" and corr.iloc[0]["r_busy"] > 0.99
-    _, found = r.cpu_saturation(cpu, TH.cpu_percent, correlated=corr)
+    _, found = r.cpu_saturation(cpu, TH.cpu_percent, settings=D, correlated=corr)
     assert found[0].severity == "critical"
     assert found[0].evidence["moves_with"][0].startswith("GET /api/analytics/summary (r=1.00")
 
 
 def test_cpu_no_samples_is_info_not_ok():
-    _, found = r.cpu_saturation(None, TH.cpu_percent)
+    _, found = r.cpu_saturation(None, TH.cpu_percent, settings=D)
     assert [f.severity for f in found] == ["info"]
 
 
@@ -151,7 +154,7 @@ def test_memory_pressure_quiet_when_healthy_and_says_so_without_a_limit():
 def test_memory_growth_flags_a_steady_leak_with_its_slope_and_time_to_limit():
     minutes = np.arange(0, 10, 1 / 60)  # 10 min, one sample a second: 100 → 150 MB
     leak = series({"a": list(100 * MB + 5 * MB * minutes + np.random.default_rng(1).normal(0, MB, len(minutes)))})
-    table, found = r.memory_growth(leak, None, heap_limits=200 * MB)
+    table, found = r.memory_growth(leak, None, heap_limits=200 * MB, settings=D)
     f = found[0]
     assert (f.code, f.subject, f.severity) == ("memory.growth", "a", "critical")  # the limit within the hour
     assert f.evidence["observed"] == pytest.approx(5.0, rel=0.05) and f.evidence["r2"] > 0.9
@@ -162,7 +165,7 @@ def test_memory_growth_flags_a_steady_leak_with_its_slope_and_time_to_limit():
 def test_memory_growth_warning_when_the_limit_is_far():
     minutes = np.arange(0, 10, 1 / 60)
     leak = series({"a": list(100 * MB + 2 * MB * minutes)})
-    _, found = r.memory_growth(leak, None, heap_limits=4096 * MB)
+    _, found = r.memory_growth(leak, None, heap_limits=4096 * MB, settings=D)
     assert found[0].severity == "warning" and found[0].evidence["minutes_to_limit"] > 60
 
 
@@ -170,12 +173,12 @@ def test_memory_growth_quiet_on_warm_up_and_on_flat_noise():
     t = np.arange(0, 600)
     warm_up = 100 * MB + 3 * MB * (1 - np.exp(-t / 20.0))            # +3 % then flat
     noise = 100 * MB + np.random.default_rng(2).normal(0, 2 * MB, len(t))  # GC saw-tooth
-    _, found = r.memory_growth(series({"a": list(warm_up), "b": list(noise)}), None)
+    _, found = r.memory_growth(series({"a": list(warm_up), "b": list(noise)}), None, settings=D)
     assert not alarms(found) and found[0].severity == "ok"
 
 
 def test_memory_growth_needs_a_series():
-    _, found = r.memory_growth(series({"a": [100 * MB]}), series({"a": [120 * MB]}))
+    _, found = r.memory_growth(series({"a": [100 * MB]}), series({"a": [120 * MB]}), settings=D)
     assert [f.severity for f in found] == ["info"]
 
 
@@ -185,7 +188,7 @@ def test_memory_growth_needs_a_series():
 def test_eventloop_lag_judged_on_the_p99_gauge():
     lag = series({"a": [0.002] * 60})                     # the instantaneous gauge misses the blocking
     p99 = series({"a": [0.300] * 60, "b": [0.004] * 60})  # 300 ms blocks on a
-    _table, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds)
+    _table, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds, settings=D)
     assert [(f.severity, f.subject) for f in found] == [("critical", "a")]
     assert found[0].evidence["observed"] == pytest.approx(0.3)
     assert "p99" in found[0].evidence["statistic"]
@@ -193,7 +196,7 @@ def test_eventloop_lag_judged_on_the_p99_gauge():
 
 def test_eventloop_lag_quiet_on_healthy_loop_with_a_hiccup():
     p99 = series({"a": [0.010] * 36 + [0.080] * 5})
-    _, found = r.eventloop_lag(series({"a": [0.001] * 41}), p99, TH.eventloop_lag_seconds)
+    _, found = r.eventloop_lag(series({"a": [0.001] * 41}), p99, TH.eventloop_lag_seconds, settings=D)
     assert not alarms(found)
 
 
@@ -209,9 +212,9 @@ def _stock_lag(n=120, step_s=15.0, blocked=True):
 
 def test_eventloop_lag_reads_the_max_gauge_when_p99_is_diluted_by_the_reset():
     lag, p99, mx = _stock_lag()
-    _, on_p99 = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds)
+    _, on_p99 = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds, settings=D)
     assert [f.severity for f in on_p99] == ["ok"]                       # what perfbook said before: wrong
-    table, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds, lag_max=mx)
+    table, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds, settings=D, lag_max=mx)
     assert [(f.severity, f.subject) for f in found] == [("critical", "a")]
     ev = found[0].evidence
     assert ev["gauge"] == "nodejs_eventloop_lag_max_seconds" and ev["observed"] >= 0.3
@@ -222,17 +225,17 @@ def test_eventloop_lag_reads_the_max_gauge_when_p99_is_diluted_by_the_reset():
 
 def test_eventloop_lag_without_a_max_gauge_says_it_judged_p99():
     lag, p99, _ = _stock_lag()
-    _, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds, lag_max=None)
+    _, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds, settings=D, lag_max=None)
     assert found[0].evidence["gauge"] == "nodejs_eventloop_lag_p99_seconds"
     assert found[0].evidence["gauges_missing"] == ["nodejs_eventloop_lag_max_seconds"]
-    _, found = r.eventloop_lag(lag, None, TH.eventloop_lag_seconds)
+    _, found = r.eventloop_lag(lag, None, TH.eventloop_lag_seconds, settings=D)
     assert found[0].evidence["gauge"] == "nodejs_eventloop_lag_seconds"
 
 
 def test_one_gc_pause_in_the_max_gauge_is_not_a_blocked_loop():
     lag, p99, mx = _stock_lag(blocked=False)
     mx.loc[40, "value"] = 0.250                                        # one long pause in 30 min
-    _, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds, lag_max=mx)
+    _, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds, settings=D, lag_max=mx)
     assert not alarms(found) and found[0].evidence["observed"] < 0.05
 
 
@@ -242,12 +245,12 @@ def test_stalls_under_the_critical_level_on_a_busy_machine_are_not_lag():
     # against the critical level only, so no warning
     lag, p99, _ = _stock_lag(n=60, step_s=1.0)
     mx = series({"a": [0.056 + 0.01 * (i % 2) for i in range(60)]})
-    table, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds, lag_max=mx)
+    table, found = r.eventloop_lag(lag, p99, TH.eventloop_lag_seconds, settings=D, lag_max=mx)
     assert [f.severity for f in found] == ["ok"], found
     assert found[0].evidence["gauge"] == "nodejs_eventloop_lag_p99_seconds" and "stalls (max gauge) up to" in found[0].title
     assert table.iloc[0]["max_recurring_ms"] >= 56
     # with no other gauge to read, the max gauge is judged against both levels
-    _, found = r.eventloop_lag(None, None, TH.eventloop_lag_seconds, lag_max=mx)
+    _, found = r.eventloop_lag(None, None, TH.eventloop_lag_seconds, settings=D, lag_max=mx)
     assert [f.severity for f in found] == ["warning"]
 
 
@@ -257,26 +260,26 @@ def test_lag_hold_rule_on_the_demo_window_counts_recurring_stalls_not_a_run_of_s
     vals = [0.011] * 55
     for i in range(10, 50, 2)[:18]:
         vals[i] = 0.31
-    _, found = r.eventloop_lag(None, None, TH.eventloop_lag_seconds, lag_max=series({"a": vals}))
+    _, found = r.eventloop_lag(None, None, TH.eventloop_lag_seconds, settings=D, lag_max=series({"a": vals}))
     assert [f.severity for f in found] == ["critical"], found
     # five hiccups within 4 s on a busy machine: not a level (they recur over less than 20 s)
     busy = [0.011] * 20 + [0.09] * 5 + [0.011] * 30
-    _, found = r.eventloop_lag(None, None, TH.eventloop_lag_seconds, lag_max=series({"a": busy}))
+    _, found = r.eventloop_lag(None, None, TH.eventloop_lag_seconds, settings=D, lag_max=series({"a": busy}))
     assert not alarms(found)
     # the same five spread over the window: still under a tenth of 55 scrapes plus one
     spread = [0.011] * 55
     for i in (3, 15, 27, 39, 51):
         spread[i] = 0.09
-    assert r.recurring_level(pd.Series(spread), series({"a": spread})["timestamp"]) == pytest.approx(0.011)
+    assert r.recurring_level(pd.Series(spread), series({"a": spread})["timestamp"], **HOLD) == pytest.approx(0.011)
 
 
 def test_recurring_level_needs_two_scrapes_and_the_hold_span():
     t = series({"a": [0] * 10})["timestamp"]
-    assert r.recurring_level(pd.Series([0.3] + [0.01] * 9), t, 0.9, 5) == pytest.approx(0.01)   # one spike
-    assert r.recurring_level(pd.Series([0.3, 0.01, 0.01, 0.01, 0.01, 0.01, 0.3, 0.01, 0.01, 0.01]), t, 0.9, 5) \
+    assert r.recurring_level(pd.Series([0.3] + [0.01] * 9), t, q=0.9, min_hold_s=5) == pytest.approx(0.01)   # one spike
+    assert r.recurring_level(pd.Series([0.3, 0.01, 0.01, 0.01, 0.01, 0.01, 0.3, 0.01, 0.01, 0.01]), t, q=0.9, min_hold_s=5) \
         == pytest.approx(0.3)                                                                    # 7 s apart
-    assert r.recurring_level(pd.Series([0.3, 0.3] + [0.01] * 8), t, 0.9, 5) == pytest.approx(0.01)  # 2 s only
-    assert r.recurring_level(pd.Series([0.3, 0.3]), t[:2], 0.9, 20) == pytest.approx(0.3)  # window shorter: min
+    assert r.recurring_level(pd.Series([0.3, 0.3] + [0.01] * 8), t, q=0.9, min_hold_s=5) == pytest.approx(0.01)  # 2 s only
+    assert r.recurring_level(pd.Series([0.3, 0.3]), t[:2], q=0.9, min_hold_s=20) == pytest.approx(0.3)  # window shorter: min
 
 
 # --------------------------------------------------------------------------- database connections
@@ -332,7 +335,7 @@ def requests_frame(rows):
 def test_error_rate_fires_on_the_failing_route_and_overall():
     req = requests_frame([("GET", "/api/products/{id}", "200", 180), ("GET", "/api/products/{id}", "500", 20),
                           ("GET", "/api/products", "200", 300)])
-    table, found = r.error_rates(req, TH.error_rate)
+    table, found = r.error_rates(req, TH.error_rate, settings=D)
     got = {(f.subject, f.severity) for f in found}
     assert ("GET /api/products/{id}", "critical") in got  # 10 %
     assert ("overall", "warning") in got                   # 4 %
@@ -341,13 +344,13 @@ def test_error_rate_fires_on_the_failing_route_and_overall():
 
 def test_error_rate_quiet_when_healthy_and_judges_small_routes_that_always_fail():
     healthy = requests_frame([("GET", "/api/products", "200", 500), ("GET", "/api/products", "404", 3)])
-    _, found = r.error_rates(healthy, TH.error_rate)
+    _, found = r.error_rates(healthy, TH.error_rate, settings=D)
     assert [f.severity for f in found] == ["ok"]
     broken = requests_frame([("POST", "/api/content/generate", "503", 17), ("GET", "/health", "200", 400)])
-    _, found = r.error_rates(broken, TH.error_rate)
+    _, found = r.error_rates(broken, TH.error_rate, settings=D)
     assert ("POST /api/content/generate", "critical") in {(f.subject, f.severity) for f in found}
     one = requests_frame([("POST", "/x", "500", 1), ("POST", "/x", "200", 2), ("GET", "/health", "200", 400)])
-    _, found = r.error_rates(one, TH.error_rate)
+    _, found = r.error_rates(one, TH.error_rate, settings=D)
     assert "POST /x" not in {f.subject for f in found}  # one failure of three calls is an anecdote
 
 
@@ -367,7 +370,7 @@ def test_promclient_error_rate_between_two_scrapes(scrapes):
     _, _, rates = scrapes
     req = rates[rates["metric"] == "http_requests_total"].rename(columns={"increase": "v"})
     req = req.assign(value=req["v"])[["method", "route", "status_code", "value"]]
-    table, found = r.error_rates(req, TH.error_rate, min_requests=20)
+    table, found = r.error_rates(req, TH.error_rate, settings=D)
     # phase 2 of generate.js: GET /api/products 60 x 200 and 3 x 500 → 4.8 %
     row = table.set_index("endpoint").loc["GET /api/products"]
     assert row["requests"] == 63 and row["errors_5xx"] == 3
@@ -378,11 +381,11 @@ def test_promclient_cpu_and_event_loop_gauges(scrapes):
     _before, after, rates = scrapes
     cpu = rates[rates["metric"] == "process_cpu_seconds_total"][["timestamp", "instance", "value"]]
     cpu = cpu.assign(value=cpu["value"] * 100)
-    _, found = r.cpu_saturation(cpu, TH.cpu_percent)
+    _, found = r.cpu_saturation(cpu, TH.cpu_percent, settings=D)
     assert found[0].severity == "ok" and found[0].evidence["observed"] == pytest.approx(0.8651, abs=0.01)
     gauge = lambda name: after[after["metric"] == name][["timestamp", "instance", "value"]]  # noqa: E731
     _table, found = r.eventloop_lag(gauge("nodejs_eventloop_lag_seconds"), gauge("nodejs_eventloop_lag_p99_seconds"),
-                                   TH.eventloop_lag_seconds, lag_max=gauge("nodejs_eventloop_lag_max_seconds"))
+                                   TH.eventloop_lag_seconds, settings=D, lag_max=gauge("nodejs_eventloop_lag_max_seconds"))
     # the p99 gauge (43 ms: the 30 ms blocks of generate.js, since the previous scrape) is the typical
     # delay, not the 54 ms single reading of the lag gauge; the max gauge's stalls (43 ms) stay under 100 ms
     assert found[0].severity == "ok" and found[0].evidence["observed"] == pytest.approx(0.043, abs=0.001)
@@ -463,14 +466,14 @@ def test_time_shares_split_request_time():
 
 
 def test_verdict_table_puts_every_check_on_one_table():
-    _, cpu = r.cpu_saturation(series({"a": [95.0] * 30}), TH.cpu_percent)
+    _, cpu = r.cpu_saturation(series({"a": [95.0] * 30}), TH.cpu_percent, settings=D)
     _, mem = r.memory_pressure(series({"a": [100 * MB]}), None, None, TH.memory_percent, 512 * MB)
     from perfbook.findings import Finding
     dead = Finding("source.unreachable", "error", "prometheus unreachable", subject="prometheus",
                    evidence={"reason": "Connection refused"}, check="metrics source")
     endpoints = pd.DataFrame([{"endpoint": "GET /api/products/{id}", "requests": 200, "p50": 1.2, "p50_target": 0.5,
                                "p95": 1.8, "p95_target": 1.0, "p99": 2.5, "p99_target": 2.0, "verdict": "critical"}])
-    table = r.verdict_table([*cpu, *mem, dead], endpoints)
+    table = r.verdict_table([*cpu, *mem, dead], endpoints, critical_factor=D.latency_critical_factor)
     assert list(table["area"]) == ["Response time", "CPU", "Memory", "metrics source"]
     assert list(table["verdict"]) == ["critical", "critical", "ok", "not checked"]
     assert table.iloc[0]["observed"] == "p50 1.20 s · p95 1.80 s · p99 2.50 s"
@@ -487,11 +490,11 @@ def test_open_next_points_where_the_evidence_does():
         http_seconds=100.0, db_seconds=50.0, external_seconds=1.0,
         breaker_max=pd.DataFrame({"name": ["ai-api", "ai-api"], "value": [0.0, 1.0]}),
         cache_hits=10.0, cache_misses=90.0)
-    nxt = r.open_next([lat, lag], sig).set_index("section")
+    nxt = r.open_next([lat, lag], sig, **NEXT).set_index("section")
     assert {"database", "bottlenecks", "external-apis", "rate-limiting", "load-balancing", "caching"} <= set(nxt.index)
     assert "50% of request time is in DB queries" in nxt.loc["database", "why"]
     assert nxt.loc["load-balancing", "why"].startswith("requests unevenly spread: a gets 80%")
-    assert r.open_next([], {}).empty  # healthy: nothing to open
+    assert r.open_next([], {}, **NEXT).empty  # healthy: nothing to open
 
 
 # --------------------------------------------------------------------------- instances up
@@ -505,7 +508,7 @@ def _up(values: dict[str, list[float]]) -> pd.DataFrame:
 
 def test_instance_still_down_is_critical_and_one_that_came_back_a_warning():
     table, found = r.instances_down(_up({"a:1": [1] * 10, "b:2": [1, 1, 0, 0, 0, 1, 1, 1, 1, 1],
-                                         "c:3": [1] * 7 + [0, 0, 0]}))
+                                         "c:3": [1] * 7 + [0, 0, 0]}), down_for=D.down_for)
     by = {f.subject: f for f in found}
     assert set(by) == {"b:2", "c:3"}
     assert by["c:3"].severity == "critical" and by["c:3"].evidence["down_at_end"]
@@ -513,16 +516,16 @@ def test_instance_still_down_is_critical_and_one_that_came_back_a_warning():
     assert by["b:2"].evidence["down_s"] == 45 and "back up since" in by["b:2"].title
     assert "flyctl status" in by["c:3"].recommendation
     assert list(table.sort_values("instance")["failed"]) == [0, 3, 3]
-    verdict = r.verdict_table(found)
+    verdict = r.verdict_table(found, critical_factor=D.latency_critical_factor)
     assert list(verdict["area"]) == ["Instances up", "Instances up"] and list(verdict["verdict"]) == ["critical", "warning"]
-    nxt = r.open_next(found)
+    nxt = r.open_next(found, **NEXT)
     assert list(nxt["section"]) == ["load-balancing"] and nxt["severity"].iloc[0] == "critical"
 
 
 def test_every_instance_up_is_ok_and_no_series_is_no_finding():
-    _, found = r.instances_down(_up({"a:1": [1] * 5, "b:2": [1] * 5}))
+    _, found = r.instances_down(_up({"a:1": [1] * 5, "b:2": [1] * 5}), down_for=D.down_for)
     assert [(f.severity, f.subject) for f in found] == [("ok", "all instances")]
-    assert r.instances_down(None)[1] == [] and r.instances_down(pd.DataFrame())[1] == []
+    assert r.instances_down(None, down_for=D.down_for)[1] == [] and r.instances_down(pd.DataFrame(), down_for=D.down_for)[1] == []
 
 
 def _up_at(values: dict[str, list[float]], step_s: float = 1.0, offsets: dict[str, float] | None = None):

@@ -64,8 +64,9 @@ def test_traffic_trend_thins_overlapping_rate_windows():
     # 1 s steps over a 60 s window of rate[30s]: only 2 independent points, no verdict
     ts = [T0 + pd.Timedelta(seconds=s) for s in range(60)]
     total = pd.DataFrame({"timestamp": ts, "value": np.linspace(10, 30, 60)})
-    assert scaling.traffic_trend(total, spacing_s=30)["rising"] is False
-    assert scaling.traffic_trend(total, spacing_s=0)["rising"] is True
+    trend = {"p_value": Scaling().trend_p_value, "min_growth": Scaling().trend_min_growth}
+    assert scaling.traffic_trend(total, spacing_s=30, **trend)["rising"] is False
+    assert scaling.traffic_trend(total, spacing_s=0, **trend)["rising"] is True
 
 
 def test_scale_out_when_cpu_is_high_on_all_instances_and_latency_over_target():
@@ -148,6 +149,7 @@ def test_healthy_fleet_raises_nothing():
 def test_route_latency_ignores_routes_that_are_not_params_endpoints():
     series = frame({}, routes={("GET", "/metrics"): [5.0] * 3, ("GET", "/health"): [0.05] * 3})
     lat = scaling.route_latency(series, [Endpoint(method="GET", route="/health", probe_path="/health",
-                                                  targets={"p50": "0.1s", "p95": "0.2s", "p99": "0.5s"})])
+                                                  targets={"p50": "0.1s", "p95": "0.2s", "p99": "0.5s"})],
+                                well_within=Scaling().scale_in_latency_share)
     assert lat["endpoint"].tolist() == ["GET /health"]
     assert bool(lat["well_within"].iloc[0]) is True

@@ -7,7 +7,7 @@ memory, p95 latency, and in-flight requests (``http_connections_active`` when ex
 else Little's law: request rate x mean latency).
 
 Heuristic (a balancer doing its job keeps instances within some 10-20 % of the mean;
-the thresholds are defaults of :func:`uneven_load`):
+the thresholds are ``settings.balance`` and ``thresholds.cpu_percent``, defaults shown):
 
 - **max/mean** of the request rate per instance >= 1.3 (with two instances: a 65/35
   split), or its **coefficient of variation** (population std / mean) >= 0.25;
@@ -33,14 +33,8 @@ import numpy as np
 import pandas as pd
 
 from ..findings import Finding
+from ..params import Balance, Level
 from .quantile import histogram_quantile
-
-MAX_OVER_MEAN = 1.3
-CV = 0.25
-MIN_RPS = 0.5
-MIN_CPU_MEAN = 10.0
-#: Share of the window's points the hot instance must be hot for (transient spikes are not imbalance).
-MIN_HOT_SHARE = 0.5
 
 MEASURES = ("rps", "err_rps", "cpu", "memory", "p95", "latency_mean", "connections", "route_p95", "route_rps")
 
@@ -183,8 +177,8 @@ def imbalance_over_time(series: pd.DataFrame, measure: str = "rps") -> pd.DataFr
     }).reset_index(drop=True)
 
 
-def hot_since(series: pd.DataFrame, instance: str, measure: str = "rps",
-              ratio: float = MAX_OVER_MEAN) -> tuple[pd.Timestamp | None, float]:
+def hot_since(series: pd.DataFrame, instance: str, measure: str, *,
+              ratio: float) -> tuple[pd.Timestamp | None, float]:
     """When ``instance`` became hot: the start of its last unbroken run of points at or
     above ``ratio`` x the mean across instances (one point below is tolerated), and the
     share of the window's points where it was hot."""
@@ -222,16 +216,17 @@ def _fmt_ts(ts: pd.Timestamp | None) -> str:
     return "—" if ts is None else pd.Timestamp(ts).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def uneven_load(series: pd.DataFrame, summary: pd.DataFrame, *, service: str = "", fly: Any = None,
-                cpu_normal: float = 50.0, cpu_warning: float = 70.0, max_over_mean: float = MAX_OVER_MEAN,
-                cv: float = CV, min_rps: float = MIN_RPS) -> tuple[pd.DataFrame, list[Finding]]:
+def uneven_load(series: pd.DataFrame, summary: pd.DataFrame, *, settings: Balance, cpu: Level,
+                target_cpu: float, service: str = "", fly: Any = None) -> tuple[pd.DataFrame, list[Finding]]:
     """Uneven load across instances → ``balance.uneven`` (subject: the hot instance).
 
-    Warning when request rate or CPU is imbalanced past ``max_over_mean`` / ``cv`` for at
-    least half the window; critical when, in addition, the hot instance's CPU is at the
-    runbook's warning level (70 %) while the others are under its normal top (50 %) —
-    "some instances overloaded, others idle", the "85 % next to 30 %" of its example.
-    ``ok`` when balanced. Returns the comparison table (per measure: max/mean, CV, hot instance)."""
+    Warning when request rate or CPU is imbalanced past ``settings.max_over_mean`` /
+    ``settings.cv`` for at least ``settings.min_hot_share`` of the window; critical when, in
+    addition, the hot instance's CPU is at ``cpu.warning`` (the runbook's 70 %) while the
+    others are under ``cpu.normal`` (its normal top, 50 %) — "some instances overloaded,
+    others idle", the "85 % next to 30 %" of its example. ``ok`` when balanced.
+    ``target_cpu``: settings.scaling.target_cpu_percent, for the suggested soft limit.
+    Returns the comparison table (per measure: max/mean, CV, hot instance)."""
     if series is None or summary is None:   # the source was unreachable: already reported
         return pd.DataFrame(), []
     table_rows: list[dict] = []
@@ -243,7 +238,8 @@ def uneven_load(series: pd.DataFrame, summary: pd.DataFrame, *, service: str = "
             recommendation="Run at least two instances for availability (runbook Issue 4: "
                            "`flyctl scale count 2`, [scaling] min_machines = 2).")]
     total = float(summary["rps"].sum())
-    if total < min_rps:
+    max_over_mean, cpu_normal = settings.max_over_mean, cpu.normal
+    if total < settings.min_rps:
         return pd.DataFrame(), [Finding(
             "balance.uneven", "ok", f"Too little traffic to judge the balance ({total:.2f} req/s in all)",
             evidence={"instances": n, "total_rps": total})]
@@ -253,8 +249,9 @@ def uneven_load(series: pd.DataFrame, summary: pd.DataFrame, *, service: str = "
         hot = str(summary.loc[summary[col].idxmax(), "instance"]) if summary[col].notna().any() else None
         over = imbalance_over_time(series, measure)
         share = float((over["max_over_mean"] >= max_over_mean).mean()) if len(over) > 1 else (1.0 if mom >= max_over_mean else 0.0)
-        busy = measure == "rps" or (summary["cpu_mean"].mean() >= MIN_CPU_MEAN and summary["cpu_mean"].max() >= cpu_normal)
-        uneven = busy and (mom >= max_over_mean or c >= cv) and share >= MIN_HOT_SHARE
+        busy = measure == "rps" or (summary["cpu_mean"].mean() >= settings.min_cpu_mean
+                                    and summary["cpu_mean"].max() >= cpu_normal)
+        uneven = busy and (mom >= max_over_mean or c >= settings.cv) and share >= settings.min_hot_share
         judged[measure] = {"max_over_mean": mom, "cv": c, "hot": hot, "uneven": uneven, "share_of_window": share}
         table_rows.append({"measure": {"rps": "request rate", "cpu": "CPU"}[measure], "max/mean": mom, "CV": c,
                            "hot instance": hot, "window share imbalanced": share,
@@ -280,9 +277,9 @@ def uneven_load(series: pd.DataFrame, summary: pd.DataFrame, *, service: str = "
     hot = judged[measure]["hot"]
     row = summary[summary["instance"] == hot].iloc[0]
     others = summary[summary["instance"] != hot]
-    since, hot_share = hot_since(series, hot, measure, max_over_mean)
+    since, hot_share = hot_since(series, hot, measure, ratio=max_over_mean)
     # The runbook's symptom, "some instances overloaded, others idle": critical.
-    sev = "critical" if (row["cpu_mean"] >= cpu_warning and others["cpu_mean"].mean() < cpu_normal) else "warning"
+    sev = "critical" if (row["cpu_mean"] >= cpu.warning and others["cpu_mean"].mean() < cpu_normal) else "warning"
     mom = judged[measure]["max_over_mean"]
     what = (f"{row['share']:.0%} of requests ({row['rps']:.1f} req/s vs {others['rps'].mean():.1f} on the others)"
             if measure == "rps" else f"CPU {row['cpu_mean']:.0f} % vs {others['cpu_mean'].mean():.0f} % on the others")
@@ -294,11 +291,10 @@ def uneven_load(series: pd.DataFrame, summary: pd.DataFrame, *, service: str = "
                 "hot_p95_ms": None if pd.isna(row["p95_s"]) else row["p95_s"] * 1000,
                 "others_p95_ms": None if others["p95_s"].isna().all() else float(others["p95_s"].median() * 1000)}
     return table, [Finding("balance.uneven", sev, title, subject=hot, evidence=evidence,
-                           recommendation=recommendations(summary, service=service, fly=fly))]
+                           recommendation=recommendations(summary, target_cpu=target_cpu, service=service, fly=fly))]
 
 
-def recommendations(summary: pd.DataFrame, *, service: str = "", fly: Any = None,
-                    target_cpu: float = 70.0) -> str:
+def recommendations(summary: pd.DataFrame, *, target_cpu: float, service: str = "", fly: Any = None) -> str:
     """The runbook's three solutions, made concrete with this window's numbers."""
     app = (fly.app if fly is not None and getattr(fly, "app", None) else service) or "<app>"
     n = len(summary)
@@ -327,7 +323,7 @@ def recommendations(summary: pd.DataFrame, *, service: str = "", fly: Any = None
     return "\n".join(lines)
 
 
-def suggested_soft_limit(summary: pd.DataFrame, target_cpu: float = 70.0) -> int | None:
+def suggested_soft_limit(summary: pd.DataFrame, target_cpu: float) -> int | None:
     """In-flight requests one instance carries at ``target_cpu``: its req/s per CPU %
     scaled to the target, times the mean latency (Little's law). None without CPU data."""
     s = summary[(summary["cpu_mean"] > 1) & (summary["rps"] > 0)]

@@ -16,13 +16,11 @@ from typing import Any
 import pandas as pd
 
 from ..findings import Finding
+from ..params import Caching
 from ..web import route_key
 from . import number
 
 OVERALL = "overall"
-
-#: Under half the target is critical: most lookups then go to the database.
-CRITICAL_SHARE_OF_TARGET = 0.5
 
 #: A key family whose median TTL is under this is "short-lived" (the runbook's shortest is 1 h;
 #: 5 min is where a key rarely survives long enough to be hit again on a modest-traffic route).
@@ -101,8 +99,9 @@ def hit_rate_trend(series: pd.DataFrame | None, cache: str = OVERALL) -> dict | 
             "late_hit_rate": float(s["hit_rate"].iloc[-q:].mean())}
 
 
-def warming_up(trend: dict | None, rise: float = 0.20) -> bool:
-    """A cold start: the last quarter's hit rate is ``rise`` (20 points) above the first's."""
+def warming_up(trend: dict | None, *, rise: float) -> bool:
+    """A cold start: the last quarter's hit rate is ``rise`` (settings.caching.warming_rise,
+    20 points) above the first's."""
     return bool(trend) and trend["late_hit_rate"] - trend["early_hit_rate"] >= rise
 
 
@@ -117,14 +116,15 @@ def runbook_ttl(cache: str) -> tuple[int, str]:
     return 7200, "single items: 2 h"
 
 
-def cache_remedy(name: str, rates: pd.DataFrame, trend: dict | None) -> str:
+def cache_remedy(name: str, rates: pd.DataFrame, trend: dict | None, *, rise: float) -> str:
     """The first remedy for one cache, from its own evidence.
 
-    Rising through the window → a cold cache: pre-warm on start-up. Low all along → its
-    entries expire or are evicted before they are read again: raise its TTL toward the
-    runbook's and its size, and invalidate on write. For ``overall``: the worst caches.
+    Rising through the window (by ``rise``, :func:`warming_up`) → a cold cache: pre-warm on
+    start-up. Low all along → its entries expire or are evicted before they are read again:
+    raise its TTL toward the runbook's and its size, and invalidate on write. For
+    ``overall``: the worst caches.
     """
-    if warming_up(trend):
+    if warming_up(trend, rise=rise):
         return (f"Pre-warm '{name}' on start-up: its hit rate rose from {_fmt_pct(trend['early_hit_rate'])} "
                 f"to {_fmt_pct(trend['late_hit_rate'])} during the window (a cold cache filling up).")
     if name == OVERALL:
@@ -141,13 +141,15 @@ def cache_remedy(name: str, rates: pd.DataFrame, trend: dict | None) -> str:
             f"data behind it (invalidate on write) so the longer TTL stays correct.")
 
 
-def low_hit_rate(rates: pd.DataFrame | None, target: float = 0.60, min_lookups: int = 20,
+def low_hit_rate(rates: pd.DataFrame | None, *, target: float, settings: Caching,
                  advice: Iterable[str] = (), basis: str = "",
                  series: pd.DataFrame | None = None) -> list[Finding]:
-    """``cache.low_hit_rate`` per cache and overall when the hit rate is under ``target``.
+    """``cache.low_hit_rate`` per cache and overall when the hit rate is under ``target``
+    (thresholds.cache_hit_rate).
 
-    Warning under the target (runbook: "Target: > 60% hit rate"); critical under half of
-    it. A cache with fewer than ``min_lookups`` lookups is not judged (info for overall).
+    Warning under the target (runbook: "Target: > 60% hit rate"); critical under
+    ``settings.critical_share`` of it (half). A cache with fewer than
+    ``settings.min_lookups`` lookups is not judged (info for overall).
     One ``ok`` finding per cache at or above target. The recommendation starts with the
     cache's own remedy (:func:`cache_remedy`, from its trend in ``series``) followed by
     ``advice``, the section-wide remedies the evidence supports (:func:`cache_advice`).
@@ -156,6 +158,7 @@ def low_hit_rate(rates: pd.DataFrame | None, target: float = 0.60, min_lookups: 
         return []
     findings = []
     advice = list(advice)
+    min_lookups = settings.min_lookups
     for rec in rates.to_dict("records"):
         name, rate, lookups = rec["cache"], _num(rec["hit_rate"]), rec["lookups"]
         ev = {"hit_rate": rate, "target": target, "hits": rec["hits"], "misses": rec["misses"],
@@ -170,9 +173,9 @@ def low_hit_rate(rates: pd.DataFrame | None, target: float = 0.60, min_lookups: 
             trend = hit_rate_trend(series, name)
             if trend:
                 ev.update(trend)
-            sev = "critical" if rate < target * CRITICAL_SHARE_OF_TARGET else "warning"
+            sev = "critical" if rate < target * settings.critical_share else "warning"
             what = "Overall cache" if name == OVERALL else f"Cache '{name}'"
-            remedies = [cache_remedy(name, rates, trend), *advice]
+            remedies = [cache_remedy(name, rates, trend, rise=settings.warming_rise), *advice]
             findings.append(Finding(
                 "cache.low_hit_rate", sev,
                 f"{what} hit rate {_fmt_pct(rate)} is under the {_fmt_pct(target)} target "
@@ -237,16 +240,17 @@ def redis_table(facts: dict[str, Any] | None) -> pd.DataFrame:
     return pd.DataFrame([{"metric": k, "value": facts.get(k), "meaning": meaning[k]} for k in meaning])
 
 
-def redis_hit_rate(facts: dict[str, Any] | None, target: float = 0.60, min_lookups: int = 20,
+def redis_hit_rate(facts: dict[str, Any] | None, *, target: float, settings: Caching,
                    advice: Iterable[str] = ()) -> list[Finding]:
     """``cache.low_hit_rate`` for Redis as a whole (subject ``redis``) from INFO's keyspace
-    counters (since the server started): warning under ``target``, critical under half of
-    it, ``ok`` otherwise, info with fewer than ``min_lookups`` lookups. ``advice``: the
+    counters (since the server started): warning under ``target``, critical under
+    ``settings.critical_share`` of it, ``ok`` otherwise, info with fewer than
+    ``settings.min_lookups`` lookups. ``advice``: the
     remedies the evidence supports (:func:`cache_advice`, e.g. TTLs per key family)."""
     if facts is None:
         return []
     hits, misses, rate = facts["keyspace_hits"], facts["keyspace_misses"], facts["hit_rate"]
-    lookups = hits + misses
+    lookups, min_lookups = hits + misses, settings.min_lookups
     ev = {"hit_rate": rate, "target": target, "keyspace_hits": hits, "keyspace_misses": misses,
           "evicted_keys": facts["evicted_keys"], "expired_keys": facts["expired_keys"],
           "memory_share": facts["memory_share"], "basis": f"Redis INFO since server start ({facts['uptime_s']} s ago)"}
@@ -259,7 +263,7 @@ def redis_hit_rate(facts: dict[str, Any] | None, target: float = 0.60, min_looku
     remedies = list(advice) or [
         "Increase TTL of the hottest key families (runbook: 1 h lists, 2 h single items, 24 h computed results) "
         "and delete keys on write; cache more endpoints; pre-warm the cache on start-up."]
-    return [Finding("cache.low_hit_rate", "critical" if rate < target * CRITICAL_SHARE_OF_TARGET else "warning",
+    return [Finding("cache.low_hit_rate", "critical" if rate < target * settings.critical_share else "warning",
                     f"Redis keyspace hit rate {_fmt_pct(rate)} is under the {_fmt_pct(target)} target "
                     f"({misses} misses of {lookups} lookups since Redis started)",
                     subject="redis", evidence=ev, recommendation="\n".join(f"- {r}" for r in remedies))]
@@ -335,10 +339,11 @@ def cached_vs_rest(latency: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["routes", "endpoints", "requests", "p50_s", "p95_s"])
 
 
-def uncached_candidates(latency: pd.DataFrame | None, min_requests: int = 20) -> list[dict[str, Any]]:
-    """GET routes not cached, with traffic, whose p95 is over their target or over the
-    slowest cached route's p95: the runbook's "cache more endpoints", with the numbers.
-    Health checks are never candidates."""
+def uncached_candidates(latency: pd.DataFrame | None, *, min_requests: int) -> list[dict[str, Any]]:
+    """GET routes not cached, with traffic (``min_requests``: settings.diagnostics.min_requests,
+    as latency is judged), whose p95 is over their target or over the slowest cached route's
+    p95: the runbook's "cache more endpoints", with the numbers. Health checks are never
+    candidates."""
     if latency is None or latency.empty:
         return []
     cached = latency[latency["cached"]]

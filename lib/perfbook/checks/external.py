@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from ..findings import Finding
+from ..params import External
 from . import ms, number
 from .quantile import quantiles_by
 
@@ -29,6 +30,9 @@ HEALTHY_WORDS = {"ok", "up", "healthy", "pass", "passing", "green", "available",
 
 #: The runbook's opossum options (Issue 7 §1).
 RUNBOOK_BREAKER = {"timeout": 10000, "errorThresholdPercentage": 50, "resetTimeout": 30000}
+
+#: Calls in a rolling window before the recommended breaker may trip (do not trip on 1 of 2 calls).
+BREAKER_VOLUME_THRESHOLD = 10
 
 
 _num = number
@@ -129,17 +133,19 @@ def suggested_timeout_s(p99_s: float | None, current_s: float) -> float:
     return float(min(current_s, max(1.0, math.ceil(p99_s * 1.5))))
 
 
-def slow_dependencies(latency: pd.DataFrame, slow_fraction: float = 0.5, min_calls: int = 3,
-                      errors: pd.DataFrame | None = None, timeout_share: float = 0.05) -> list[Finding]:
-    """``external.slow`` per dependency.
+def slow_dependencies(latency: pd.DataFrame, errors: pd.DataFrame | None = None, *,
+                      settings: External) -> list[Finding]:
+    """``external.slow`` per dependency, by ``settings`` (settings.external).
 
     Critical when p99 reaches the timeout (calls are timing out), or when at least
     4 × ``timeout_share`` (20 %) of calls ended in a timeout; warning when p95 ≥
     ``slow_fraction`` (½) of the timeout — half the budget gone in one call, the tail about
     to time out — or when ``timeout_share`` (5 %) of calls timed out. The timeout share
     (``errors``: :func:`dependency_errors`; of the calls made, not those the breaker
-    rejected) catches a client whose real timeout is shorter than the one the params know. ``ok`` otherwise; fewer than ``min_calls`` calls: not judged.
+    rejected) catches a client whose real timeout is shorter than the one the params know.
+    ``ok`` otherwise; fewer than ``min_calls`` calls: not judged.
     """
+    slow_fraction, min_calls, timeout_share = settings.slow_fraction, settings.min_calls, settings.timeout_share
     timeouts: dict[str, tuple[float, float]] = {}
     if errors is not None and len(errors):
         # share of the calls actually made (the breaker's rejections never reached the dependency)
@@ -217,11 +223,12 @@ def dependency_errors(requests: pd.DataFrame, service_label: str = "service",
     return out.reset_index()[cols]
 
 
-def failing_dependencies(errors: pd.DataFrame, warning: float = 0.05, critical: float = 0.20,
-                         min_calls: int = 3, timeout_for: Callable[[str], float] | None = None) -> list[Finding]:
-    """``external.errors`` per dependency whose failure rate is ≥ ``warning`` (5 %) or
-    ≥ ``critical`` (20 %). External APIs fail more than a service's own routes, so these
-    sit above the 1 %/5 % of the service's error-rate levels. ``ok`` otherwise."""
+def failing_dependencies(errors: pd.DataFrame, *, settings: External) -> list[Finding]:
+    """``external.errors`` per dependency whose failure rate is ≥ ``settings.error_rate``'s
+    warning (5 %) or critical (20 %), judged on ``settings.min_calls`` calls or more. External
+    APIs fail more than a service's own routes, so these sit above the 1 %/5 % of the
+    service's error-rate levels. ``ok`` otherwise."""
+    warning, critical, min_calls = settings.error_rate.warning, settings.error_rate.critical, settings.min_calls
     found = []
     for rec in errors.to_dict("records"):
         name, calls, rate = rec["service"], float(rec["calls"]), _num(rec["failure_rate"])
@@ -235,7 +242,7 @@ def failing_dependencies(errors: pd.DataFrame, warning: float = 0.05, critical: 
             continue
         sev = "critical" if rate >= critical else "warning"
         parts = [f"{rec[k]:.0f} {k}" for k in ("error", "timeout", "rejected") if rec[k]]
-        timeout = timeout_for(name) if timeout_for else 10.0
+        timeout = settings.timeout_for(name)
         found.append(Finding(
             "external.errors", sev,
             f"{name} fails {rate * 100:.1f} % of {calls:.0f} calls ({', '.join(parts) or 'other outcomes'})",
@@ -250,10 +257,11 @@ def failing_dependencies(errors: pd.DataFrame, warning: float = 0.05, critical: 
     return found
 
 
-def breaker_options(timeout_s: float = 10.0, volume_threshold: int = 10) -> str:
-    """opossum options, the runbook's plus a volume threshold (do not trip on 1 of 2 calls)."""
+def breaker_options(timeout_s: float) -> str:
+    """opossum options for a call with this timeout: the runbook's plus a volume threshold
+    (:data:`BREAKER_VOLUME_THRESHOLD`)."""
     return (f"{{ timeout: {timeout_s * 1000:.0f}, errorThresholdPercentage: 50, resetTimeout: 30000, "
-            f"volumeThreshold: {volume_threshold} }}")
+            f"volumeThreshold: {BREAKER_VOLUME_THRESHOLD} }}")
 
 
 # --------------------------------------------------------------------------- circuit breaker
@@ -311,8 +319,8 @@ def dependency_of(breaker: str, services: Iterable[str]) -> str:
     return breaker
 
 
-def open_breakers(transitions: pd.DataFrame, services: Iterable[str] = (),
-                  timeout_for: Callable[[str], float] | None = None, snapshot: bool = False) -> list[Finding]:
+def open_breakers(transitions: pd.DataFrame, services: Iterable[str] = (), *,
+                  timeout_for: Callable[[str], float], snapshot: bool = False) -> list[Finding]:
     """``external.circuit_open`` per breaker: critical when open (or half-open) at the
     window's end, warning when it opened during the window and has closed since, ``ok``
     when it stayed closed. The subject is the dependency it guards (:func:`dependency_of`).
@@ -325,7 +333,7 @@ def open_breakers(transitions: pd.DataFrame, services: Iterable[str] = (),
               "half_opens": rec["half_opens"], "open_share": rec["open_share"],
               "half_open_share": rec["half_open_share"], "instances": rec["instances"],
               "first_open": rec["first_open"], "last_open": rec["last_open"]}
-        timeout = timeout_for(dep) if timeout_for else 10.0
+        timeout = timeout_for(dep)
         rec_text = (f"The breaker protects the service from {dep}; while it is open, requests fail fast. "
                     f"Fix {dep} itself (see external.slow / external.errors), keep a fallback for open-breaker "
                     f"time (cached or degraded answer), and keep the runbook's options: {breaker_options(timeout)}. "
@@ -399,7 +407,7 @@ def probe_summary(probes: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def probe_findings(summary: pd.DataFrame, timeout_for: Callable[[str], float] | None = None) -> list[Finding]:
+def probe_findings(summary: pd.DataFrame, *, timeout_for: Callable[[str], float]) -> list[Finding]:
     """``external.errors`` from active probes: critical when a dependency never answered
     well after its retries; info when it did only after a retry (flaky); ``ok`` at once."""
     found = []
@@ -415,7 +423,7 @@ def probe_findings(summary: pd.DataFrame, timeout_for: Callable[[str], float] | 
                 subject=name, evidence=ev,
                 recommendation=f"{name} is down or unreachable from here: check its status page and network path; "
                                f"meanwhile the breaker should be open and a fallback serving "
-                               f"({breaker_options(timeout_for(name) if timeout_for else 10.0)})."))
+                               f"({breaker_options(timeout_for(name))})."))
         elif rec["attempts"] > 1:
             found.append(Finding("external.errors", "info",
                                  f"{name} answered only after {rec['attempts']} attempts ({rec['errors']})",

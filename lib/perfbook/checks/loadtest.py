@@ -9,18 +9,20 @@ points, the breaking point and the recovery behaviour. Here a stage **breaks** w
 steady load (statistics reset once all users run):
 
 - an endpoint's p95 is above its p95 target (params ``endpoints``; the runbook's Response
-  Time Targets), with at least :data:`MIN_REQUESTS` requests to judge on; or
+  Time Targets), with at least ``settings.load_test.min_requests`` (5) requests to judge on; or
 - the error rate (failures other than HTTP 429) is above ``thresholds.error_rate.warning``
   (1 %: the usual SLO bar, and the brief's); or
 - throughput stops growing: more users than the previous stage but less than
-  :data:`MIN_GAIN` (10 %) more requests per second — the service is saturated, extra
+  ``settings.load_test.min_gain`` (10 %) more requests per second — the service is saturated, extra
   users only queue (Little's law: latency grows instead).
 
 The *breaking point* is the first stage where any rule holds; the *maximum sustainable
 load* the last stage before it. How bad a breaking point is depends on the load the
 service must hold (``settings.load_test.expected_users``, default the first stage — the
-runbook's "Baseline"): breaking at or below it is critical, below twice it (less than 2x
-headroom, the usual capacity-planning margin) a warning, above that information.
+runbook's "Baseline"): breaking at or below it is critical, at or below
+``settings.load_test.headroom_warning`` times it (2x, the usual capacity-planning margin: the
+capacity lies below the breaking stage, so a break at exactly twice the expected users already
+means less headroom) a warning, above that information.
 Saturation alone, with latency and errors within target, is information.
 """
 from __future__ import annotations
@@ -34,18 +36,8 @@ from typing import Any
 import pandas as pd
 
 from ..findings import Finding
+from ..params import LoadTest
 from ..web import REJECTED_SUFFIX  # the load generator's name for HTTP 429 rejections
-
-#: A stage's endpoint p95 is judged only on this many requests or more.
-MIN_REQUESTS = 5
-#: Throughput must grow by at least this share when users grow, else the stage saturates.
-MIN_GAIN = 0.10
-#: Locust warns when its CPU is above 90 %: the generator may then be the bottleneck.
-GENERATOR_CPU_LIMIT = 90.0
-#: Less headroom than this over the expected users is a warning. The capacity lies below the
-#: breaking stage (between the last stage that held and it), so a break at exactly twice the
-#: expected users already means less than this headroom.
-HEADROOM_WARNING = 2.0
 
 AGGREGATED = "Aggregated"
 
@@ -149,10 +141,11 @@ def stage_table(stats: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols + extra)
 
 
-def endpoint_table(stats: pd.DataFrame, endpoints: Iterable[Any]) -> pd.DataFrame:
+def endpoint_table(stats: pd.DataFrame, endpoints: Iterable[Any], *, min_requests: int) -> pd.DataFrame:
     """One row per stage and request name: requests, req/s, p50/p95/p99 (ms), error rate,
     the endpoint's p95 target (ms; NaN when the name is not a params endpoint) and
-    whether p95 is over it."""
+    whether p95 is over it (judged on ``min_requests`` requests or more:
+    settings.load_test.min_requests)."""
     cols = ["stage", "kind", "users", "endpoint", "requests", "rps", "p50_ms", "p95_ms", "p99_ms",
             "error_rate", "rejected", "target_p95_ms", "over_target"]
     if stats is None or stats.empty:
@@ -166,7 +159,7 @@ def endpoint_table(stats: pd.DataFrame, endpoints: Iterable[Any]) -> pd.DataFram
         rej = rejected.get((rec["stage"], rec["name"]), 0)
         target = targets.get(rec["name"], math.nan)
         p95 = rec["p95"]
-        judged = n >= MIN_REQUESTS and not math.isnan(target) and p95 is not None and not pd.isna(p95)
+        judged = n >= min_requests and not math.isnan(target) and p95 is not None and not pd.isna(p95)
         rows.append({"stage": rec["stage"], "kind": rec.get("kind", "stage"), "users": int(rec["users"]),
                      "endpoint": rec["name"], "requests": int(n), "rps": rec["rps"], "p50_ms": rec["p50"],
                      "p95_ms": p95, "p99_ms": rec["p99"],
@@ -178,11 +171,12 @@ def endpoint_table(stats: pd.DataFrame, endpoints: Iterable[Any]) -> pd.DataFram
 # --------------------------------------------------------------------------- breaking point
 
 
-def stage_break_reasons(stage: dict, endpoints: pd.DataFrame, previous: dict | None,
-                        error_rate: float = 0.01, min_gain: float = MIN_GAIN) -> dict[str, str]:
+def stage_break_reasons(stage: dict, endpoints: pd.DataFrame, previous: dict | None, *,
+                        error_rate: float, min_gain: float) -> dict[str, str]:
     """Why one stage breaks, by rule: ``latency``, ``errors``, ``throughput`` → reason text.
     ``stage`` is a row of :func:`stage_table`, ``endpoints`` its rows of :func:`endpoint_table`,
-    ``previous`` the stage before (for the throughput rule)."""
+    ``previous`` the stage before (for the throughput rule). ``error_rate``: the bar
+    (thresholds.error_rate.warning); ``min_gain``: settings.load_test.min_gain."""
     reasons: dict[str, str] = {}
     over = endpoints[endpoints["over_target"]] if not endpoints.empty else endpoints
     if len(over):
@@ -201,7 +195,7 @@ def stage_break_reasons(stage: dict, endpoints: pd.DataFrame, previous: dict | N
     return reasons
 
 
-def stop_rule(endpoints: Iterable[Any], error_rate: float = 0.01) -> Callable[[Any], str | None]:
+def stop_rule(endpoints: Iterable[Any], *, settings: LoadTest, error_rate: float) -> Callable[[Any], str | None]:
     """For :func:`perfbook.sources.loadgen.run`: the reason to stop climbing after a
     stage (latency or errors over target; saturation alone does not stop the test)."""
     eps = list(endpoints)
@@ -211,13 +205,14 @@ def stop_rule(endpoints: Iterable[Any], error_rate: float = 0.01) -> Callable[[A
         st = stage_table(stats)
         if st.empty:
             return None
-        reasons = stage_break_reasons(st.iloc[0].to_dict(), endpoint_table(stats, eps), None, error_rate)
+        reasons = stage_break_reasons(st.iloc[0].to_dict(), endpoint_table(stats, eps, min_requests=settings.min_requests),
+                                      None, error_rate=error_rate, min_gain=settings.min_gain)
         return "; ".join(reasons.values()) or None
     return rule
 
 
-def breaking_point(stages: pd.DataFrame, endpoints: pd.DataFrame, error_rate: float = 0.01,
-                   min_gain: float = MIN_GAIN) -> tuple[pd.DataFrame, dict[str, Any]]:
+def breaking_point(stages: pd.DataFrame, endpoints: pd.DataFrame, *, error_rate: float,
+                   min_gain: float) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Judge each climbing stage (kind ``stage``) in order.
 
     Returns the stage table with a ``verdict`` (holds / saturated / breaks) and ``reasons``
@@ -233,7 +228,7 @@ def breaking_point(stages: pd.DataFrame, endpoints: pd.DataFrame, error_rate: fl
     for i, row in climb.iterrows():
         rec = row.to_dict()
         eps = endpoints[endpoints["stage"] == rec["stage"]] if not endpoints.empty else endpoints
-        reasons = stage_break_reasons(rec, eps, previous, error_rate, min_gain)
+        reasons = stage_break_reasons(rec, eps, previous, error_rate=error_rate, min_gain=min_gain)
         if reasons:
             out.loc[i, "verdict"] = "breaks" if ("latency" in reasons or "errors" in reasons) else "saturated"
             out.loc[i, "reasons"] = "; ".join(reasons.values())
@@ -279,29 +274,30 @@ def no_requests_finding(stages: pd.DataFrame, idle: list[str]) -> Finding:
                        "the load-test section once it sends requests in every stage.")
 
 
-def breaking_stage(stages: pd.DataFrame, endpoints: pd.DataFrame, error_rate: float = 0.01) -> dict | None:
+def breaking_stage(stages: pd.DataFrame, endpoints: pd.DataFrame, *, settings: LoadTest,
+                   error_rate: float) -> dict | None:
     """The breaking stage's row (see :func:`breaking_point`), or None (no stage broke, or no stages)."""
     if stages is None or stages.empty:
         return None
-    return breaking_point(stages, endpoints, error_rate)[1]["breaking"]
+    return breaking_point(stages, endpoints, error_rate=error_rate, min_gain=settings.min_gain)[1]["breaking"]
 
 
-def recovery(stages: pd.DataFrame, endpoints: pd.DataFrame, error_rate: float = 0.01,
+def recovery(stages: pd.DataFrame, endpoints: pd.DataFrame, *, settings: LoadTest, error_rate: float,
              watch: Iterable[str] = ()) -> dict[str, Any] | None:
     """After the peak, does the service come back? The recovery stage (kind ``recovery``)
-    recovers when every endpoint's p95 is within target and the error rate within bar.
+    recovers when every endpoint's p95 is within target and the error rate within ``error_rate``.
     ``watch``: endpoints that broke; when one of them has fewer than
-    :data:`MIN_REQUESTS` served requests in the recovery stage, ``recovered`` is None
+    ``settings.min_requests`` served requests in the recovery stage, ``recovered`` is None
     (cannot tell). Returns None when there was no recovery stage."""
     rec_rows = stages[stages["kind"] == "recovery"]
     if rec_rows.empty:
         return None
     rec = rec_rows.iloc[-1].to_dict()
     eps = endpoints[endpoints["stage"] == rec["stage"]] if not endpoints.empty else endpoints
-    reasons = stage_break_reasons(rec, eps, None, error_rate)
+    reasons = stage_break_reasons(rec, eps, None, error_rate=error_rate, min_gain=settings.min_gain)
     first = stages[stages["kind"] == "stage"]
     base_p95 = float(pd.to_numeric(first["p95_ms"], errors="coerce").iloc[0]) if len(first) else math.nan
-    served = set(eps.loc[eps["requests"] >= MIN_REQUESTS, "endpoint"]) if not eps.empty else set()
+    served = set(eps.loc[eps["requests"] >= settings.min_requests, "endpoint"]) if not eps.empty else set()
     unseen = [e for e in watch if e not in served]
     recovered: bool | None = not reasons
     if recovered and unseen:
@@ -312,14 +308,14 @@ def recovery(stages: pd.DataFrame, endpoints: pd.DataFrame, error_rate: float = 
             "rps": rec["rps"]}
 
 
-def _severity(users: int, expected: int | None) -> str:
+def _severity(users: int, expected: int | None, headroom_warning: float) -> str:
     """From the stage that broke (``users``): at or below the expected load, critical; at or
-    below :data:`HEADROOM_WARNING` times it, warning (the capacity is below the breaking stage,
+    below ``headroom_warning`` times it, warning (the capacity is below the breaking stage,
     so less than that headroom); above, info."""
     expected = expected or users
     if users <= expected:
         return "critical"
-    if users <= HEADROOM_WARNING * expected:
+    if users <= headroom_warning * expected:
         return "warning"
     return "info"
 
@@ -327,12 +323,13 @@ def _severity(users: int, expected: int | None) -> str:
 _BUMP = {"ok": "warning", "info": "warning", "warning": "critical", "critical": "critical"}
 
 
-def breaking_point_findings(stages: pd.DataFrame, endpoints: pd.DataFrame, *, service: str = "",
-                            expected_users: int | None = None, error_rate: float = 0.01,
+def breaking_point_findings(stages: pd.DataFrame, endpoints: pd.DataFrame, *, settings: LoadTest,
+                            error_rate: float, service: str = "", expected_users: int | None = None,
                             stopped: str | None = None) -> tuple[pd.DataFrame, list[Finding]]:
     """The stress test's conclusion: ``loadtest.breaking_point`` (subject: the breaking
-    stage, e.g. "100 users"), its severity from the headroom over the expected load and
-    whether the service recovered; ``ok`` when every stage held. A stage in which the
+    stage, e.g. "100 users"), its severity from the headroom over the expected load
+    (``settings.headroom_warning``) and whether the service recovered; ``ok`` when every
+    stage held. ``error_rate``: the stage's bar (thresholds.error_rate.warning). A stage in which the
     generator sent nothing gives ``loadtest.no_requests`` instead (:func:`idle_stages`)."""
     idle = idle_stages(stages)
     if idle:
@@ -340,11 +337,11 @@ def breaking_point_findings(stages: pd.DataFrame, endpoints: pd.DataFrame, *, se
         climb["verdict"] = ["no requests" if str(st) in idle else "not judged" for st in climb["stage"]]
         climb["reasons"] = ""
         return climb, [no_requests_finding(stages, idle)]
-    judged, info = breaking_point(stages, endpoints, error_rate)
+    judged, info = breaking_point(stages, endpoints, error_rate=error_rate, min_gain=settings.min_gain)
     broke = info["breaks"]
     watch = (endpoints.loc[(endpoints["stage"] == broke["stage"]) & endpoints["over_target"], "endpoint"].tolist()
              if broke is not None and not endpoints.empty else [])
-    rec = recovery(stages, endpoints, error_rate, watch)
+    rec = recovery(stages, endpoints, settings=settings, error_rate=error_rate, watch=watch)
     if judged.empty:
         return judged, []
     expected = expected_users or int(judged.iloc[0]["users"])
@@ -379,7 +376,7 @@ def breaking_point_findings(stages: pd.DataFrame, endpoints: pd.DataFrame, *, se
                                 "Latency did not come back after the peak: look for queues that do not drain "
                                 "(connection pool, event loop, memory) in the bottlenecks and database sections.")]
     harmful = info["breaks"]
-    sev = _severity(int(harmful["users"]), expected) if harmful is not None else "info"
+    sev = _severity(int(harmful["users"]), expected, settings.headroom_warning) if harmful is not None else "info"
     if rec is not None and rec["recovered"] is False:
         sev = _BUMP[sev]
     evidence.update(breaking_users=brk["users"], breaking_rps=brk["rps"], breaking_p95_ms=brk["p95_ms"],
@@ -388,7 +385,7 @@ def breaking_point_findings(stages: pd.DataFrame, endpoints: pd.DataFrame, *, se
     kind = "breaks" if ("latency" in brk["reasons"] or "errors" in brk["reasons"]) else "saturates"
     title = (f"{service + ' ' if service else ''}{kind} at {brk['users']} users: {'; '.join(brk['reasons'].values())}. "
              f"Max sustainable load {sustain}.{recovered_txt}")
-    if not math.isnan(gen_max) and gen_max > GENERATOR_CPU_LIMIT:
+    if not math.isnan(gen_max) and gen_max > settings.generator_cpu_limit:
         title += f" (Generator CPU reached {gen_max:.0f} %: the limit may be the generator's; add workers.)"
     recommendation = (
         f"Capacity per instance is about {ms['rps']:.0f} req/s at {ms['users']} users; "

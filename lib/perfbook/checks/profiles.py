@@ -30,18 +30,6 @@ from ..findings import Finding
 #: Pseudo-frames of a V8 CPU profile: not code anyone can change.
 PSEUDO_FRAMES = ("(root)", "(program)", "(idle)", "(garbage collector)")
 
-#: A function is a hot path when its (application) time is at least this share of the
-#: profile's busy (non-idle) time. 10 %: below that, optimising it cannot move CPU much.
-HOT_SHARE = 0.10
-
-#: Garbage collection above this share of busy time means allocation churn (V8 guidance:
-#: a healthy service spends a few percent in GC).
-GC_SHARE = 0.10
-
-#: Heap growth between two snapshots that counts as a leak signal: 10 %, the same bar
-#: as the memory-growth check on metrics (see :mod:`perfbook.checks.resources`).
-LEAK_GROWTH_SHARE = 0.10
-
 #: Dominator tree (retained sizes) only up to this many nodes: the pure-Python algorithm
 #: takes about 1 s per 100k nodes. Larger snapshots get self sizes only.
 MAX_RETAINED_NODES = 1_500_000
@@ -205,13 +193,14 @@ def hot_paths(profile: dict[str, Any], top: int = 10) -> pd.DataFrame:
     return out.sort_values("app_ms", ascending=False).head(top).reset_index(drop=True)
 
 
-def hot_path_findings(paths: pd.DataFrame, summary: dict[str, float], source: str = "",
-                      hot_share: float = HOT_SHARE, gc_share: float = GC_SHARE) -> list[Finding]:
+def hot_path_findings(paths: pd.DataFrame, summary: dict[str, float], source: str = "", *,
+                      hot_share: float, gc_share: float) -> list[Finding]:
     """``cpu.saturation`` *info* findings naming where a CPU profile's time goes.
 
-    One per application function charged at least ``hot_share`` of busy time (the
-    runbook's "identify hot paths"), one if garbage collection takes ``gc_share`` or more
-    (allocation churn), else one ``ok``. Info, not warning: a profile shows where CPU
+    One per application function charged at least ``hot_share`` of busy time
+    (settings.diagnostics.hot_path_share; the runbook's "identify hot paths"), one if garbage
+    collection takes ``gc_share`` (settings.diagnostics.gc_share) or more (allocation churn),
+    else one ``ok``. Info, not warning: a profile shows where CPU
     goes, not that there is too little of it — the metrics checks judge saturation.
     """
     found = []
@@ -454,11 +443,11 @@ def is_user_constructor(name: str) -> bool:
     return bool(name) and not name.startswith("(") and not name.startswith("system /")
 
 
-def leak_findings(growth: pd.DataFrame, min_growth_share: float = LEAK_GROWTH_SHARE,
-                  source: str = "") -> list[Finding]:
+def leak_findings(growth: pd.DataFrame, source: str = "", *, min_growth_share: float) -> list[Finding]:
     """``memory.growth`` from two heap snapshots (the runbook's "identify leaking objects").
 
-    Warning when the heap grew by at least ``min_growth_share`` between the snapshots:
+    Warning when the heap grew by at least ``min_growth_share`` between the snapshots (the
+    same bar as the memory-growth check on metrics: settings.diagnostics.growth_min_share):
     the subject is the application constructor that grew most (by retained size when
     known, else self size), with its count and size deltas and the runners-up in the
     evidence. Otherwise one ``ok`` finding.

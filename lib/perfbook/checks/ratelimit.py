@@ -73,12 +73,11 @@ def rejections_by_route(http_counts: pd.DataFrame, limiter_hits: pd.DataFrame | 
                              ignore_index=True)
 
 
-def rejection_findings(table: pd.DataFrame, warning: float = 0.01, critical: float = 0.10,
-                       basis: str = "") -> list[Finding]:
+def rejection_findings(table: pd.DataFrame, basis: str = "", *, warning: float, critical: float) -> list[Finding]:
     """``ratelimit.rejections`` per endpoint that answered 429 (or whose limiter counted hits).
 
-    Severity by the share of the endpoint's requests rejected: ≥ ``critical`` (10 %)
-    critical, ≥ ``warning`` (1 %) warning, else info — a few 429s are a limiter doing its
+    Severity by the share of the endpoint's requests rejected (settings.rate_limiting.
+    rejection_share): ≥ ``critical`` (10 %) critical, ≥ ``warning`` (1 %) warning, else info — a few 429s are a limiter doing its
     job; a large share means legitimate clients are turned away or one client is abusing
     the route. One ``ok`` finding when nothing was rejected.
     """
@@ -194,8 +193,8 @@ DEFAULT_WINDOW_S = 60
 
 
 def expensive_route_limits(endpoints: Iterable[Any], bursts: dict[str, pd.DataFrame | str],
-                           limiter: pd.DataFrame | None = None, max_per_minute: float = 120.0,
-                           limits: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[Finding]]:
+                           limiter: pd.DataFrame | None = None, limits: pd.DataFrame | None = None, *,
+                           max_per_minute: float) -> tuple[pd.DataFrame, list[Finding]]:
     """Is each expensive endpoint (params ``expensive: true``) rate-limited, tightly enough?
 
     ``bursts``: per endpoint name, the burst's answers, or a string saying why no burst
@@ -203,7 +202,8 @@ def expensive_route_limits(endpoints: Iterable[Any], bursts: dict[str, pd.DataFr
     :func:`rejections_by_route` (limiter hits per endpoint).
 
     Limited: a 429 in the burst, or limiter hits on the route in the metrics, or
-    rate-limit headers announcing a limit of at most ``max_per_minute`` per minute (the
+    rate-limit headers announcing a limit of at most ``max_per_minute`` per minute
+    (settings.rate_limiting.expensive_max_per_minute; the
     window from ``RateLimit-Policy``, else express-rate-limit's default 60 s). A burst
     answered without any of these → ``ratelimit.missing`` (warning: an expensive operation
     anyone can call without limit — cost and capacity exposure), also when the only limit
@@ -301,7 +301,7 @@ def expensive_limiter_snippet(path: str, sized: dict | None = None) -> str:
 # --------------------------------------------------------------------------- recommended limits
 
 
-def peak_per_window(rates: pd.DataFrame | None, window_s: float, q: float = 0.99) -> float | None:
+def peak_per_window(rates: pd.DataFrame | None, window_s: float, *, q: float) -> float | None:
     """The ``q``-quantile over time of a per-second rate series, as requests per ``window_s``.
 
     ``rates``: ``timestamp`` + ``value`` (req/s), already summed to what is being limited.
@@ -323,20 +323,21 @@ def _nice_ceiling(x: float) -> int:
     return int(10 * mag)  # pragma: no cover
 
 
-def recommended_limits(route_rates: pd.DataFrame | None, endpoints: Iterable[Any], headroom: float = 2.0,
-                       client_label_present: bool = False, average_only_over_s: float | None = None,
-                       totals: pd.DataFrame | None = None, method_label: str = "method",
-                       route_label: str = "route") -> pd.DataFrame:
+def recommended_limits(route_rates: pd.DataFrame | None, endpoints: Iterable[Any], *, headroom: float,
+                       peak_quantile: float, client_label_present: bool = False,
+                       average_only_over_s: float | None = None, totals: pd.DataFrame | None = None,
+                       method_label: str = "method", route_label: str = "route") -> pd.DataFrame:
     """The runbook's two limiters with ``max`` from the traffic seen.
 
     ``route_rates``: per-second request rate over time by method and route (Prometheus);
-    ``max`` = p99 over time of the requests per limiter window × ``headroom`` (2×), rounded
+    ``max`` = the ``peak_quantile`` (p99) over time of the requests per limiter window ×
+    ``headroom`` (2×; both settings.rate_limiting), rounded
     up to 1-2-5, and never tighter than the runbook's value for ``/api/`` (100 per 15 min,
     its public default). For expensive routes with no traffic the runbook's 5 per minute
     stands. Without a client label the per-client rate is unknown and the whole route's
     rate is used: an upper bound, said in the ``basis`` column.
     In snapshot mode pass ``totals`` (requests by method/route since start) and
-    ``average_only_over_s`` (the uptime): the average rate stands in for the p99.
+    ``average_only_over_s`` (the uptime): the average rate stands in for the peak.
     """
     eps = list(endpoints)
     who = "per client" if client_label_present else "all clients together (no client label: an upper bound per client)"
@@ -350,10 +351,10 @@ def recommended_limits(route_rates: pd.DataFrame | None, endpoints: Iterable[Any
             return pd.DataFrame({"timestamp": [0], "value": [float(sel["value"].sum()) / average_only_over_s]})
         return None
 
-    kind = "p99" if route_rates is not None and len(route_rates) else "average"
+    kind = f"p{peak_quantile * 100:g}" if route_rates is not None and len(route_rates) else "average"
     rows = []
     api = rate_frame(lambda r: str(r[route_label]).startswith("/api/"))
-    peak = peak_per_window(api, RUNBOOK_API_LIMITER["windowMs"] / 1000)
+    peak = peak_per_window(api, RUNBOOK_API_LIMITER["windowMs"] / 1000, q=peak_quantile)
     derived = _nice_ceiling(peak * headroom) if peak else None
     rows.append({"limiter": "apiLimiter", "path": "/api/", "windowMs": RUNBOOK_API_LIMITER["windowMs"],
                  "observed": peak, "max": max(RUNBOOK_API_LIMITER["max"], derived or 0),
@@ -365,7 +366,7 @@ def recommended_limits(route_rates: pd.DataFrame | None, endpoints: Iterable[Any
             continue
         r = rate_frame(lambda row, e=e: row.get(method_label) == e.method
                        and route_key(row.get(route_label)) == route_key(e.route))
-        peak = peak_per_window(r, RUNBOOK_EXPENSIVE_LIMITER["windowMs"] / 1000)
+        peak = peak_per_window(r, RUNBOOK_EXPENSIVE_LIMITER["windowMs"] / 1000, q=peak_quantile)
         derived = _nice_ceiling(peak * headroom) if peak else None
         rows.append({"limiter": "expensiveLimiter", "path": e.route, "windowMs": RUNBOOK_EXPENSIVE_LIMITER["windowMs"],
                      "observed": peak, "max": derived or RUNBOOK_EXPENSIVE_LIMITER["max"],

@@ -88,10 +88,11 @@ def total_throughput(series: pd.DataFrame) -> pd.DataFrame:
     return tot.reset_index().rename(columns={0: "value"})
 
 
-def traffic_trend(total: pd.DataFrame, spacing_s: float = 0.0, p_value: float = 0.05,
-                  min_growth: float = 0.10) -> dict[str, Any]:
+def traffic_trend(total: pd.DataFrame, *, spacing_s: float, p_value: float, min_growth: float) -> dict[str, Any]:
     """Is total traffic rising steadily? Thins the series to one point per
-    ``spacing_s`` (the rate() range), then Mann–Kendall + Theil–Sen. Returns ``rising``
+    ``spacing_s`` (the rate() range; 0 keeps every point), then Mann–Kendall + Theil–Sen:
+    rising when significant at ``p_value`` and grown by ``min_growth`` over the window
+    (settings.scaling.trend_p_value, trend_min_growth). Returns ``rising``
     (bool), ``slope_per_s``, ``intercept`` (on the full series' time axis), ``growth``
     (fitted rise over the window / mean), ``p``, ``points``."""
     out = {"rising": False, "slope_per_s": math.nan, "intercept": math.nan, "growth": math.nan,
@@ -123,9 +124,10 @@ def traffic_trend(total: pd.DataFrame, spacing_s: float = 0.0, p_value: float = 
 # --------------------------------------------------------------------------- rules
 
 
-def route_latency(series: pd.DataFrame, endpoints: Iterable[Any]) -> pd.DataFrame:
+def route_latency(series: pd.DataFrame, endpoints: Iterable[Any], *, well_within: float) -> pd.DataFrame:
     """Per params endpoint with traffic: median and max over the window of its p95 (all
-    instances together), against its p95 target."""
+    instances together), against its p95 target; ``well_within`` when the max stays under
+    that share of the target (settings.scaling.scale_in_latency_share)."""
     cols = ["endpoint", "p95_median_s", "p95_max_s", "target_p95_s", "ratio", "above_target", "well_within"]
     d = series[(series["measure"] == "route_p95") & series["route"].notna()]
     if d.empty:
@@ -139,7 +141,7 @@ def route_latency(series: pd.DataFrame, endpoints: Iterable[Any]) -> pd.DataFram
         med, mx = float(g["value"].median()), float(g["value"].max())
         t = e.targets.p95
         rows.append({"endpoint": e.name, "p95_median_s": med, "p95_max_s": mx, "target_p95_s": t,
-                     "ratio": med / t, "above_target": med > t, "well_within": mx < 0.5 * t})
+                     "ratio": med / t, "above_target": med > t, "well_within": mx < well_within * t})
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -152,8 +154,8 @@ def capacity(summary: pd.DataFrame, target_cpu: float) -> float | None:
     return float(s["rps"].sum() / s["cpu_mean"].sum() * target_cpu)
 
 
-def scaling_rules(series: pd.DataFrame, summary: pd.DataFrame, endpoints: Iterable[Any], settings: Any,
-                  spacing_s: float = 0.0, fly: Any = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def scaling_rules(series: pd.DataFrame, summary: pd.DataFrame, endpoints: Iterable[Any], settings: Any, *,
+                  spacing_s: float, fly: Any = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Evaluate the runbook's rules and the projection. Returns the rules table (rule,
     holds, evidence) and a dict with every number the findings need (``instances`` None
     when there was no data: the source was unreachable, already reported)."""
@@ -167,10 +169,11 @@ def scaling_rules(series: pd.DataFrame, summary: pd.DataFrame, endpoints: Iterab
     for inst, g in series[(series["measure"] == "cpu") & series["instance"].notna()].groupby("instance"):
         cpu_p95[inst] = float(g["value"].quantile(0.95))
     cpu_all = bool(n > 0 and summary["cpu_median"].notna().all() and (summary["cpu_median"] > target).all())
-    lat = route_latency(series, endpoints)
+    lat = route_latency(series, endpoints, well_within=settings.scale_in_latency_share)
     above = lat[lat["above_target"]] if not lat.empty else lat
     total = total_throughput(series)
-    trend = traffic_trend(total, spacing_s, settings.trend_p_value, settings.trend_min_growth)
+    trend = traffic_trend(total, spacing_s=spacing_s, p_value=settings.trend_p_value,
+                          min_growth=settings.trend_min_growth)
     cap = capacity(summary, target)
     demand = float(total["value"].quantile(0.95)) if len(total) else 0.0
     minimum = max(settings.min_instances, (fly.min_machines or 0) if fly is not None else 0)

@@ -23,6 +23,7 @@ from .settings import (
     DERIVED_PLACEHOLDERS,
     PLACEHOLDER,
     AlertRule,
+    Balance,
     Caching,
     Database,
     Diagnostics,
@@ -53,5 +54,5 @@ from .targets import (
 from .values import Duration, EnvName, HttpUrl, ParamsError, Strict, TimeSpec, parse_duration, resolve_time
 
 __all__ = [
-    "env_value", "is_loopback", "load", "parse_override", "DEFAULT_ALERTS", "DERIVED_PLACEHOLDERS", "PLACEHOLDER", "AlertRule", "Caching", "Database", "Diagnostics", "External", "Limits", "LoadStage", "LoadTest", "Monitoring", "Params", "Probes", "RateLimiting", "Scaling", "Sections", "DEFAULT_ENDPOINTS", "Endpoint", "LatencyTargets", "Level", "Metrics", "Prometheus", "Targets", "Thresholds", "Window", "parse_bytes", "path_problem", "Duration", "EnvName", "HttpUrl", "ParamsError", "Strict", "TimeSpec", "parse_duration", "resolve_time",
+    "env_value", "is_loopback", "load", "parse_override", "DEFAULT_ALERTS", "DERIVED_PLACEHOLDERS", "PLACEHOLDER", "AlertRule", "Balance", "Caching", "Database", "Diagnostics", "External", "Limits", "LoadStage", "LoadTest", "Monitoring", "Params", "Probes", "RateLimiting", "Scaling", "Sections", "DEFAULT_ENDPOINTS", "Endpoint", "LatencyTargets", "Level", "Metrics", "Prometheus", "Targets", "Thresholds", "Window", "parse_bytes", "path_problem", "Duration", "EnvName", "HttpUrl", "ParamsError", "Strict", "TimeSpec", "parse_duration", "resolve_time",
 ]

@@ -205,6 +205,17 @@ class LoadTest(Strict):
                                 "runbook's baseline); sets the severity of a breaking point")
     request_timeout: Duration = Field(10.0, gt=0, description="per request; a slower answer is a failure")
     workers: int = Field(0, ge=0, le=64, description="local locust worker processes (0 = one process)")
+    # --- how a stage is judged (runbook "Stress Testing": breaking point, degradation points) ---
+    min_requests: int = Field(
+        5, ge=1, description="an endpoint's p95 in a stage is judged on this many requests or more")
+    min_gain: float = Field(
+        0.10, ge=0, le=10, description="more users must raise served req/s by at least this share, else the "
+                                       "stage saturates (extra users only queue: Little's law)")
+    headroom_warning: float = Field(
+        2.0, ge=1, le=100, description="a break at or below this many times expected_users is a warning (2x: "
+                                       "the usual capacity-planning margin), above it information")
+    generator_cpu_limit: float = Field(
+        90.0, gt=0, le=100, description="locust warns above 90 % CPU: the generator may be the bottleneck")
 
     @field_validator("thresholds")
     @classmethod
@@ -314,7 +325,14 @@ class Monitoring(Strict):
 class Caching(Strict):
     """Issue 5: caching section."""
     cache_label: str = Field("cache", description="label of cache_hits_total/cache_misses_total naming the cache")
-    min_lookups: int = Field(20, ge=1, description="fewer lookups in the window than this: hit rate not judged")
+    min_lookups: int = Field(20, ge=1, description="fewer lookups in the window than this: the hit rate against "
+                                                   "the runbook's 60 % target (Issue 5) is not judged")
+    critical_share: float = Field(
+        0.5, gt=0, le=1, description="a hit rate under this share of thresholds.cache_hit_rate is critical "
+                                     "(under half the runbook's 60 % target most lookups go to the database)")
+    warming_rise: float = Field(
+        0.20, gt=0, le=1, description="the last quarter's hit rate this much above the first's is a cold "
+                                      "cache filling up (runbook Issue 5: pre-warm on startup)")
     scan_sample: int = Field(1000, ge=0, le=100_000, description="Redis keys sampled with SCAN (0 = no sample)")
     key_separator: str = Field(":", min_length=1, max_length=3, description="a key's prefix ends at this")
 
@@ -328,10 +346,16 @@ class RateLimiting(Strict):
     burst_concurrency: int = Field(4, ge=1, le=16)
     burst_body: dict[str, Any] = Field(default_factory=dict, description="JSON body of POST/PUT/PATCH bursts")
     headroom: float = Field(2.0, ge=1, le=100, description="recommended max = observed per-client peak x this")
-    rejection_share: Level = Level(warning=0.01, critical=0.10)
-    # The runbook's strict limiter is 5 per minute; a limit looser than this on an
-    # expensive route protects nothing (a global /api/ limit of thousands, say).
-    expensive_max_per_minute: float = Field(120.0, gt=0)
+    peak_quantile: float = Field(
+        0.99, gt=0, le=1, description="the observed peak is this quantile over time of the requests per "
+                                      "limiter window (p99: a limit the traffic seen stays under)")
+    rejection_share: Level = Field(
+        Level(warning=0.01, critical=0.10), description="share of a route's requests answered 429: a few are a "
+                                                        "limiter doing its job (Issue 6), 1 % turns clients away, "
+                                                        "10 % is abuse or a limit too tight")
+    expensive_max_per_minute: float = Field(
+        120.0, gt=0, description="an expensive route limited looser than this per minute is not limited (the "
+                                 "runbook's strict limiter is 5 per minute; a global /api/ limit protects nothing)")
     client_labels: list[str] = Field(default_factory=lambda: ["client", "ip", "client_ip", "key", "user"])
 
 
@@ -340,12 +364,20 @@ class External(Strict):
     service_label: str = "service"
     outcome_label: str = "outcome"
     breaker_label: str = "name"
-    # The runbook's axios / opossum timeout: 10 s; per dependency where it differs.
-    default_timeout: Duration = 10.0
-    timeouts: dict[str, Duration] = Field(default_factory=dict)
-    slow_fraction: float = Field(0.5, gt=0, le=1, description="p95 at this share of the timeout is slow")
-    error_rate: Level = Level(warning=0.05, critical=0.20)
+    default_timeout: Duration = Field(
+        10.0, gt=0, description="the runbook's axios / opossum timeout (Issue 7 §1: timeout: 10000)")
+    timeouts: dict[str, Duration] = Field(default_factory=dict, description="per dependency where it differs")
+    slow_fraction: float = Field(
+        0.5, gt=0, le=1, description="p95 at this share of the timeout is slow: half the budget gone in one call, "
+                                     "the tail about to time out")
+    error_rate: Level = Field(
+        Level(warning=0.05, critical=0.20), description="failure rate of a dependency's calls; external APIs "
+                                                        "fail more than a service's own routes, so above the 1 %/5 % "
+                                                        "of thresholds.error_rate")
     min_calls: int = Field(3, ge=1, description="fewer calls than this: latency and error rate not judged")
+    timeout_share: float = Field(
+        0.05, gt=0, le=0.25, description="this share of calls timing out is slow (warning), 4x it critical: a "
+                                         "client whose real timeout is shorter than the params know")
     probe_timeout: Duration = Field(5.0, gt=0, le=60)
     probe_retries: int = Field(3, ge=0, le=5, description="retries after 1 s, 2 s, 4 s (runbook)")
     probe_budget: Duration = Field(30.0, gt=0, le=300, description="all probes of one dependency")
@@ -356,39 +388,86 @@ class External(Strict):
 
 class Scaling(Strict):
     """Issue 4 Horizontal Scaling: the numbers behind scale-out / scale-in."""
-    # Runbook: "Scale out when CPU > 70% on all instances"; its [[metrics]] cpu target is 70.
-    target_cpu_percent: float = Field(70.0, gt=0, le=100)
-    # Clearly over-provisioned: every instance under this CPU and latency under half its target.
-    scale_in_cpu_percent: float = Field(20.0, ge=0, le=100)
-    # Runbook [scaling] min_machines = 2: never fewer, for availability.
-    min_instances: int = Field(2, ge=1, le=1000)
-    # "Traffic increasing steadily": total req/s trend significant at this level (Mann-Kendall).
-    trend_p_value: float = Field(0.05, gt=0, lt=1)
+    target_cpu_percent: float = Field(
+        70.0, gt=0, le=100, description="runbook Issue 4: \"Scale out when CPU > 70% on all instances\"; its "
+                                        "[[metrics]] cpu target is 70")
+    scale_in_cpu_percent: float = Field(
+        20.0, ge=0, le=100, description="clearly over-provisioned: every instance's CPU p95 under this (and "
+                                        "latency under scale_in_latency_share of its target)")
+    scale_in_latency_share: float = Field(
+        0.5, gt=0, le=1, description="scale in only when every endpoint's p95 stays under this share of its "
+                                     "target all window (clearly fast, not just within target)")
+    min_instances: int = Field(
+        2, ge=1, le=1000, description="runbook [scaling] min_machines = 2: never fewer, for availability")
+    trend_p_value: float = Field(
+        0.05, gt=0, lt=1, description="runbook Issue 4 \"Traffic increasing steadily\": total req/s trend "
+                                      "significant at this level (Mann-Kendall)")
     trend_min_growth: float = Field(0.10, ge=0, description="and grown by at least this share over the window")
+
+
+class Balance(Strict):
+    """Issue 3, Load Balancing Adjustments: when the load is uneven across instances. A
+    balancer doing its job keeps instances within some 10-20 % of the mean; the CPU levels
+    are thresholds.cpu_percent (normal top, warning)."""
+    max_over_mean: float = Field(
+        1.3, gt=1, le=10, description="busiest instance at this multiple of the mean is uneven (a 65/35 "
+                                      "split between two)")
+    cv: float = Field(0.25, gt=0, le=10, description="coefficient of variation across instances that is uneven")
+    min_rps: float = Field(0.5, ge=0, description="less traffic than this (req/s in all): balance not judged")
+    min_cpu_mean: float = Field(
+        10.0, ge=0, le=100, description="CPU imbalance is judged only when the fleet's mean CPU is at least "
+                                        "this (% of a core): idle instances differ by noise")
+    min_hot_share: float = Field(
+        0.5, gt=0, le=1, description="imbalanced for at least this share of the window's points (a spike "
+                                     "is not imbalance)")
 
 
 class Diagnostics(Strict):
     """Quick diagnostics and Issue 1 (bottlenecks): how the window's levels are judged."""
-    # CPU % and event-loop lag are judged at this quantile of the window's scrapes: a level
-    # held 10 % of the time, not one spike (memory and connections are judged at their max).
-    sustained_quantile: float = Field(0.9, gt=0, le=1)
-    # ... and a level must be held at least this long to count (one spike is not a level).
-    sustained_for: Duration = 20.0
-    # Error rate and latency are not judged on fewer requests than this per route.
-    min_requests: int = Field(20, ge=1)
-    # Memory growth (leak suspicion): slope of a straight-line fit over the window at least
-    # this many MB per minute, fit R^2 at least this, and total growth at least this share.
-    growth_min_mb_per_min: float = Field(0.5, ge=0)
-    growth_min_r2: float = Field(0.8, ge=0, le=1)
-    growth_min_share: float = Field(0.10, ge=0)
-    # Growth that reaches the memory limit within this time at the fitted slope is critical.
-    growth_critical_horizon: Duration = 3600.0
+    sustained_quantile: float = Field(
+        0.9, gt=0, le=1, description="CPU % and event-loop lag are judged at this quantile of the window's "
+                                     "scrapes against the runbook's Resource Utilization levels: a level held "
+                                     "10 % of the time, not one spike (memory and connections at their max)")
+    sustained_for: Duration = Field(
+        20.0, ge=0, description="and a level must be held at least this long to count (one spike is not a level)")
+    min_requests: int = Field(
+        20, ge=1, description="error rate and latency are not judged on fewer requests than this per route "
+                             "(three slow requests are an anecdote, not a p95)")
+    latency_critical_factor: float = Field(
+        2.0, gt=1, le=100, description="a percentile over its target is a warning, over this many times it "
+                                       "critical (the runbook gives only the target; 2x is where users notice "
+                                       "and where the 3 s p95 alert sits for /api/*)")
+    # Memory growth (runbook Issue 1 §3, leak suspicion): a straight line fitted over the window.
+    growth_min_mb_per_min: float = Field(0.5, ge=0, description="growth: a fitted slope of at least this many MB/min")
+    growth_min_r2: float = Field(
+        0.8, ge=0, le=1, description="and a fit R² of at least this (a steady rise, not one step or GC noise)")
+    growth_min_share: float = Field(
+        0.10, ge=0, description="and a rise of at least this share of the start (more than warm-up jitter); "
+                                "also the heap-snapshot leak bar")
+    growth_critical_horizon: Duration = Field(
+        3600.0, ge=0, description="growth that reaches the memory limit within this time at the fitted slope "
+                                  "is critical")
     # Snapshot mode (no Prometheus): seconds between the two /metrics scrapes that give rates.
     snapshot_interval: Duration = Field(5.0, gt=0, le=60)
     # instance.down: an instance is down only after consecutive failed scrapes (up == 0)
     # spanning at least this long; scrapes every instance missed at once are a monitoring gap.
     down_for: Duration = Field(15.0, gt=0, description="least outage (consecutive failed scrapes) that is "
                                                        "an instance down, not a flap")
+    min_errors: int = Field(
+        5, ge=1, description="a route with this many 5xx answers is judged even under min_requests")
+    # Issue 1 (bottlenecks): which routes move with CPU (Pearson r of busy time against CPU %).
+    correlation_min_r: float = Field(
+        0.5, ge=0, le=1, description="a route whose busy time correlates with CPU at this r or more moves "
+                                     "with it (0.5: a strong correlation by the usual reading)")
+    correlation_min_points: int = Field(
+        6, ge=3, description="fewer points of the window than this: no correlation computed")
+    # CPU profiles (runbook Issue 1 §2, "identify hot paths").
+    hot_path_share: float = Field(
+        0.10, gt=0, le=1, description="a function with this share of the profile's busy time is a hot path "
+                                      "(below it, optimising it cannot move CPU much)")
+    gc_share: float = Field(
+        0.10, gt=0, le=1, description="garbage collection above this share of busy time is allocation churn "
+                                      "(V8 guidance: a healthy service spends a few percent in GC)")
 
 
 class Limits(Strict):
@@ -411,6 +490,7 @@ class Sections(Strict):
     database: Database = Database()
     load_test: LoadTest = LoadTest()
     scaling: Scaling = Scaling()
+    balance: Balance = Balance()
     monitoring: Monitoring = Monitoring()
     caching: Caching = Caching()
     rate_limiting: RateLimiting = RateLimiting()

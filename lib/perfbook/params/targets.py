@@ -227,18 +227,23 @@ class Level(Strict):
 
 
 class Thresholds(Strict):
-    # Runbook "Resource Utilization Targets": CPU 30-50 % normal, 70 warning, 85 critical.
-    cpu_percent: Level = Level(normal=50, warning=70, critical=85)
-    # Memory 40-60 % normal, 80 warning, 90 critical.
-    memory_percent: Level = Level(normal=60, warning=80, critical=90)
-    # Event loop lag < 10 ms normal, 50 ms warning, 100 ms critical (seconds here).
-    eventloop_lag_seconds: Level = Level(normal=0.010, warning=0.050, critical=0.100)
+    cpu_percent: Level = Field(
+        Level(normal=50, warning=70, critical=85),
+        description="runbook Resource Utilization Targets: CPU 30-50 % normal, 70 warning, 85 critical")
+    memory_percent: Level = Field(
+        Level(normal=60, warning=80, critical=90),
+        description="runbook Resource Utilization Targets: memory 40-60 % normal, 80 warning, 90 critical")
+    eventloop_lag_seconds: Level = Field(
+        Level(normal=0.010, warning=0.050, critical=0.100),
+        description="runbook Resource Utilization Targets: event loop lag < 10 ms normal, 50 ms warning, "
+                    "100 ms critical (seconds here)")
     # Database connections 10-20 normal, 50 warning, 80 critical.
     db_connections: Level = Level(normal=20, warning=50, critical=80)
-    # 5xx share of requests. Not in the runbook's table; 1 % / 5 % are the usual SLO bars.
-    error_rate: Level = Level(normal=0.001, warning=0.01, critical=0.05)
-    # Issue 5: "Target: > 60% hit rate".
-    cache_hit_rate: float = Field(0.60, ge=0, le=1)
+    error_rate: Level = Field(
+        Level(normal=0.001, warning=0.01, critical=0.05),
+        description="5xx share of requests; not in the runbook's table: 1 % / 5 % are the usual SLO bars (also "
+                    "the bar a load-test stage breaks at)")
+    cache_hit_rate: float = Field(0.60, ge=0, le=1, description="runbook Issue 5: \"Target: > 60% hit rate\"")
 
 
 class Metrics(Strict):

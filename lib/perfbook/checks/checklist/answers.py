@@ -19,9 +19,10 @@ from .items import ITEMS, UNKNOWN_REASONS, Answer, _num, _scaled
 # One answer per measurable item
 # ---------------------------------------------------------------------------------
 
-def answer_caching(hits: float | None, misses: float | None, target: float = 0.60, min_lookups: int = 20) -> Answer:
+def answer_caching(hits: float | None, misses: float | None, *, target: float, min_lookups: int) -> Answer:
     """Met when the window's overall hit rate (hits / (hits + misses)) is at least the
-    runbook's target (Issue 5: "> 60% hit rate"); unknown with too few lookups to judge."""
+    runbook's target (Issue 5: "> 60% hit rate", thresholds.cache_hit_rate); unknown with
+    fewer than ``min_lookups`` lookups (settings.caching.min_lookups) to judge."""
     if hits is None and misses is None:
         return Answer("caching", "unknown", "No cache hit/miss counters under the params' selector: the hit rate "
                                             "cannot be measured (cache_hits_total / cache_misses_total).")
@@ -131,14 +132,15 @@ def answer_pagination(probes: Sequence[dict], *, max_rows: int) -> Answer:
                   f"{worst['endpoint']} without paging parameters returned {worst['items']} items{paging}.", ev)
 
 
-def answer_async(lag_stalls: dict[str, float] | float | None, warning_s: float = 0.050, q: float = 0.9,
-                 lag_typical: dict[str, float] | float | None = None, critical_s: float = 0.100) -> Answer:
+def answer_async(lag_stalls: dict[str, float] | float | None, lag_typical: dict[str, float] | float | None = None,
+                 *, warning_s: float, critical_s: float, q: float) -> Answer:
     """Blocking calls show as event-loop lag, read as :func:`perfbook.checks.resources.eventloop_lag`
     reads it. ``lag_typical``: per instance the median over the window of the p99 gauge;
     ``lag_stalls``: the ``q`` quantile over the window of the worst delay per scrape
     (prom-client's max gauge, else its p99 gauge; both reset at every scrape). Unmet when
-    the typical delay reaches the runbook's Warning level (50 ms), or the loop stalls at
-    the Critical level (100 ms) or more in at least ``1 - q`` of the scrapes — blocked
+    the typical delay reaches ``warning_s`` (the runbook's Warning level, 50 ms), or the loop
+    stalls at ``critical_s`` (Critical, 100 ms; thresholds.eventloop_lag_seconds) or more in at
+    least ``1 - q`` (settings.diagnostics.sustained_quantile) of the scrapes — blocked
     again and again, not once; met otherwise. (The worst delay of a scrape interval is
     judged against Critical only: on a busy machine it is well above the typical delay.)"""
     if lag_stalls is None and lag_typical is None:
@@ -234,11 +236,12 @@ def answer_db_pooling(open_max: dict | float | None, busy_max: dict | float | No
     return Answer("db_pooling", "met", f"Pool of up to {_num(open_max):.0f} connections; {basis}{where}.", ev)
 
 
-def answer_instance_size(cpu_p95: dict | float | None, memory_p95: dict | float | None,
-                         cpu_warning: float = 70, memory_warning: float = 80, memory_basis: str = "") -> Answer:
+def answer_instance_size(cpu_p95: dict | float | None, memory_p95: dict | float | None, *,
+                         cpu_warning: float, memory_warning: float, memory_basis: str = "") -> Answer:
     """Met when each instance's p95 over the window of CPU % and of memory used over its
     limit (``memory_basis``: RSS / targets.memory_limit, or heap used / the heap-limit
-    gauge) are under the runbook's Warning levels (70 %, 80 %); unmet otherwise. When
+    gauge) are under the runbook's Warning levels (thresholds.cpu_percent and
+    memory_percent: 70 %, 80 %); unmet otherwise. When
     memory has no limit to compare with, the answer says it rests on CPU alone."""
     cpu, mem = _num(cpu_p95), _num(memory_p95)
     if cpu is None and mem is None:
@@ -402,12 +405,12 @@ def measured_answers(ev: Any, params: Any) -> list[Answer]:
                  "HighMemory": params.metrics.heap_used, "EventLoopLag": params.metrics.eventloop_lag}
     from perfbook.checks.alerts import memory_ratio_basis
     answers = {
-        "async": answer_async(values.get("lag_stalls"), th.eventloop_lag_seconds.warning,
-                              params.settings.diagnostics.sustained_quantile, values.get("lag_typical"),
-                              th.eventloop_lag_seconds.critical),
+        "async": answer_async(values.get("lag_stalls"), values.get("lag_typical"),
+                              warning_s=th.eventloop_lag_seconds.warning, critical_s=th.eventloop_lag_seconds.critical,
+                              q=params.settings.diagnostics.sustained_quantile),
         "app_pooling": answer_pool_configured(values.get("pool_open_max")),
         "caching": answer_caching(_num(values.get("cache_hits")), _num(values.get("cache_misses")),
-                                  th.cache_hit_rate, params.settings.caching.min_lookups),
+                                  target=th.cache_hit_rate, min_lookups=params.settings.caching.min_lookups),
         "rate_limiting": answer_rate_limiting([p for p in ev.probes if p.get("purpose") == "rate_limit"], rejections),
         "compression": answer_compression(ev.probes),
         "pagination": answer_pagination(ev.probes, max_rows=db.large_result_rows),
@@ -417,8 +420,9 @@ def measured_answers(ev: Any, params: Any) -> list[Answer]:
                                         max_wait_s=db.pooling_unmet_wait_p95,
                                         max_waiting_share=db.pooling_unmet_waiting_share),
         "instance_size": answer_instance_size(values.get("cpu_p95"), values.get("memory_p95"),
-                                              th.cpu_percent.warning, th.memory_percent.warning,
-                                              memory_ratio_basis(params)),
+                                              cpu_warning=th.cpu_percent.warning,
+                                              memory_warning=th.memory_percent.warning,
+                                              memory_basis=memory_ratio_basis(params)),
         "horizontal": answer_horizontal_scaling(_num(values.get("instances_up")), ev.fly),
         "autoscaling": answer_autoscaling(ev.fly, params.targets.fly_toml, ev.fly_problem),
         "dashboard": answer_dashboard(present, fallbacks),

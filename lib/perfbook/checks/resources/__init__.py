@@ -74,9 +74,6 @@ from .instances import DOWN_ADVICE, GAP_ADVICE, instances_down
 from .levels import (
     AREAS,
     MB,
-    MIN_ERRORS,
-    MIN_HOLD_S,
-    SUSTAINED_QUANTILE,
     level_verdict,
     recurring_level,
     sustained_level,
@@ -87,9 +84,6 @@ from .timeshare import cpu_route_correlation, time_share_summary, time_shares, w
 from .triage import open_next, triage_signals, verdict_table
 
 __all__ = [
-    "SUSTAINED_QUANTILE",
-    "MIN_HOLD_S",
-    "MIN_ERRORS",
     "AREAS",
     "MB",
     "level_verdict",

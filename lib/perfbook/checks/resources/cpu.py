@@ -8,8 +8,9 @@ from typing import Any
 import pandas as pd
 
 from ...findings import Finding
+from ...params import Diagnostics
 from .coverage import _no_data
-from .levels import MIN_HOLD_S, SUSTAINED_QUANTILE, _per_instance_findings, _sustained_text, level_verdict, window_stats
+from .levels import _per_instance_findings, _sustained_text, level_verdict, window_stats
 from .memory import _max_by_instance
 
 # --------------------------------------------------------------------------- CPU
@@ -21,17 +22,20 @@ CPU_ADVICE = ("Immediate (runbook Issue 1 §2): scale up CPU (`flyctl scale vm d
               "threads or background jobs.")
 
 
-def cpu_saturation(cpu: pd.DataFrame | None, level: Any, q: float = SUSTAINED_QUANTILE,
-                   metric: str = "process_cpu_seconds_total", correlated: pd.DataFrame | None = None,
-                   min_hold_s: float = MIN_HOLD_S) -> tuple[pd.DataFrame, list[Finding]]:
+def cpu_saturation(cpu: pd.DataFrame | None, level: Any, *, settings: Diagnostics,
+                   metric: str = "process_cpu_seconds_total",
+                   correlated: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[Finding]]:
     """``cpu.saturation``: each instance's CPU % (``rate(process_cpu_seconds_total) * 100``)
-    at its sustained level over the window (:func:`sustained_level` with ``q`` and
-    ``min_hold_s``), against ``thresholds.cpu_percent``.
+    at its sustained level over the window (:func:`sustained_level` with
+    ``settings.sustained_quantile`` and ``settings.sustained_for``), against
+    ``thresholds.cpu_percent``.
 
     ``correlated`` (:func:`cpu_route_correlation`): the routes whose busy time moves with
-    CPU (r ≥ 0.5, at most three) go into each warning/critical finding as ``moves_with``.
+    CPU (r ≥ ``settings.correlation_min_r``, at most three) go into each warning/critical
+    finding as ``moves_with``.
     """
-    stats = window_stats(cpu, q, min_hold_s)
+    q, min_hold_s = settings.sustained_quantile, settings.sustained_for
+    stats = window_stats(cpu, q=q, min_hold_s=min_hold_s)
     if stats.empty:
         return stats, _no_data("cpu.saturation", "CPU", metric)
     stats["verdict"] = [level_verdict(v, level) for v in stats["sustained"]]
@@ -40,7 +44,7 @@ def cpu_saturation(cpu: pd.DataFrame | None, level: Any, q: float = SUSTAINED_QU
                                   "mean": "cpu_mean_pct", "last": "cpu_last_pct"})
     found = _per_instance_findings("cpu.saturation", "CPU", stats.rename(columns={"sustained": "v"}).assign(
         cpu_max_pct=stats["max"]), "v", "%", statistic, level, CPU_ADVICE, ["cpu_max_pct", "samples"])
-    movers = moving_with_cpu(correlated)
+    movers = moving_with_cpu(correlated, min_r=settings.correlation_min_r)
     for f in found:
         if f.severity in ("warning", "critical") and movers:
             f.evidence["moves_with"] = movers
@@ -48,7 +52,7 @@ def cpu_saturation(cpu: pd.DataFrame | None, level: Any, q: float = SUSTAINED_QU
     return table, found
 
 
-def moving_with_cpu(correlated: pd.DataFrame | None, min_r: float = 0.5, top: int = 3) -> list[str]:
+def moving_with_cpu(correlated: pd.DataFrame | None, *, min_r: float, top: int = 3) -> list[str]:
     """``["GET /api/analytics/summary (r=0.82, 40 % of busy time)", ...]``: the routes of a
     :func:`cpu_route_correlation` table whose busy time correlates with CPU at ``min_r``
     or more, strongest first."""

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from ...findings import Finding
+from ...params import Diagnostics
 from .coverage import _no_data
-from .levels import MIN_ERRORS, _evidence, _fmt, level_verdict
+from .levels import _evidence, _fmt, level_verdict
 
 # --------------------------------------------------------------------------- errors
 
@@ -19,13 +20,13 @@ ERROR_ADVICE = ("Read the 5xx responses' causes in the application log for this 
                 "the code. The runbook's Quick Diagnostics step 5: http_request_errors_total.")
 
 
-def error_rates(requests: pd.DataFrame | None, level: Any, min_requests: int = 20, method_label: str = "method",
+def error_rates(requests: pd.DataFrame | None, level: Any, *, settings: Diagnostics, method_label: str = "method",
                 route_label: str = "route", status_label: str = "status_code",
                 basis: str = "") -> tuple[pd.DataFrame, list[Finding]]:
     """``errors.high_rate``: share of 5xx responses per route and overall, against
-    ``thresholds.error_rate``. A route is judged when it had at least ``min_requests``
-    requests or at least :data:`MIN_ERRORS` 5xx answers (17 failures out of 17 calls are
-    not an anecdote); else it is listed as ``too few requests``.
+    ``thresholds.error_rate``. A route is judged when it had at least
+    ``settings.min_requests`` requests or at least ``settings.min_errors`` 5xx answers (17
+    failures out of 17 calls are not an anecdote); else it is listed as ``too few requests``.
 
     ``requests``: increases of ``http_requests_total`` by method, route and status code.
     Subjects: ``GET /api/products/{id}`` (as the metrics spell the route) or ``overall``.
@@ -50,12 +51,13 @@ def error_rates(requests: pd.DataFrame | None, level: Any, min_requests: int = 2
     table["top_status"] = [str(top[e]) if e in top.index else "" for e in table["endpoint"]]
     table = table[cols[:-1]]
     total, bad = table["requests"].sum(), table["errors_5xx"].sum()
-    table["verdict"] = [level_verdict(r, level) if n >= min_requests or e >= MIN_ERRORS else "too few requests"
+    min_requests, min_errors = settings.min_requests, settings.min_errors
+    table["verdict"] = [level_verdict(r, level) if n >= min_requests or e >= min_errors else "too few requests"
                         for r, n, e in zip(table["error_rate"], table["requests"], table["errors_5xx"])]
     table = table.sort_values(["errors_5xx", "requests"], ascending=False)
     overall = {"endpoint": "overall", "requests": total, "errors_5xx": bad,
                "error_rate": bad / total if total > 0 else np.nan, "top_status": "",
-               "verdict": level_verdict(bad / total, level) if total >= min_requests or bad >= MIN_ERRORS
+               "verdict": level_verdict(bad / total, level) if total >= min_requests or bad >= min_errors
                else "too few requests"}
     table = pd.concat([pd.DataFrame([overall]), table], ignore_index=True)
     table["requests"] = table["requests"].round(0)

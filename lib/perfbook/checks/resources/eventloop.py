@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 
 from ...findings import Finding, severity_rank
+from ...params import Diagnostics
 from .coverage import _no_data
 from .levels import (
-    MIN_HOLD_S,
-    SUSTAINED_QUANTILE,
     _evidence,
     _fmt,
     _recurring_text,
@@ -29,12 +28,13 @@ LAG_ADVICE = ("Something synchronous blocks the event loop (runbook Issue 1 §2,
               "asynchronous or move it to a worker thread; every request on the instance waits while it runs.")
 
 
-def eventloop_lag(lag: pd.DataFrame | None, lag_p99: pd.DataFrame | None, level: Any,
-                  q: float = SUSTAINED_QUANTILE, min_hold_s: float = MIN_HOLD_S, lag_max: pd.DataFrame | None = None,
+def eventloop_lag(lag: pd.DataFrame | None, lag_p99: pd.DataFrame | None, level: Any, *, settings: Diagnostics,
+                  lag_max: pd.DataFrame | None = None,
                   names: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[Finding]]:
     """``eventloop.lag``: per instance, against ``thresholds.eventloop_lag_seconds``, two
     readings of prom-client's gauges, each at the level it reached again and again over the
-    window (:func:`recurring_level`: in at least 10 % of the scrapes, over at least 20 s):
+    window (:func:`recurring_level`: in at least 1 - ``settings.sustained_quantile`` (10 %) of
+    the scrapes, over at least ``settings.sustained_for`` (20 s)):
 
     - the *typical* delay: the p99 gauge (``nodejs_eventloop_lag_p99_seconds``; else the
       lag gauge) against the Warning and Critical levels;
@@ -54,7 +54,8 @@ def eventloop_lag(lag: pd.DataFrame | None, lag_p99: pd.DataFrame | None, level:
     """
     names = {"eventloop_lag": "nodejs_eventloop_lag_seconds", "eventloop_lag_p99": "nodejs_eventloop_lag_p99_seconds",
              "eventloop_lag_max": "nodejs_eventloop_lag_max_seconds", **(names or {})}
-    stats = {key: window_stats(frame, q, min_hold_s, level_fn=recurring_level)
+    q, min_hold_s = settings.sustained_quantile, settings.sustained_for
+    stats = {key: window_stats(frame, q=q, min_hold_s=min_hold_s, level_fn=recurring_level)
              for key, frame in (("lag", lag), ("p99", lag_p99), ("max", lag_max))}
     fields = {"lag": "eventloop_lag", "p99": "eventloop_lag_p99", "max": "eventloop_lag_max"}
     missing = [names[fields[k]] for k in ("max", "p99", "lag") if stats[k].empty]

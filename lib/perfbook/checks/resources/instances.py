@@ -45,7 +45,7 @@ def _fmt_span(first: pd.Timestamp, last: pd.Timestamp) -> str:
     return f"{first:%H:%M:%S}–{last:%H:%M:%S} UTC" if first != last else f"{first:%H:%M:%S} UTC"
 
 
-def instances_down(up: pd.DataFrame | None, down_for: float = 15.0) -> tuple[pd.DataFrame, list[Finding]]:
+def instances_down(up: pd.DataFrame | None, *, down_for: float) -> tuple[pd.DataFrame, list[Finding]]:
     """``instance.down`` and ``monitoring.gap`` from Prometheus's ``up`` series over the window.
 
     An instance is *down* only after an outage: at least two consecutive failed scrapes

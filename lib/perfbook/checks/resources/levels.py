@@ -14,13 +14,6 @@ import pandas as pd
 
 from ...findings import Finding
 
-#: Default quantile for "sustained" levels (CPU, event-loop lag): see the module docstring.
-SUSTAINED_QUANTILE = 0.9
-#: ... and the least time a level must be held to count (one spike is not a level).
-MIN_HOLD_S = 20.0
-
-#: Five 5xx answers on a route are judged even when it had fewer than ``min_requests``.
-MIN_ERRORS = 5
 
 #: Areas of the verdict table, by finding code, in the runbook's order.
 AREAS = {"instance.down": "Instances up", "monitoring.gap": "Instances up", "latency.slo_breach": "Response time", "errors.high_rate": "Error rate (5xx)",
@@ -53,8 +46,8 @@ def _clean_series(series: pd.DataFrame | None) -> pd.DataFrame:
     return df[df["value"].notna() & np.isfinite(df["value"])]
 
 
-def sustained_level(values: pd.Series, timestamps: pd.Series | None = None, q: float = SUSTAINED_QUANTILE,
-                    min_hold_s: float = MIN_HOLD_S) -> float:
+def sustained_level(values: pd.Series, timestamps: pd.Series | None = None, *, q: float,
+                    min_hold_s: float) -> float:
     """The level a series reached or exceeded for at least ``1 - q`` of its samples *and*
     at least ``min_hold_s`` seconds: the k-th largest value, k = max(⌈(1-q)·n⌉,
     ⌈min_hold_s / sample interval⌉), at most n. With q = 0.9 over a long window this is
@@ -72,8 +65,8 @@ def sustained_level(values: pd.Series, timestamps: pd.Series | None = None, q: f
     return float(v[min(max(k, 1), n) - 1])
 
 
-def recurring_level(values: pd.Series, timestamps: pd.Series | None = None, q: float = SUSTAINED_QUANTILE,
-                    min_hold_s: float = MIN_HOLD_S) -> float:
+def recurring_level(values: pd.Series, timestamps: pd.Series | None = None, *, q: float,
+                    min_hold_s: float) -> float:
     """The level a gauge that summarises each scrape interval (prom-client's event-loop
     p99/max: the delays since the previous scrape) reached *again and again*: the highest
     level L reached in at least max(⌈(1-q)·n⌉, 2) scrapes whose first and last are at
@@ -111,10 +104,10 @@ def _recurring_text(q: float, min_hold_s: float) -> str:
     return f"level reached in ≥ {1 - q:.0%} of the scrapes, recurring over ≥ {min_hold_s:g} s"
 
 
-def window_stats(series: pd.DataFrame | None, q: float = SUSTAINED_QUANTILE,
-                 min_hold_s: float = MIN_HOLD_S, level_fn: Any = None) -> pd.DataFrame:
+def window_stats(series: pd.DataFrame | None, *, q: float, min_hold_s: float, level_fn: Any = None) -> pd.DataFrame:
     """Per instance: ``samples``, ``sustained`` (``level_fn``, default
-    :func:`sustained_level`), ``max``, ``mean``, ``last`` of a series over the window."""
+    :func:`sustained_level`, with ``q`` and ``min_hold_s``: settings.diagnostics.sustained_quantile
+    and sustained_for), ``max``, ``mean``, ``last`` of a series over the window."""
     level_fn = level_fn or sustained_level
     df = _clean_series(series)
     cols = ["instance", "samples", "sustained", "max", "mean", "last"]
@@ -126,7 +119,7 @@ def window_stats(series: pd.DataFrame | None, q: float = SUSTAINED_QUANTILE,
     rows = []
     for inst, g in df.groupby("instance"):
         rows.append({"instance": inst, "samples": len(g),
-                     "sustained": level_fn(g["value"], g["timestamp"] if has_t else None, q, min_hold_s),
+                     "sustained": level_fn(g["value"], g["timestamp"] if has_t else None, q=q, min_hold_s=min_hold_s),
                      "max": g["value"].max(), "mean": g["value"].mean(), "last": g["value"].iloc[-1]})
     return pd.DataFrame(rows, columns=cols)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ...findings import Finding
+from ...params import Diagnostics
 from .coverage import _no_data
 from .levels import MB, _clean_series, _per_instance_findings, level_verdict
 
@@ -143,21 +144,22 @@ def linear_fit(series: pd.DataFrame) -> dict[str, float]:
 
 
 def memory_growth(heap_used: pd.DataFrame | None, rss: pd.DataFrame | None,
-                  heap_limits: dict[str, float] | float | None = None, rss_limit: float | None = None,
-                  min_mb_per_min: float = 0.5,
-                  min_r2: float = 0.8, min_share: float = 0.10,
-                  critical_horizon_s: float = 3600.0) -> tuple[pd.DataFrame, list[Finding]]:
+                  heap_limits: dict[str, float] | float | None = None, rss_limit: float | None = None, *,
+                  settings: Diagnostics) -> tuple[pd.DataFrame, list[Finding]]:
     """``memory.growth``: memory that grows steadily across the window — leak suspected.
 
     For each instance and each of heap used and RSS, a straight line is fitted over the
-    window (:func:`linear_fit`). It is growth when all three hold: slope at least
-    ``min_mb_per_min`` MB/min, R² at least ``min_r2`` (the rise is steady, not one step or
-    GC noise), and the fitted rise at least ``min_share`` of the starting level (10 %:
-    more than warm-up jitter). Warning; critical when, at that slope, the memory reaches
-    its limit within ``critical_horizon_s`` (heap used: ``heap_limits``, bytes per instance
+    window (:func:`linear_fit`). It is growth when all three hold (``settings``:
+    settings.diagnostics.growth_*): slope at least ``growth_min_mb_per_min`` MB/min, R² at
+    least ``growth_min_r2`` (the rise is steady, not one step or GC noise), and the fitted
+    rise at least ``growth_min_share`` of the starting level (10 %: more than warm-up
+    jitter). Warning; critical when, at that slope, the memory reaches its limit within
+    ``growth_critical_horizon`` seconds (heap used: ``heap_limits``, bytes per instance
     or one for all; RSS: ``rss_limit``, the instance's memory limit). One finding per
     instance; ``ok`` if none grows; ``info`` when there is no series to fit (snapshot mode).
     """
+    min_mb_per_min, min_r2 = settings.growth_min_mb_per_min, settings.growth_min_r2
+    min_share, critical_horizon_s = settings.growth_min_share, settings.growth_critical_horizon
     rows = []
     for metric, series, limits in (("heap used", heap_used, heap_limits), ("RSS", rss, rss_limit)):
         df = _clean_series(series)
@@ -206,7 +208,8 @@ def memory_growth(heap_used: pd.DataFrame | None, rss: pd.DataFrame | None,
                       "growth_share": top["growth_share"], "late_slope_mb_per_min": top["late_slope_mb_per_min"],
                       "minutes": top["minutes"], "minutes_to_limit": top["minutes_to_limit"],
                       "limit_mb": top["limit_mb"], "also_growing": [m for m in growing["metric"] if m != top["metric"]],
-                      "min_mb_per_min": min_mb_per_min, "min_r2": min_r2, "min_share": min_share},
+                      "min_mb_per_min": min_mb_per_min, "min_r2": min_r2, "min_share": min_share,
+                      "critical_horizon_s": critical_horizon_s},
             recommendation="Leak suspected (runbook Issue 1 §3, Memory Leaks). Take two heap snapshots a few minutes "
                            "apart (`node --heapsnapshot-signal=SIGUSR2`, `kill -USR2 <pid>`), name them in "
                            "targets.heap_snapshots and re-run this section: it lists the constructors that grew. "
@@ -229,5 +232,5 @@ def memory_growth(heap_used: pd.DataFrame | None, rss: pd.DataFrame | None,
             evidence={"observed": worst["slope_mb_per_min"], "unit": "MB/min", "r2": worst["r2"],
                       "growth_share": worst["growth_share"], "instance": worst["instance"], "metric": worst["metric"],
                       "min_mb_per_min": min_mb_per_min, "min_r2": min_r2, "min_share": min_share,
-                      "not_met": missed}))
+                      "critical_horizon_s": critical_horizon_s, "not_met": missed}))
     return table, found

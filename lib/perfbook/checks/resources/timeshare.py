@@ -56,15 +56,16 @@ def time_share_summary(shares: pd.DataFrame) -> str:
 
 
 def cpu_route_correlation(cpu: pd.DataFrame | None, busy: pd.DataFrame | None, rate: pd.DataFrame | None,
-                          method_label: str = "method", route_label: str = "route",
-                          min_points: int = 6) -> pd.DataFrame:
+                          method_label: str = "method", route_label: str = "route", *,
+                          min_points: int) -> pd.DataFrame:
     """Which routes move with CPU: Pearson correlation over time between total CPU %
     (summed over instances) and each route's busy time (``rate`` of the duration
     histogram's ``_sum``: seconds of handling per second) and request rate.
 
     Inputs are range-query series on one step grid (``timestamp`` aligned). Columns:
     ``endpoint``, ``r_busy``, ``r_rate``, ``busy_share`` (the route's share of all busy
-    time), ``points``. A correlation needs ``min_points`` common timestamps and some
+    time), ``points``. A correlation needs ``min_points`` (settings.diagnostics.
+    correlation_min_points) common timestamps and some
     variation in both series; else NaN. Correlation is a pointer, not proof: a route
     that is busy *because* CPU is saturated (queued behind the blocker) moves with it too;
     read it with the mean durations and a CPU profile.

@@ -20,14 +20,17 @@ def _threshold_text(ev: dict[str, Any], unit: str) -> tuple[str, str, str]:
     def f(x):
         return _fmt(x, unit) if x is not None else "—"
     if unit == "MB/min":
-        return "flat", f"≥ {ev.get('min_mb_per_min', 0.5):g} MB/min, steady", "reaches limit < 1 h"
+        return ("flat", f"≥ {ev['min_mb_per_min']:g} MB/min, steady",
+                f"reaches limit < {ev['critical_horizon_s'] / 3600:g} h")
     normal = ev.get("normal")
     return (f"< {f(normal)}" if normal is not None else "—", f"≥ {f(ev.get('warning'))}", f"≥ {f(ev.get('critical'))}")
 
 
-def verdict_table(findings: Iterable[Finding], endpoints: pd.DataFrame | None = None) -> pd.DataFrame:
+def verdict_table(findings: Iterable[Finding], endpoints: pd.DataFrame | None = None, *,
+                  critical_factor: float) -> pd.DataFrame:
     """One table for the whole page: every endpoint against its response-time targets
-    (from :func:`perfbook.checks.latency.endpoint_verdicts`) and every resource finding
+    (from :func:`perfbook.checks.latency.endpoint_verdicts`; critical over ``critical_factor``
+    times them: settings.diagnostics.latency_critical_factor) and every resource finding
     against the Normal/Warning/Critical levels, worst first within each area; checks
     that could not run appear as ``not checked``.
 
@@ -45,7 +48,7 @@ def verdict_table(findings: Iterable[Finding], endpoints: pd.DataFrame | None = 
                 if rec["verdict"] not in ("no requests",) else "no requests"
             targets = " / ".join(s(rec[f"{p}_target"]) for p in ("p50", "p95", "p99"))
             rows.append({"area": AREAS["latency.slo_breach"], "subject": rec["endpoint"], "observed": observed,
-                         "normal": f"≤ {targets}", "warning": "> target", "critical": "> 2× target",
+                         "normal": f"≤ {targets}", "warning": "> target", "critical": f"> {critical_factor:g}× target",
                          "statistic": (f"{rec['requests']:.0f} request" + ("" if round(rec["requests"]) == 1 else "s"))
                          if rec.get("requests") else "",
                          "verdict": rec["verdict"]})
@@ -151,8 +154,8 @@ def triage_signals(requests_by_instance: pd.DataFrame | None = None, status_tota
     return sig
 
 
-def open_next(findings: Iterable[Finding], signals: dict[str, Any] | None = None,
-              cache_target: float = 0.60) -> pd.DataFrame:
+def open_next(findings: Iterable[Finding], signals: dict[str, Any] | None = None, *,
+              cache_target: float, min_lookups: int) -> pd.DataFrame:
     """Which section notebooks the evidence points to, each with the reason, most urgent
     first: ``section``, ``why``, ``severity`` (the worst finding behind it; ``info`` for
     a signal that is not itself a finding here).
@@ -163,7 +166,8 @@ def open_next(findings: Iterable[Finding], signals: dict[str, Any] | None = None
     CPU, event-loop lag, memory, or a latency breach not explained by DB/external time → *bottlenecks*;
     429s → *rate-limiting*; one instance with ≥ 1.5x the requests of another, or an instance
     down in the window → *load-balancing*;
-    cache hit rate under target → *caching*; CPU high on every instance → *scaling*.
+    cache hit rate under ``cache_target`` (thresholds.cache_hit_rate) on ``min_lookups`` lookups or
+    more (settings.caching.min_lookups) → *caching*; CPU high on every instance → *scaling*.
     """
     sig = signals or {}
     found = [f for f in findings]
@@ -226,7 +230,7 @@ def open_next(findings: Iterable[Finding], signals: dict[str, Any] | None = None
         top = max(shares, key=shares.get) if shares else "?"
         point("load-balancing", f"requests unevenly spread: {top} gets {shares.get(top, 0):.0%} "
                                 f"({sig['imbalance']:.1f}x the least loaded instance)", "warning")
-    if sig.get("cache_hit_rate") is not None and sig.get("cache_lookups", 0) >= 20 and sig["cache_hit_rate"] < cache_target:
+    if sig.get("cache_hit_rate") is not None and sig.get("cache_lookups", 0) >= min_lookups and sig["cache_hit_rate"] < cache_target:
         point("caching", f"cache hit rate {sig['cache_hit_rate']:.0%} (target > {cache_target:.0%})", "warning")
     cpu = [f for f in bad if f.code == "cpu.saturation"]
     if cpu and cpu[0].evidence.get("instances_over") == cpu[0].evidence.get("instances") and len(cpu) >= 1:
