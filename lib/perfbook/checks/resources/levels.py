@@ -14,7 +14,6 @@ import pandas as pd
 
 from ...findings import Finding
 
-
 #: Areas of the verdict table, by finding code, in the runbook's order.
 AREAS = {"instance.down": "Instances up", "monitoring.gap": "Instances up", "latency.slo_breach": "Response time", "errors.high_rate": "Error rate (5xx)",
          "cpu.saturation": "CPU", "memory.pressure": "Memory", "memory.growth": "Memory growth",
