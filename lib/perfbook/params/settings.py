@@ -110,12 +110,6 @@ class Database(Strict):
                                       "is exhausted")
     pool_exhausted_share_critical: float = Field(
         0.50, gt=0, le=1, description="... at which exhaustion is critical: queries queue half the time")
-    pooling_unmet_wait_p95: Duration = Field(
-        0.050, gt=0, description="checklist 'database pooling': unmet when queries wait this long (p95) for a "
-                                 "connection (the runbook's event-loop Warning level, 50 ms: a wait users feel)")
-    pooling_unmet_waiting_share: float = Field(
-        0.50, gt=0, le=1, description="checklist 'database pooling', without the wait histogram: unmet when "
-                                      "queries were waiting in more than this share of scrapes")
     top_n: int = Field(10, ge=1, le=100)
     # --- missing indexes (Issue 2 "Missing Indexes")
     min_table_rows: int = Field(
