@@ -52,7 +52,7 @@ def cmd_list(a: argparse.Namespace) -> int:
         try:
             ps = pm.inspect_notebook(str(nb))
             knobs = ", ".join(f"{k}={v['default']}" for k, v in ps.items()
-                              if k not in ("params_file", "since", "until", "incident", "overrides"))
+                              if k not in ("params_file", "since", "until", "incident", "overrides", "resolved_params"))
         except Exception as exc:  # noqa: BLE001
             knobs = f"(cannot inspect: {exc})"
         title = _title(nb)
