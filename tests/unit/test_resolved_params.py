@@ -148,3 +148,16 @@ def test_a_resolved_file_that_is_missing_or_not_resolved_params_is_a_params_erro
     bad.write_text("service: s\n", encoding="utf-8")
     with pytest.raises(ParamsError, match="not resolved params"):
         load_resolved(bad)
+
+
+def test_a_level_overridden_in_part_keeps_the_defaults_other_bounds(tmp_path):
+    from perfbook.params import ParamsError
+    from perfbook.params.loading import load, parse_override
+
+    f = tmp_path / "p.yaml"
+    f.write_text("service: s\nthresholds:\n  memory_percent: {critical: 95}\n")
+    p = load(f, dict([parse_override("thresholds.cpu_percent.warning=60")]))
+    assert (p.thresholds.cpu_percent.normal, p.thresholds.cpu_percent.warning, p.thresholds.cpu_percent.critical) == (50, 60, 85)
+    assert (p.thresholds.memory_percent.warning, p.thresholds.memory_percent.critical) == (80, 95)
+    with pytest.raises(ParamsError, match=r"thresholds.cpu_percent: warning must not be above critical"):
+        load(f, dict([parse_override("thresholds.cpu_percent.warning=90")]))

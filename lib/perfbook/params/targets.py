@@ -227,6 +227,21 @@ class Level(Strict):
 
 
 class Thresholds(Strict):
+    """The runbook's levels. A level given in part (``cpu_percent: {warning: 60}``, or
+    ``-P thresholds.cpu_percent.warning=60``) keeps the default's other bounds."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partial_levels(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, given in data.items():
+            field = cls.model_fields.get(name)
+            if isinstance(given, dict) and field is not None and isinstance(field.default, Level):
+                out[name] = {**field.default.model_dump(), **given}
+        return out
+
     cpu_percent: Level = Field(
         Level(normal=50, warning=70, critical=85),
         description="runbook Resource Utilization Targets: CPU 30-50 % normal, 70 warning, 85 critical")
