@@ -177,6 +177,24 @@ def test_memory_growth_quiet_on_warm_up_and_on_flat_noise():
     assert not alarms(found) and found[0].severity == "ok"
 
 
+def test_rss_growth_with_a_flat_js_heap_is_information_not_a_leak():
+    # a stock Node service 30 s after start under traffic (a recorded CI run): RSS 98 -> 116 MB,
+    # heap used a flat GC saw-tooth. The demo's leak grows both, and stays an alarm.
+    t = np.arange(0, 30)
+    rss = 98 * MB + 0.6 * MB * t
+    heap = 30 * MB + np.random.default_rng(3).normal(0, 2 * MB, len(t))
+    _, found = r.memory_growth(series({"a": list(heap)}), series({"a": list(rss)}), rss_limit=512 * MB, settings=D)
+    assert [(f.severity, f.evidence["metric"]) for f in found] == [("info", "RSS")]
+    assert "JS heap used stays flat" in found[0].title
+    leak_heap = 30 * MB + 0.5 * MB * t
+    _, found = r.memory_growth(series({"a": list(leak_heap)}), series({"a": list(rss)}), rss_limit=512 * MB,
+                               settings=D)
+    assert found[0].severity == "critical"
+    # no heap series at all: RSS alone cannot be told apart, so it stays an alarm
+    _, found = r.memory_growth(None, series({"a": list(rss)}), rss_limit=512 * MB, settings=D)
+    assert found[0].severity == "critical"
+
+
 def test_memory_growth_needs_a_series():
     _, found = r.memory_growth(series({"a": [100 * MB]}), series({"a": [120 * MB]}), settings=D)
     assert [f.severity for f in found] == ["info"]

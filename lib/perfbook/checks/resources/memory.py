@@ -143,6 +143,31 @@ def linear_fit(series: pd.DataFrame) -> dict[str, float]:
     return out
 
 
+def _rss_only(rows: pd.DataFrame) -> bool:
+    """True when RSS grows while the JS heap, measured over the same window (5 samples or
+    more), does not: V8 reserving heap as a young process takes traffic, or native memory.
+    A leak of JS objects, what heap snapshots can find, grows heap used."""
+    heap = rows[rows["metric"] == "heap used"]
+    rss = rows[rows["metric"] == "RSS"]
+    return (bool(len(rss)) and bool(rss["grows"].any()) and bool(len(heap))
+            and not heap["grows"].any() and int(heap["samples"].max()) >= 5)
+
+
+def _rss_only_finding(inst: Any, rss: pd.Series) -> Finding:
+    return Finding(
+        "memory.growth", "info",
+        f"RSS on {inst} grows ({rss['start_mb']:.0f} → {rss['end_mb']:.0f} MB in {rss['minutes']:.1f} min, "
+        f"{rss['slope_mb_per_min']:.1f} MB/min) while the JS heap used stays flat: V8 reserving memory (a young "
+        f"process warming up) or native memory, not a leak of JS objects",
+        subject=str(inst),
+        evidence={"observed": rss["slope_mb_per_min"], "unit": "MB/min", "metric": "RSS", "heap_used_grows": False,
+                  "start_mb": rss["start_mb"], "end_mb": rss["end_mb"], "r2": rss["r2"], "minutes": rss["minutes"],
+                  "minutes_to_limit": rss["minutes_to_limit"], "limit_mb": rss["limit_mb"]},
+        recommendation="Watch it over a longer window: RSS that keeps growing with a flat heap is native memory "
+                       "(Buffers, native addons: nodejs_external_memory_bytes); memory.pressure judges RSS against "
+                       "the instance's limit.")
+
+
 def memory_growth(heap_used: pd.DataFrame | None, rss: pd.DataFrame | None,
                   heap_limits: dict[str, float] | float | None = None, rss_limit: float | None = None, *,
                   settings: Diagnostics) -> tuple[pd.DataFrame, list[Finding]]:
@@ -156,7 +181,9 @@ def memory_growth(heap_used: pd.DataFrame | None, rss: pd.DataFrame | None,
     jitter). Warning; critical when, at that slope, the memory reaches its limit within
     ``growth_critical_horizon`` seconds (heap used: ``heap_limits``, bytes per instance
     or one for all; RSS: ``rss_limit``, the instance's memory limit). One finding per
-    instance; ``ok`` if none grows; ``info`` when there is no series to fit (snapshot mode).
+    instance; ``ok`` if none grows; ``info`` when there is no series to fit (snapshot mode),
+    and ``info`` when only RSS grows while the JS heap used, measured, stays flat (a young
+    process's V8 reserving memory, or native memory: :func:`_rss_only`).
     """
     min_mb_per_min, min_r2 = settings.growth_min_mb_per_min, settings.growth_min_r2
     min_share, critical_horizon_s = settings.growth_min_share, settings.growth_critical_horizon
@@ -193,6 +220,9 @@ def memory_growth(heap_used: pd.DataFrame | None, rss: pd.DataFrame | None,
         if growing.empty:
             continue
         top = growing.sort_values("slope_mb_per_min", ascending=False).iloc[0]
+        if _rss_only(g):
+            found.append(_rss_only_finding(inst, top))
+            continue
         soon = not pd.isna(top["minutes_to_limit"]) and top["minutes_to_limit"] * 60 <= critical_horizon_s
         sev = "critical" if soon else "warning"
         when = (f"; at this rate it reaches its {top['limit_mb']:.0f} MB limit in {top['minutes_to_limit']:.0f} min"
