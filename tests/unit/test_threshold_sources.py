@@ -23,11 +23,12 @@ LIB = Path(__file__).resolve().parents[2] / "lib" / "perfbook"
 RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "postgres"
 
 #: Modules whose public functions must take their thresholds from the params (files, or
-#: packages: every module under them).
-CHECKED = ["checks/database", "checks/querylog.py", "checks/resources/connections.py"]
+#: packages: every module under them): every check.
+CHECKED = ["checks"]
 
-#: Parameters that only shape what is shown, never a verdict.
-DISPLAY_ONLY = {"top_n", "n", "width", "top"}
+#: Parameters that only shape what is shown (how many rows, how wide, how much of a
+#: snapshot to walk), never a verdict.
+DISPLAY_ONLY = {"top_n", "n", "width", "top", "max_nodes"}
 
 
 def _modules() -> list[Path]:
@@ -38,19 +39,30 @@ def _modules() -> list[Path]:
     return out
 
 
-def _is_number(node: ast.expr) -> bool:
+def _numeric_constants(tree: ast.Module) -> set[str]:
+    """Module-level UPPER_CASE names bound to a number (``MIN_GAIN = 0.10``), not to a label."""
+    names = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        value = getattr(node, "value", None)
+        for t in targets:
+            if isinstance(t, ast.Name) and t.id.isupper() and value is not None and _is_number(value, set()):
+                names.add(t.id)
+    return names
+
+
+def _is_number(node: ast.expr, constants: set[str]) -> bool:
     """A numeric literal (``20.0``, ``-1``, ``1 << 20``, ``7 * 86400``), or a module constant
-    standing for one (an UPPER_CASE name: ``POOL_WAIT_WARNING``)."""
+    standing for one (``POOL_WAIT_WARNING``; an imported UPPER_CASE name counts too)."""
     if isinstance(node, ast.Constant):
         return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
     if isinstance(node, ast.UnaryOp):
-        return _is_number(node.operand)
+        return _is_number(node.operand, constants)
     if isinstance(node, ast.BinOp):
-        return _is_number(node.left) and _is_number(node.right)
-    if isinstance(node, (ast.Name, ast.Attribute)):
-        name = node.id if isinstance(node, ast.Name) else node.attr
-        return name.isupper()
-    return False
+        return _is_number(node.left, constants) and _is_number(node.right, constants)
+    if isinstance(node, ast.Name):
+        return node.id in constants
+    return isinstance(node, ast.Attribute) and node.attr.isupper()
 
 
 def _public_functions(tree: ast.Module) -> list[ast.FunctionDef]:
@@ -66,14 +78,16 @@ def _public_functions(tree: ast.Module) -> list[ast.FunctionDef]:
 
 def numeric_defaults(path: Path) -> list[str]:
     """``line function(param=default)`` for every numeric default of a public function."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    constants = _numeric_constants(tree)
     found = []
-    for fn in _public_functions(ast.parse(path.read_text(encoding="utf-8"))):
+    for fn in _public_functions(tree):
         a = fn.args
         positional = a.posonlyargs + a.args
         pairs = [*zip(positional[len(positional) - len(a.defaults):], a.defaults),
                  *((k, d) for k, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None)]
         found += [f"{fn.lineno} {fn.name}({arg.arg}={ast.unparse(d)})"
-                  for arg, d in pairs if arg.arg not in DISPLAY_ONLY and _is_number(d)]
+                  for arg, d in pairs if arg.arg not in DISPLAY_ONLY and _is_number(d, constants)]
     return found
 
 
@@ -87,8 +101,8 @@ def test_no_threshold_default_in_a_check_signature(path):
 
 def test_the_scan_sees_numbers_however_written(tmp_path):
     f = tmp_path / "m.py"
-    f.write_text("LIMIT = 5\n"
-                 "def a(x, bar=0.2, *, top_n=10, flag=True, name='x', none=None): ...\n"
+    f.write_text("LIMIT = 5\nLABEL = 'overall'\n"
+                 "def a(x, bar=0.2, *, top_n=10, flag=True, name='x', none=None, label=LABEL): ...\n"
                  "def b(x, size=1 << 20, neg=-1, limit=LIMIT): ...\n"
                  "def _private(x, bar=0.2): ...\n"
                  "class C:\n    def m(self, k=3): ...\n")

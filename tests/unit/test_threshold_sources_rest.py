@@ -1,12 +1,11 @@
-"""Issue 18 point 2 (every check but the database ones): one source for every threshold.
+"""Issue 18 point 2 (the checks but the database ones): a ``-P`` value reaches the verdict.
 
 A threshold that decides a verdict lives in the params models (settable with
-``-P settings.x.y=...``), never as a second default in a check's signature. The AST test
-keeps it so; the override tests show a ``-P`` value reaching a check's verdict.
+``-P settings.x.y=...``), never as a second default in a check's signature (tests/unit/test_threshold_sources.py
+scans every check); these tests show a ``-P`` value reaching a check's verdict.
 """
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -15,77 +14,9 @@ from perfbook.checks import latency as lat, resources
 from perfbook.params import load, parse_override
 from perfbook.sources import prometheus as prom
 
-CHECKS = Path(__file__).resolve().parents[2] / "lib" / "perfbook" / "checks"
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "promclient"
 
-#: Owned by the database thresholds' work (issue 18 point 2, database part), not judged here.
-OTHER_OWNER_MODULES = ("database/", "querylog.py", "resources/connections.py")
-OTHER_OWNER_FUNCTIONS = {("checklist/answers.py", "answer_pagination"), ("checklist/answers.py", "answer_db_pooling")}
-
-#: Display-only knobs (how many rows, how wide, how much of a snapshot to walk): they decide
-#: no verdict, so they may keep a default.
-DISPLAY_ONLY = {"top", "top_n", "n", "width", "max_nodes"}
-
-
-def _scoped_modules() -> list[Path]:
-    return sorted(p for p in CHECKS.rglob("*.py")
-                  if not str(p.relative_to(CHECKS)).startswith(OTHER_OWNER_MODULES))
-
-
-def _numeric_constants(tree: ast.Module) -> set[str]:
-    """Module-level UPPERCASE names bound to a number (``MIN_GAIN = 0.10``)."""
-    names = set()
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        value = getattr(node, "value", None)
-        for t in targets:
-            if isinstance(t, ast.Name) and t.id.isupper() and value is not None and _is_number(value, set()):
-                names.add(t.id)
-    return names
-
-
-def _is_number(node: ast.expr, constants: set[str]) -> bool:
-    if isinstance(node, ast.Constant):
-        return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
-    if isinstance(node, ast.UnaryOp):
-        return _is_number(node.operand, constants)
-    if isinstance(node, ast.BinOp):
-        return _is_number(node.left, constants) and _is_number(node.right, constants)
-    return isinstance(node, ast.Name) and node.id in constants
-
-
-def _threshold_defaults(source: str, label: str, skip: set[str] = frozenset()) -> list[str]:
-    """``label:line function(param=default)`` for each public module-level function (not in
-    ``skip``) whose parameter defaults to a number or a numeric UPPERCASE constant."""
-    tree = ast.parse(source)
-    constants = _numeric_constants(tree)
-    found = []
-    for fn in tree.body:
-        if not isinstance(fn, ast.FunctionDef) or fn.name.startswith("_") or fn.name in skip:
-            continue
-        a = fn.args
-        positional = a.posonlyargs + a.args
-        pairs = [*zip(positional[len(positional) - len(a.defaults):], a.defaults),
-                 *((k, d) for k, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None)]
-        found += [f"{label}:{fn.lineno} {fn.name}({arg.arg}={ast.unparse(d)})" for arg, d in pairs
-                  if arg.arg not in DISPLAY_ONLY and _is_number(d, constants)]
-    return found
-
-
-def test_the_scan_sees_literals_and_numeric_constants_not_labels_or_display_knobs():
-    source = ('LIMIT = 0.5\nLABEL = "overall"\n\n'
-              'def f(x, q=0.9, *, bar=LIMIT, name=LABEL, top=5):\n    return x\n\n'
-              'def _private(q=0.9):\n    return q\n')
-    assert _threshold_defaults(source, "m") == ["m:4 f(q=0.9)", "m:4 f(bar=LIMIT)"]
-
-
-@pytest.mark.parametrize("path", _scoped_modules(), ids=lambda p: str(p.relative_to(CHECKS)))
-def test_no_check_carries_a_second_default_for_a_threshold(path):
-    rel = str(path.relative_to(CHECKS))
-    skip = {name for module, name in OTHER_OWNER_FUNCTIONS if module == rel}
-    assert _threshold_defaults(path.read_text(encoding="utf-8"), rel, skip) == [], (
-        "a threshold default in a check's signature: make it a params field (settings.py / targets.py, with "
-        "its source in description=) and pass it from the caller")
+#: No check carries a second default for a threshold: tests/unit/test_threshold_sources.py scans them all.
 
 
 # --------------------------------------------------------------------------- -P reaches the verdict
