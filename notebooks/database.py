@@ -28,12 +28,15 @@ until = None
 incident = None
 overrides = "{}"
 resolved_params = None
+# since_snapshot: an earlier run's snapshots/database.json (`--since-run RUN`): statistics count from there.
+since_snapshot = None
 
 # %%
 from IPython.display import display
 
 from perfbook import notebook as pb
 from perfbook.checks import database, querylog
+from perfbook.checks.database import window
 from perfbook.plots import database as dbplots
 from perfbook.sources import postgres, querylog as logs
 from perfbook.sources.prometheus import PromClient
@@ -43,7 +46,8 @@ ctx = pb.start("database", params_file, since=since, until=until, incident=incid
 s, t = ctx.params.settings.database, ctx.params.targets
 p = t.prometheus
 prom = PromClient.from_env(p.url, p.bearer_token_env, timeout=p.timeout, selector=p.selector) if p else None
-db = info = stmts = tables = indexes = activity = requests = candidates = privileges = None
+db = info = stmts = tables = indexes = activity = requests = candidates = privileges = identity = None
+cumulative = (None, None)
 level = None
 nplus1 = []
 
@@ -80,9 +84,30 @@ with pb.check(ctx, "privilege level"):
 # A statement is slow when it averages ≥ `settings.database.slow_query_mean` (20 ms) over ≥ `slow_query_calls`
 # (100) calls, pghero's bar.
 
+# %% [markdown]
+# ## The statistics' window
+#
+# pg_stat_statements and pg_stat_user_tables count since their last reset, which can be weeks: the numbers below
+# are those totals, unless the run was given an earlier run's snapshot (`perfbook run database --since-run RUN`):
+# then every statement and table counts the interval between that run and this one, and a reset in between is
+# detected and said, never shown as negative numbers. This run stores its own snapshot at the end of the page.
+
+# %%
+with pb.check(ctx, "statistics window (pg_stat_statements, pg_stat_user_tables)"):
+    stmts, tables = postgres.statements(db), postgres.table_stats(db)
+    cumulative = (stmts, tables)
+    identity = postgres.identity(db, stmts)
+    if since_snapshot:
+        stmts, tables, found = window.since(pb.load_record(since_snapshot), identity, stmts, tables,
+                                            source=window.source_name(since_snapshot))
+        pb.emit(ctx, found)
+    else:
+        pb.note(f"Cumulative statistics: pg_stat_statements since {stmts.attrs.get('stats_reset') or 'its last reset'}, "
+                f"pg_stat_user_tables since {(info or {}).get('stats_reset') or 'their last reset'}.")
+
 # %%
 with pb.check(ctx, "slow queries (pg_stat_statements)"):
-    stmts = postgres.statements(db)
+    stmts = postgres.require(stmts, "pg_stat_statements")
     pb.emit(ctx, database.statements_available(stmts))
     top, found = database.slow_queries(stmts, s)
     pb.table(top, f"Top {s.top_n} statements by total time")
@@ -98,7 +123,8 @@ with pb.check(ctx, "slow queries (pg_stat_statements)"):
 #
 # - **pg_stat_statements:** a key lookup (`SELECT … FROM categories WHERE id = $1`) called about once per row of a
 #   list query that returns its key. The endpoint behind it comes from evidence: requests per endpoint from
-#   Prometheus' `http_requests_total` over the window (the list query runs at most about once per request of its
+#   Prometheus' `http_requests_total` over the statistics' interval (the run's window, or since the `--since-run`
+#   snapshot; at least 60 s) (the list query runs at most about once per request of its
 #   endpoint; its route names the list's table). Health and metrics routes (`/health*`, `/ready*`, `/metrics`) are
 #   never blamed; when the evidence fits several endpoints equally, the finding says so and lists them. A lookup
 #   called about once per request of some endpoint is a detail page, not an N+1.
@@ -109,7 +135,7 @@ with pb.check(ctx, "slow queries (pg_stat_statements)"):
 # %%
 with pb.check(ctx, "requests per endpoint (Prometheus)"):
     requests = postgres.endpoint_requests(postgres.require(prom, "Prometheus (targets.prometheus)"),
-                                          ctx.params, ctx.start, ctx.end)
+                                          ctx.params, *window.interval(stmts, ctx.start, ctx.end))
     pb.table(requests, "Requests per endpoint in the window")
     pb.details("PromQL", requests.attrs["query"], "promql")
 
@@ -152,7 +178,7 @@ with pb.check(ctx, "N+1 from the query logs"):
 
 # %%
 with pb.check(ctx, "missing indexes (table scans + EXPLAIN)"):
-    tables, indexes = postgres.table_stats(db), postgres.index_stats(db)
+    tables, indexes = postgres.require(tables, "pg_stat_user_tables"), postgres.index_stats(db)
     pb.table(database.seq_scan_tables(tables, s), "Tables read mostly by sequential scans")
     considered, from_text = database.index_candidates(postgres.require(stmts, "pg_stat_statements"), tables, indexes,
                                                       s)
@@ -248,6 +274,22 @@ with pb.check(ctx, "application connection pool (Prometheus)"):
     pb.table(table, "Connection pool per instance over the window")
     pb.details("PromQL", database.promql_text(pool.attrs.get("queries", {})), "promql")
     pb.emit(ctx, found)
+
+# %% [markdown]
+# ## Snapshot for later runs
+#
+# pg_stat_statements (the top statements by total time, and every statement a finding above names) and
+# pg_stat_user_tables as they stand now, cumulative, stored with the run as `snapshots/database.json`: a later
+# `perfbook run database --since-run RUN`, and `perfbook compare RUN LATER`, count from here.
+
+# %%
+with pb.check(ctx, "snapshot for later runs"):
+    snap = window.snapshot(postgres.require(identity, "the server's identity"), *cumulative,
+                           top=ctx.params.settings.limits.snapshot_statements, keep=window.named_queryids(ctx.findings),
+                           limit=postgres.STATEMENTS_LIMIT)
+    pb.record(ctx, "database", snap, f"Snapshot stored with this run (snapshots/database.json): "
+                                     f"{len(snap['statements'])} statements, {len(snap['tables'])} tables, "
+                                     f"taken {snap['taken_at']}.")
 
 # %% [markdown]
 # ## Summary

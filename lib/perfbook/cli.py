@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -111,13 +112,14 @@ def cmd_check_params(a: argparse.Namespace) -> int:
 
 def cmd_run(a: argparse.Namespace) -> int:
     return run_batch(a.params, [a.section], incident=a.incident, since=a.since, until=a.until,
-                     overrides=a.set, jobs=1, timeout=a.timeout, outputs=a.outputs)
+                     overrides=a.set, jobs=1, timeout=a.timeout, outputs=a.outputs, since_run=a.since_run)
 
 
 def cmd_batch(a: argparse.Namespace) -> int:
     sections = [s.strip() for s in a.sections.split(",") if s.strip()] if a.sections else None
     return run_batch(a.params, sections, incident=a.incident, since=a.since, until=a.until,
-                     overrides=a.set, jobs=a.jobs, timeout=a.timeout, outputs=a.outputs, baseline=a.baseline)
+                     overrides=a.set, jobs=a.jobs, timeout=a.timeout, outputs=a.outputs, baseline=a.baseline,
+                     since_run=a.since_run)
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -168,13 +170,13 @@ COMPARE_EXIT_HELP = """exit status:
 
 
 def cmd_compare(a: argparse.Namespace) -> int:
-    from .compare import Mismatch, compare, exit_status, summary_lines
+    from .compare import Mismatch, exit_status, summary_lines
     from .plots.compare import comparison_figures
-    from .report import NotARun, read_run, write_comparison
+    from .report import NotARun, compare_runs, read_run, write_comparison
 
     try:
         baseline, incident = read_run(a.baseline), read_run(a.incident)
-        result = compare(baseline, incident)
+        result = compare_runs(baseline, incident)
     except (NotARun, Mismatch) as exc:
         raise BadInput(str(exc)) from None
     try:
@@ -220,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "expected duration, e.g. the load test's stages and recovery, + 25%% + 600 s)")
         p.add_argument("--outputs", default=os.environ.get("PERFBOOK_OUTPUTS", "outputs"),
                        help="report root (default ./outputs)")
+        p.add_argument("--since-run", metavar="RUN|previous",
+                       help="the database section counts pg_stat_statements and pg_stat_user_tables from the "
+                            "snapshot this earlier run stored (snapshots/database.json), not since their last "
+                            "reset: a run folder, or 'previous' (the latest earlier complete run of this service "
+                            "and environment under --outputs); a reset in between is detected and said")
 
     p = sub.add_parser("run", help="run one section", epilog=EXIT_CODES_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -232,10 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--sections", help="comma-separated subset, e.g. quick-diagnostics,database")
     p.add_argument("--jobs", type=int, default=None, help="notebooks at a time (default: 2 per CPU core; they mostly wait on their sources)")
-    p.add_argument("--baseline", metavar="RUN|previous",
+    p.add_argument("--baseline", metavar="RUN|previous|-7d",
                    help="when the batch has finished, compare it with this run, as `perfbook compare` does "
-                        "(compare.html at the top of the index): a run folder, or 'previous', the latest earlier "
-                        "complete run of the same service and environment under --outputs")
+                        "(compare.html at the top of the index): a run folder; 'previous', the latest earlier "
+                        "complete run of the same service and environment under --outputs; or a time shift "
+                        "(-7d, -1h, -90m): the same sections on the same window that much earlier, run after "
+                        "this batch from Prometheus (checks that read the present - probes, pg_stat_statements, "
+                        "Redis, the load test - say so, and what they find now is 'unknown', not 'new')")
     p.set_defaults(fn=cmd_batch)
 
     p = sub.add_parser("demo", help="run every section on the built-in demo stack",
@@ -298,9 +308,23 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _shift_values(argv: list[str]) -> list[str]:
+    """``--baseline -7d`` as ``--baseline=-7d``: argparse takes a value starting with ``-`` for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--baseline" and i + 1 < len(argv) and re.fullmatch(r"-\d+(?:\.\d+)?[smhdw]", argv[i + 1]):
+            out.append(f"--baseline={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
-    a = ap.parse_args(argv)
+    a = ap.parse_args(_shift_values(sys.argv[1:] if argv is None else argv))
     if not getattr(a, "fn", None):
         ap.print_help()
         return EXIT_BAD_INPUT

@@ -20,7 +20,9 @@ Status of a group (:data:`STATUSES`, in the order reports list them)
                   reported by a section that ran)
     ``better``    a problem in both; severity lower, or the key number moved the good way
     ``unchanged`` a problem in both, within the tolerance
-    ``unknown``   a problem in the baseline whose section did not run (ok) in the incident
+    ``unknown``   a problem in the baseline whose section did not run (ok) in the incident, or
+                  a problem in the incident whose check a time-shifted baseline could not run
+                  (it reads the present: ``source.present_only``)
     ``quiet``     no problem in either run (counted, not listed on the page)
 
 Tolerance (:data:`TOLERANCE`)
@@ -174,10 +176,13 @@ class Run:
     status: str | None
     findings: list[dict[str, Any]]
     sections_ok: frozenset[str] = frozenset()  # sections whose notebook ran (status ok)
+    snapshots: dict[str, Any] = field(default_factory=dict)  # snapshots/<name>.json: name → data
+    time_shift: str | None = None   # "-7d": a run of an earlier window (batch --baseline -7d)
 
     def summary(self) -> dict[str, Any]:
         return {"folder": self.folder, "run_dir": self.run_dir, "service": self.service,
-                "environment": self.environment, "started": self.started, "status": self.status}
+                "environment": self.environment, "started": self.started, "status": self.status,
+                "time_shift": self.time_shift}
 
 
 def service_identity(manifest: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -210,7 +215,11 @@ def check_comparable(baseline: Run, incident: Run) -> list[str]:
     notes = []
     if baseline.environment != incident.environment:
         notes.append(f"environments differ: baseline {baseline.environment!r}, incident {incident.environment!r}")
-    if _later(baseline.started, incident.started):
+    if baseline.time_shift:
+        notes.append(f"the baseline is the same window shifted {baseline.time_shift}, read from Prometheus; checks "
+                     f"that read the present (probes, pg_stat_statements, Redis, the load test) could not look "
+                     f"back: what they find now is listed as unknown, not new")
+    elif _later(baseline.started, incident.started):
         notes.append("the baseline run is later than the incident run (BASELINE comes first: arguments swapped?)")
     for r, what in ((baseline, "baseline"), (incident, "incident")):
         if r.status not in (None, "complete"):
@@ -278,10 +287,13 @@ def _change(before: float | None, after: float | None) -> tuple[float | None, fl
 
 
 def classify(b: Group | None, i: Group | None, incident_sections_ok: frozenset[str],
-             tolerance: dict[str, Any] | None = None) -> str:
-    """The status of one (code, subject) group (see the module docstring)."""
+             tolerance: dict[str, Any] | None = None, baseline_blind: frozenset[str] = frozenset()) -> str:
+    """The status of one (code, subject) group (see the module docstring). ``baseline_blind``:
+    the checks a time-shifted baseline could not run (they read the present)."""
     bp, ip = bool(b and b.problem), bool(i and i.problem)
     if ip and not bp:
+        if b is None and i.findings and all(f.get("check") in baseline_blind for f in i.findings):
+            return "unknown"
         return "new"
     if bp and not ip:
         if i is None and not any(f.get("section") in incident_sections_ok for f in b.findings):
@@ -449,21 +461,27 @@ def headline(counts: dict[str, int], changes: list[dict[str, Any]], baseline: Ru
     return f"{what} vs baseline {baseline.folder}{when}"
 
 
-def compare(baseline: Run, incident: Run, tolerance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The comparison of two runs of one service (:class:`Mismatch` otherwise), as compare.json holds it."""
+def compare(baseline: Run, incident: Run, tolerance: dict[str, Any] | None = None,
+            database: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The comparison of two runs of one service (:class:`Mismatch` otherwise), as compare.json holds it.
+    ``database``: where the database time went between them (:func:`perfbook.report.compare_runs`
+    computes it from the runs' snapshots; None: not known)."""
     tol = tolerance or TOLERANCE
     notes = check_comparable(baseline, incident)
     gb, gi = group(baseline.findings), group(incident.findings)
+    blind = frozenset(str((f.get("evidence") or {}).get("check")) for f in baseline.findings
+                      if f.get("code") == "source.present_only")
     changes = []
     for k in list(gb) + [k for k in gi if k not in gb]:
         b, i = gb.get(k), gi.get(k)
-        changes.append(_change_record(classify(b, i, incident.sections_ok, tol), b, i))
+        changes.append(_change_record(classify(b, i, incident.sections_ok, tol, blind), b, i))
     changes.sort(key=_order)
     counts = {s: sum(1 for c in changes if c["status"] == s) for s in STATUSES}
     return {"schema": SCHEMA, "kind": "perfbook.compare", "baseline": baseline.summary(),
             "incident": incident.summary(), "tolerance": tol, "counts": counts,
             "headline": headline(counts, changes, baseline), "changes": changes,
-            "key_numbers": key_numbers(baseline.findings, incident.findings, tol), "notes": notes}
+            "key_numbers": key_numbers(baseline.findings, incident.findings, tol), "notes": notes,
+            "database": database}
 
 
 def needs_attention(comparison: dict[str, Any]) -> list[dict[str, Any]]:
@@ -523,4 +541,11 @@ def summary_lines(comparison: dict[str, Any], limit: int = 60, others: int = 10)
         left += max(0, len(shown) - cap)
     if left:
         lines.append(f"  … {left} more in compare.html / compare.json")
+    db = comparison.get("database")
+    if db:
+        lines.append(f"  database: {db['headline']}" if db.get("headline") else
+                     f"  database: no window between the two runs: {db.get('reason') or 'no statement ran'}")
+        if db.get("statements_reset"):
+            lines.append(f"  database: pg_stat_statements was reset at {db['statements_reset']}, between the runs: "
+                         f"the numbers count from the reset")
     return lines

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 MIME_TYPE = "application/vnd.perfbook.finding+json"
+#: A section's machine-readable record for later runs (``{"name": ..., "data": ...}``), e.g. the
+#: database snapshot: the runner writes each as ``snapshots/<name>.json`` in the run folder.
+RECORD_MIME_TYPE = "application/vnd.perfbook.record+json"
 
 #: Severities from best to worst. ``error`` means a check could not run; it sorts first
 #: in reports because it is never to be mistaken for "healthy".
@@ -87,6 +90,9 @@ CODES: dict[str, Code] = {
     "db.privileges": Code("The database role's privilege level (pg_monitor, + pg_read_all_data, + hypopg): "
                           "what the checks could verify, and what the next level adds.",
                           "Issue 1 §4 Database Bottleneck"),
+    "db.stats_window": Code("Which interval the statement and table statistics cover: since an earlier run's "
+                            "snapshot (--since-run), or cumulative when that cannot be (another server, a reset).",
+                            "Issue 2: Database Query Optimization (pg_stat_statements)"),
     "cache.low_hit_rate": Code("Cache hit rate is under the 60 % target.",
                                "Issue 5 Caching Optimization (Cache Monitoring)"),
     "ratelimit.rejections": Code("Requests are being rejected by rate limits (HTTP 429).",
@@ -117,6 +123,9 @@ CODES: dict[str, Code] = {
                          "Performance Monitoring (Performance Alerts)"),
     "checklist.unmet": Code("An item of the optimization checklist is not met.",
                             "Performance Optimization Checklist"),
+    "source.present_only": Code("A check that reads the present (live probe, pg_stat_statements, Redis, load "
+                                "test) did not run: this run looks back in time (batch --baseline -7d).",
+                                "Performance Baselines"),
     "source.unreachable": Code("A data source could not be reached; the checks that need it did not run.",
                                "Quick Diagnostics"),
     "check.failed": Code("A check raised an unexpected error; its conclusion is unknown.",
@@ -209,3 +218,17 @@ def collect(notebook: str | Path | dict) -> list[Finding]:
                 payload = json.loads(payload)
             found.append(Finding.from_dict(payload))
     return found
+
+
+def collect_records(notebook: dict) -> dict[str, Any]:
+    """The records (:data:`RECORD_MIME_TYPE`) a notebook object holds in its outputs: name → data
+    (the last one of a name wins)."""
+    out: dict[str, Any] = {}
+    for cell in notebook.get("cells", []):
+        for o in cell.get("outputs", []) or []:
+            payload = (o.get("data") or {}).get(RECORD_MIME_TYPE)
+            if isinstance(payload, str):
+                payload = json.loads(payload)
+            if isinstance(payload, dict) and isinstance(payload.get("name"), str):
+                out[payload["name"]] = payload.get("data")
+    return out

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -237,6 +238,15 @@ def unreachable_finding(exc: Any, name: str, partial: bool = False) -> Finding:
         check=name)
 
 
+def present_only_finding(exc: Any, name: str) -> Finding:
+    """The ``source.present_only`` finding: check ``name`` reads the present, and this run
+    looks back in time (``perfbook batch --baseline -7d``), so it did not run; said, not guessed."""
+    return Finding("source.present_only", "info",
+                   f"'{name}' reads the present ({exc.source}): not checked in a run that looks back in time",
+                   subject=exc.source, evidence={"check": name, "reason": exc.reason},
+                   check=name)
+
+
 def emit_unreachable(ctx: Context, problems: Iterable[Any], name: str | None = None) -> None:
     """One ``source.unreachable`` finding per source that did not answer while the check went
     on with the others (e.g. one instance's /metrics of several): the check's findings
@@ -249,11 +259,13 @@ def emit_unreachable(ctx: Context, problems: Iterable[Any], name: str | None = N
 @contextmanager
 def check(ctx: Context, name: str) -> Iterator[None]:
     """Run a check; a dead source or an exception becomes an error finding, never a crash."""
-    from .sources import SourceError, SourceUnreachable
+    from .sources import PresentOnly, SourceError, SourceUnreachable
 
     previous, ctx._current_check = ctx._current_check, name
     try:
         yield
+    except PresentOnly as exc:
+        emit(ctx, present_only_finding(exc, name))
     except (SourceUnreachable, SourceError) as exc:
         emit(ctx, unreachable_finding(exc, name))
     except Exception as exc:  # noqa: BLE001 - a check must never take the report down
@@ -361,6 +373,23 @@ def details(summary: str, text: str, language: str = "") -> None:
 def note(text: str) -> None:
     """A short paragraph of escaped text (a conclusion with its numbers)."""
     _display({"text/html": f"<p>{html.escape(clip(text, CLIP['text']))}</p>", "text/plain": text})
+
+
+def record(ctx: Context, name: str, data: dict[str, Any], text: str) -> None:
+    """Keep ``data`` (JSON-safe) with the run for later runs: the runner writes it as
+    ``snapshots/<name>.json`` in the run folder (e.g. the database snapshot a later
+    ``--since-run`` or ``perfbook compare`` computes its window from). ``text``: the line
+    the page shows instead of the data."""
+    from .findings import RECORD_MIME_TYPE
+
+    _display({"text/html": f"<p class='perfbook-record'>{html.escape(clip(text, CLIP['text']))}</p>",
+              "text/plain": text, RECORD_MIME_TYPE: {"name": name, "section": ctx.section, "data": data}})
+
+
+def load_record(path: str | Path) -> dict[str, Any]:
+    """A record a run stored (``<run>/snapshots/<name>.json``), for a notebook run by hand with
+    ``since_snapshot=...`` (the runner checks it before any kernel starts)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 MAX_SUMMARY_ITEMS = 100

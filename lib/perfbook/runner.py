@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,13 +32,21 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .baseline import BadBaseline, compare_into, report_lines, resolve as resolve_baseline
-from .findings import Finding, collect
+from .baseline import (
+    BadBaseline,
+    TimeShift,
+    compare_into,
+    report_lines,
+    resolve as resolve_baseline,
+    since_snapshot,
+)
+from .findings import Finding, collect, collect_records
 from .params import Params, ParamsError, load, parse_override
 from .params.loading import dump_resolved
 from .processes import kill_tree
 from .report import (
     STATUS_TEXT,
+    NotARun,
     Redactor,
     SecretLeak,
     checklist_index_html,
@@ -47,15 +56,19 @@ from .report import (
     git_revision,
     index_html,
     make_run_dir,
+    read_run,
     redact_notebook,
     replace_file,
     versions,
     write_new,
 )
+from .sources import HISTORICAL_ENV
 
 EXIT_OK, EXIT_CRITICAL, EXIT_BAD_INPUT, EXIT_NOTEBOOK_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_RUNNER_FAILED = 4
 RESOLVED_PARAMS = "params.resolved.json"  # in a batch's work folder: the params its notebooks load
+SINCE_SECTION = "database"  # the section --since-run starts the window of (its snapshot: snapshots/database.json)
+SNAPSHOT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,40}")  # a record's name, as a file name
 
 #: A notebook's timeout is what its section is expected to take (the load test's stages and
 #: recovery) plus this margin, plus :data:`TIMEOUT_SLACK` of the expected time (stage ramps,
@@ -117,6 +130,7 @@ class NotebookResult:
     html: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    snapshots: list[str] = field(default_factory=list)  # snapshots/<name>.json it recorded
 
     def manifest(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
@@ -124,7 +138,7 @@ class NotebookResult:
             counts[f.severity] = counts.get(f.severity, 0) + 1
         return {"section": self.section, "status": self.status, "duration_s": round(self.duration_s, 2),
                 "timeout_s": round(self.timeout_s, 1), "error": self.error, "ipynb": self.ipynb, "html": self.html, "timings": self.timings,
-                "findings": counts}
+                "findings": counts, "snapshots": self.snapshots}
 
 
 @dataclass
@@ -152,12 +166,17 @@ class Batch:
                  incident: str | None = None, since: str | None = None, until: str | None = None,
                  overrides: dict[str, Any] | None = None, jobs: int | None = None,
                  timeout: float | None = None, outputs: str | Path = "outputs",
-                 progress: Progress | None = None, nb_dir: Path | None = None):
+                 progress: Progress | None = None, nb_dir: Path | None = None,
+                 since_snapshot: str | Path | None = None, time_shift: str | None = None):
         self.params_file = Path(params_file).resolve()
         self.params = params
         self.sections = sections
         self.incident, self.since, self.until = incident, since, until
         self.overrides = overrides or {}
+        #: the database snapshot of an earlier run (``--since-run``): the database section's window starts there
+        self.since_snapshot = Path(since_snapshot).resolve() if since_snapshot else None
+        #: "-7d": this run is a time-shifted baseline; sources that read the present refuse (PresentOnly)
+        self.time_shift = time_shift
         # Notebooks mostly wait on their sources (probes, PromQL, the load generator), so two per
         # core overlap well: 2.7x faster than the sequential papermill + nbconvert loop on 2 cores.
         self.jobs = max(1, jobs or min(len(sections) or 1, 2 * (os.cpu_count() or 1)))
@@ -182,11 +201,16 @@ class Batch:
 
     # ---------------------------------------------------------------- manifest
 
-    def header(self) -> dict[str, str]:
+    def window(self) -> tuple[datetime, datetime]:
+        """The run's window (UTC): the params file's, or --since / --until."""
         from .params import resolve_time
         w0, w1 = self.params.window.resolve(self.started)
         w0 = resolve_time(self.since, self.started) if self.since else w0
         w1 = resolve_time(self.until, self.started) if self.until else w1
+        return w0, w1
+
+    def header(self) -> dict[str, str]:
+        w0, w1 = self.window()
         return {"service": self.params.service, "environment": self.params.environment,
                 "window (UTC)": f"{w0:%Y-%m-%d %H:%M:%S} → {w1:%Y-%m-%d %H:%M:%S} "
                                 f"({(w1 - w0).total_seconds() / 60:.1f} min)",
@@ -206,6 +230,8 @@ class Batch:
                 "overrides": self.overrides, "incident": self.incident, "versions": versions(),
                 "jobs": self.jobs, "timeout_s": self.timeout if self.timeout is not None else "per section",
                 "notebooks": [r.manifest() for r in self.results]}
+        if self.time_shift:
+            out["time_shift"] = self.time_shift
         if self.failure:
             out["error"] = self.failure
         return out
@@ -236,14 +262,19 @@ class Batch:
             return
         nb = self.nb_dir / f"{r.section}.ipynb"
         work_nb, work_html = self._work / f"{r.section}.ipynb", self._work / f"{r.section}.html"
+        parameters = self._parameters()
+        if r.section == SINCE_SECTION and self.since_snapshot is not None:
+            parameters["since_snapshot"] = str(self.since_snapshot)
         cmd = [sys.executable, "-m", "perfbook.execute", "--notebook", str(nb), "--output", str(work_nb),
-               "--html", str(work_html), "--parameters", json.dumps(self._parameters()),
+               "--html", str(work_html), "--parameters", json.dumps(parameters),
                "--cwd", str(self.nb_dir)]
         r.status = "running"
         self.progress("start", r)
         t0 = time.monotonic()
         env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="module://matplotlib_inline.backend_inline",
                    PERFBOOK_REDACT_ENV=",".join(self.params.env_names()))  # clip() redacts first, in the kernel
+        if self.time_shift:
+            env[HISTORICAL_ENV] = self.time_shift
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True, env=env)
         with self._lock:
@@ -297,6 +328,7 @@ class Batch:
                 nb = redact_notebook(nbformat.reads(src.read_text(encoding="utf-8", errors="replace"),
                                                     as_version=4), self.redact)
                 r.findings = collect(nb)
+                records = collect_records(nb)
                 text = nbformat.writes(nb)
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 r.error = r.error or clip(f"could not read the executed notebook: {exc}", 200, self.redact)
@@ -304,6 +336,7 @@ class Batch:
                 try:
                     write_new(self.run_dir / f"{r.section}.ipynb", text, self.redact)
                     r.ipynb = f"{r.section}.ipynb"
+                    self._write_snapshots(r, records)
                 except SecretLeak as exc:
                     r.status, r.error = "failed", str(exc)
         page = None
@@ -321,6 +354,17 @@ class Batch:
             page = error_html(f"{r.section}: {STATUS_TEXT.get(r.status, r.status)}", clip(what, 20_000, self.redact))
         write_new(self.run_dir / f"{r.section}.html", page, self.redact)
         r.html = f"{r.section}.html"
+
+    def _write_snapshots(self, r: NotebookResult, records: dict[str, Any]) -> None:
+        """The notebook's records (already redacted with it), as ``snapshots/<name>.json``."""
+        for name, data in records.items():
+            if not SNAPSHOT_NAME.fullmatch(name) or data is None:
+                continue
+            folder = self.run_dir / "snapshots"
+            folder.mkdir(exist_ok=True)
+            write_new(folder / f"{name}.json", json.dumps(data, indent=1, ensure_ascii=False, default=str),
+                      self.redact)
+            r.snapshots.append(f"snapshots/{name}.json")
 
     # ---------------------------------------------------------------- the batch
 
@@ -522,9 +566,27 @@ def load_params(path: str, overrides: list[str]) -> tuple[Any, dict[str, Any]]:
     return load(path, ov), ov
 
 
+def _shifted_baseline(batch: Batch, shift: TimeShift, quiet: bool) -> Any:
+    """Run ``batch``'s sections again on its window shifted by ``shift`` (a run folder of its
+    own, marked ``time_shift`` in its manifest) and return that run as the baseline."""
+    w0, w1 = shift.window(*batch.window())
+    label = f"{batch.incident or batch.params_file.stem}-baseline{shift.spec}"
+    printer = Printer(len(batch.sections))
+    past = Batch(batch.params_file, batch.params, batch.sections, incident=label, since=w0.isoformat(),
+                 until=w1.isoformat(), overrides=batch.overrides, jobs=batch.jobs, timeout=batch.timeout,
+                 outputs=batch.outputs, progress=None if quiet else printer, time_shift=shift.spec)
+    if not quiet:
+        sys.stderr.write(f"\nBaseline: the same window {shift.spec} ({w0:%Y-%m-%d %H:%M:%S} → {w1:%H:%M:%S} UTC), "
+                         f"from Prometheus; checks that read the present say so → {past.run_dir}\n")
+    done = past.run()
+    if done.exit_code in (EXIT_INTERRUPTED, EXIT_RUNNER_FAILED):
+        raise BadBaseline(f"the time-shifted baseline run did not finish ({past.failure or 'interrupted'})")
+    return read_run(done.run_dir)
+
+
 def run_batch(params_file: str, sections: list[str] | None, *, incident=None, since=None, until=None,
               overrides: list[str] | None = None, jobs=None, timeout=None, outputs="outputs",
-              quiet=False, baseline: str | None = None) -> int:
+              quiet=False, baseline: str | None = None, since_run: str | None = None) -> int:
     """Run ``sections`` (None: all) of ``params_file`` as one batch, with progress lines on
     stderr and the report's path on stdout; returns the exit status (``perfbook run``,
     ``perfbook section``, ``perfbook demo``). ``baseline``: compare the finished run with
@@ -535,13 +597,17 @@ def run_batch(params_file: str, sections: list[str] | None, *, incident=None, si
     chosen = validate_sections(sections)
     if not chosen:
         raise BadInput(f"no notebooks found in {notebooks_dir()}")
+    if since_run and SINCE_SECTION not in chosen:
+        raise BadInput(f"--since-run: only the {SINCE_SECTION} section uses it, and it is not among the sections run")
     try:
         base = resolve_baseline(baseline, params.service, params.environment, outputs) if baseline else None
+        snap = since_snapshot(since_run, params.service, params.environment, outputs) if since_run else None
     except BadBaseline as exc:
         raise BadInput(str(exc)) from None
     printer = Printer(len(chosen))
     batch = Batch(params_file, params, chosen, incident=incident, since=since, until=until, overrides=ov,
-                  jobs=jobs, timeout=timeout, outputs=outputs, progress=None if quiet else printer)
+                  jobs=jobs, timeout=timeout, outputs=outputs, progress=None if quiet else printer,
+                  since_snapshot=snap)
     if not quiet:
         each = (f"timeout {timeout:.0f}s each" if timeout is not None else "timeout per section: "
                 + ", ".join(f"{r.section} {r.timeout_s:.0f}s" for r in batch.results))
@@ -559,8 +625,10 @@ def run_batch(params_file: str, sections: list[str] | None, *, incident=None, si
                      + (f"; notebooks not ok: {', '.join(failed)}" if failed else "") + "\n")
     if base is not None and not (batch.failure or result.exit_code == EXIT_INTERRUPTED):
         try:
+            if isinstance(base, TimeShift):
+                base = _shifted_baseline(batch, base, quiet)
             print("\n".join(report_lines(*compare_into(result.run_dir, base))))
-        except (BadBaseline, OSError) as exc:  # the report stands; the comparison is said missing
+        except (BadBaseline, NotARun, OSError) as exc:  # the report stands; the comparison is said missing
             print_error(f"no comparison with the baseline: {exc}")
     print(f"Report: {result.index.resolve()}")
     return result.exit_code

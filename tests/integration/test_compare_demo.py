@@ -77,3 +77,44 @@ def test_batch_baseline_previous_compares_with_the_latest_earlier_run(healthy_ru
     assert result["baseline"]["folder"] == first_dir.name
     index = (run_dir / "index.html").read_text(encoding="utf-8")
     assert index.index("Compared with a baseline") < index.index("<h2>Sections</h2>")   # at the top
+
+
+def test_batch_baseline_time_shift_runs_the_same_window_earlier(healthy_run, tmp_path):
+    """--baseline -40s: the same sections on the window 40 s earlier (the demo's Prometheus holds only
+    minutes), from Prometheus; the checks that read the present say so, and are never 'new'."""
+    out = tmp_path / "outputs"
+    res = subprocess.run([sys.executable, "-m", "perfbook.cli", "batch", "-p", str(healthy_run.params_path),
+                          "--sections", "quick-diagnostics,database,scaling", "--outputs", str(out),
+                          "--baseline", "-40s"], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, **healthy_run.env), timeout=900)
+    assert res.returncode in (0, 1), res.stdout + res.stderr
+    assert "Baseline: the same window -40s" in res.stderr, res.stderr
+    run_dir = Path([ln for ln in res.stdout.splitlines() if ln.startswith("Report: ")][-1][8:]).parent
+    result = json.loads((run_dir / "compare.json").read_text(encoding="utf-8"))
+    base_dir = Path(result["baseline"]["run_dir"])
+    manifest = json.loads((base_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["time_shift"] == "-40s" and manifest["status"] == "complete" and result["baseline"]["time_shift"]
+    assert all(nb["status"] == "ok" for nb in manifest["notebooks"]), manifest["notebooks"]
+    # The same window, 40 s earlier.
+    now = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    assert now["header"]["window (UTC)"] != manifest["header"]["window (UTC)"]
+    assert now["header"]["window (UTC)"].split("(")[1] == manifest["header"]["window (UTC)"].split("(")[1]  # length
+    found = json.loads((base_dir / "findings.json").read_text(encoding="utf-8"))
+    blind = {f["evidence"]["check"] for f in found if f["code"] == "source.present_only"}
+    assert "connect to PostgreSQL (read-only)" in blind and "slow queries (pg_stat_statements)" in blind, blind
+    assert not [f for f in found if f["severity"] == "error"], [(f["code"], f["title"]) for f in found
+                                                                 if f["severity"] == "error"]
+    # The Prometheus checks ran on the earlier window.
+    assert any(f["section"] == "scaling" and f["code"] != "source.present_only" for f in found)
+    # Nothing a blind check finds now is called new.
+    incident = {(f["code"], f["subject"]): f for f in json.loads((run_dir / "findings.json").read_text())}
+    for c in result["changes"]:
+        if c["status"] == "new":
+            f = incident[(c["code"], c["subject"])]
+            assert f.get("check") not in blind, c
+    assert any("shifted -40s" in n for n in result["notes"])
+    assert "Compared with a baseline" in (run_dir / "index.html").read_text(encoding="utf-8")
+    # A shifted run is never the 'previous' run.
+    from perfbook.report import NotARun, previous_run
+    with pytest.raises(NotARun, match="no earlier complete run"):
+        previous_run(out, manifest["service"], manifest["environment"], exclude=run_dir)

@@ -26,7 +26,8 @@ def test_workspace_holds_filled_in_copies_and_its_own_lab_config(tmp_path):
     assert names == sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
     nb = nbformat.read(str(ws / "database.ipynb"), as_version=4)
     assert lab.read_parameters(nb) == {"params_file": str(DEMO), "since": "-30m", "until": None,
-                                       "incident": "INC-7", "overrides": "{}", "resolved_params": None}
+                                       "incident": "INC-7", "overrides": "{}", "resolved_params": None,
+                                       "since_snapshot": None}
     src = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     assert src.startswith("# Parameters")  # the comments stay
     settings = json.loads((ws / ".jupyter" / "labconfig" / "default_setting_overrides.json").read_text())

@@ -64,8 +64,6 @@ def _quadratic_n_plus_one(stmts: pd.DataFrame, endpoints: Sequence[Any] = (),
         if r["calls"] < min_calls or (r["rows_per_call"] or 0) > 1.5:
             continue
         table, key = sh.from_tables[0], sh.key_columns[0]
-        if reqs and any(0.5 <= r["calls"] / n <= 2.0 for e, n in reqs.items() if not D.is_infra_route(e)):
-            continue
         parent = None
         for p in records:
             ps = shapes[p["queryid"]]
@@ -76,6 +74,9 @@ def _quadratic_n_plus_one(stmts: pd.DataFrame, endpoints: Sequence[Any] = (),
                 continue
             if _is_parent(table, key, ps) and (parent is None or p["calls"] > parent[0]["calls"]):
                 parent = (p, ps, k)
+        # The detail-page rule is not what this oracle checks (the parent search is); it is the same function.
+        if n_plus_one.detail_pages(r, reqs, records, lambda qid: shapes[qid], has_parent=parent is not None):
+            continue
         # Endpoint attribution is not what this oracle checks (issue 13 made it evidence-based:
         # D.attribute_endpoint, tested in test_database_checks.py); it is applied the same way here.
         pinfo = None
@@ -245,8 +246,9 @@ def test_generated_input_has_ties_duplicates_and_detail_pages(stmts):
     assert stmts["rows_per_call"].isna().any()
     q = D._queries(stmts)
     assert q["calls"].duplicated().sum() > 1000
-    reqs = requests_frame()["requests"]
-    detail = [c for c in q["calls"] if any(0.5 <= c / n <= 2.0 for n in reqs if n > 0)]
+    reqs = requests_frame().set_index("endpoint")["requests"]
+    detail = [c for c in q["calls"] if any(0.5 <= c / n <= 2.0 for e, n in reqs.items()
+                                           if n > 0 and n_plus_one._is_item_route(e))]
     assert detail
 
 
@@ -278,6 +280,34 @@ def test_parent_ties_go_to_the_first_listed_statement():
     table, [f] = D.n_plus_one_from_statements(df, SETTINGS, ENDPOINTS)
     assert "FROM products" in f.evidence["parent_query"] and f.evidence["lookups_per_parent_call"] == 20.0
     _same((table, [f]), _quadratic_n_plus_one(df, ENDPOINTS))
+
+
+def test_a_list_endpoint_served_about_once_per_lookup_is_no_detail_page():
+    """Issue 15 (--since-run): over a short window the list endpoint GET /api/products was asked about once
+    per lookup (its cache mostly hit, or its requests got 429), yet each list query ran 20 lookups: N+1, not
+    a detail page. Only an item route (its last segment a parameter) is a detail page."""
+    rows = [("SELECT id, name, slug FROM categories WHERE id = $1", 1500.0, 1.0),
+            ("SELECT p.id, p.category_id FROM products p WHERE p.category_id = $1 ORDER BY p.id", 76.0, 2429.0)]
+    df = pd.DataFrame([{"queryid": i, "query": q, "calls": c, "total_ms": c, "rows_per_call": rpc}
+                       for i, (q, c, rpc) in enumerate(rows)])
+    reqs = pd.DataFrame([{"endpoint": "GET /api/products", "requests": 1552.0},
+                         {"endpoint": "GET /api/products/:id", "requests": 5000.0}])
+    _, found = D.n_plus_one_from_statements(df, SETTINGS, ENDPOINTS, reqs)
+    assert [f.severity for f in found] in (["warning"], ["critical"]), found
+    assert found[0].evidence["parent_calls"] == 76.0
+    # The item route asked about once per lookup, and a list query that could be the parent: the detail
+    # page explains the lookups only when its own by-id read runs about as often (it reads the product, then
+    # its category); here the product reads are few (cached), so it is the list's N+1.
+    reqs = pd.DataFrame([{"endpoint": "GET /api/products/:id", "requests": 768.0}])
+    few = pd.concat([df, pd.DataFrame([{"queryid": 9, "query": "SELECT stock, price FROM products WHERE id = $1",
+                                        "calls": 55.0, "total_ms": 1.0, "rows_per_call": 1.0}])])
+    assert [f.severity for f in D.n_plus_one_from_statements(few, SETTINGS, ENDPOINTS, reqs)[1]] != ["ok"]
+    alongside = few.assign(calls=[1500.0, 76.0, 1400.0])
+    _, found = D.n_plus_one_from_statements(alongside, SETTINGS, ENDPOINTS, reqs)
+    assert [f.severity for f in found] == ["ok"] and "detail page" in found[0].title + str(found[0].evidence), found
+    # With no list query to be the parent, the request counts alone make it a detail page.
+    _, found = D.n_plus_one_from_statements(df.iloc[:1], SETTINGS, ENDPOINTS, reqs)
+    assert [f.severity for f in found] == ["ok"], found
 
 
 def test_each_statement_is_parsed_at_most_once_on_10k_statements(monkeypatch):

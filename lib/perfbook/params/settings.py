@@ -476,6 +476,10 @@ class Limits(Strict):
     max_line_length: int = Field(1_000_000, ge=1024, description="longest log line read, in characters")
     # The query-log analysis follows this many sessions at once (least recently seen closed first).
     max_log_sessions: int = Field(20_000, ge=10, description="sessions followed at once in query logs")
+    # The database snapshot stored with each run keeps this many statements by total time (plus
+    # every statement a finding names): later runs count from it (--since-run, perfbook compare).
+    snapshot_statements: int = Field(200, ge=10, le=5000,
+                                     description="statements kept in a run's database snapshot (top by total time)")
 
 
 class Sections(Strict):

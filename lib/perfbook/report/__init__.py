@@ -24,6 +24,7 @@ from .comparison import (
     Figures,
     NotARun,
     compare_html,
+    compare_runs,
     comparison_name,
     comparisons_in,
     previous_run,
@@ -61,4 +62,5 @@ from .redaction import (
 
 __all__ = [
     "TEMPLATES", "SecretLeak", "COMMON_WORDS", "MIN_SAFE_SECRET", "secret_weakness", "Redactor", "redact_notebook", "use_redactor", "active_redactor", "CLIP", "clip", "slug", "make_run_dir", "write_new", "replace_file", "git_revision", "versions", "notebook_html", "MAX_OUTPUT_CHARS", "error_html", "SEV_STYLE", "MAX_INDEX_FINDINGS", "STATUS_TEXT", "redact_findings", "index_html", "checklist_index_html", "findings_json", "NotARun", "read_run", "run_redactor", "STATUS_STYLE", "Figures", "compare_html", "comparison_name", "write_comparison", "comparisons_in", "previous_run", "refresh_index",
+    "compare_runs",
 ]

@@ -71,9 +71,39 @@ def read_run(folder: str | Path) -> Any:
     service, environment = service_identity(manifest)
     ok = frozenset(nb.get("section") for nb in manifest.get("notebooks", [])
                    if isinstance(nb, dict) and nb.get("status") == "ok")
+    snapshots = {}
+    for path in sorted((d / "snapshots").glob("*.json")):
+        try:
+            snapshots[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # a damaged snapshot: the comparison goes on without it
     return Run(folder=d.resolve().name, run_dir=str(d.resolve()), service=service, environment=environment,
                started=manifest.get("started"), status=manifest.get("status"), findings=findings,
-               sections_ok=ok)
+               sections_ok=ok, snapshots=snapshots, time_shift=manifest.get("time_shift"))
+
+
+#: Statements and tables listed in "where the database time went".
+DATABASE_TOP = 10
+
+
+def database_between(baseline: Any, incident: Any, top: int = DATABASE_TOP) -> dict[str, Any] | None:
+    """Where the database's time went between two runs (:class:`perfbook.compare.Run`), from
+    their snapshots (:func:`perfbook.checks.database.window.database_window`); None when either
+    has none (its database section did not run, or predates snapshots)."""
+    from ..checks.database.window import database_window, is_snapshot
+
+    b, i = baseline.snapshots.get("database"), incident.snapshots.get("database")
+    if not (is_snapshot(b) and is_snapshot(i)):
+        return None
+    return database_window(b, i, top)
+
+
+def compare_runs(baseline: Any, incident: Any) -> dict[str, Any]:
+    """:func:`perfbook.compare.compare` of two runs read by :func:`read_run`, with where the
+    database time went between them (``perfbook compare``, ``batch --baseline``)."""
+    from ..compare import compare
+
+    return compare(baseline, incident, database=database_between(baseline, incident))
 
 
 def previous_run(outputs: str | Path, service: str, environment: str, *, exclude: str | Path | None = None,
@@ -82,7 +112,8 @@ def previous_run(outputs: str | Path, service: str, environment: str, *, exclude
     (``outputs/YYYY-MM-DD/HHMMSS-label/``), as :func:`read_run` reads it: the baseline
     ``perfbook batch --baseline previous`` compares with. ``exclude``: the run being made;
     ``before``: only runs started before this ISO time. :class:`NotARun` when there is none.
-    Folders that are not finished runs (lab workspaces, interrupted or failed runs) are skipped."""
+    Folders that are not finished runs (lab workspaces, interrupted or failed runs) and
+    time-shifted baselines (``--baseline -7d``: an earlier window, made later) are skipped."""
     skip = Path(exclude).resolve() if exclude else None
     best = None
     for manifest in Path(outputs).glob("*/*/manifest.json"):
@@ -93,7 +124,7 @@ def previous_run(outputs: str | Path, service: str, environment: str, *, exclude
             run = read_run(folder)
         except NotARun:
             continue
-        if (run.status != "complete" or (run.service, run.environment) != (service, environment)
+        if (run.status != "complete" or run.time_shift or (run.service, run.environment) != (service, environment)
                 or not run.started or (before and str(run.started) >= before)):
             continue
         if best is None or str(run.started) > str(best.started):
@@ -156,6 +187,48 @@ STATUS_STYLE = {"new": SEV_STYLE["critical"], "worse": SEV_STYLE["warning"], "re
 #: ``figures(comparison) -> [(matplotlib Figure or None, alt text), ...]``: the plots of a
 #: comparison, drawn from its redacted data by the caller (the plots live above this layer).
 Figures = Callable[[dict[str, Any]], list[tuple[Any, str]]]
+
+
+def _count(v: Any) -> str:
+    return "—" if v is None else f"{v:,.0f}"
+
+
+def _share(v: Any) -> str:
+    return "—" if v is None else f"{100 * v:.0f} %"
+
+
+def database_html(db: dict[str, Any] | None) -> str:
+    """"Where the database time went between the two runs" (compare.json's ``database``)."""
+    from ..checks.database.window import window_notes
+
+    e = html.escape
+    if not db:
+        return ("<p>Not known: a run without a database snapshot (its database section did not run, or it "
+                "predates snapshots).</p>")
+    if not db.get("comparable"):
+        return f"<p>No window between the two runs: {e(str(db.get('reason')))}.</p>"
+    notes = window_notes(db)
+    since_text = {"new": "new since the baseline", "not in baseline": "at most (outside the baseline's top)",
+                  "reset": "since a reset"}
+    srows = "".join(
+        f"<tr><td>{e(_share(r.get('share')))}</td>"
+        f"<td>{e(_count(r.get('calls')))}</td><td>{e(_fmt_key(r.get('total_ms'), 'ms'))}</td>"
+        f"<td>{e(_fmt_key(r.get('mean_ms'), 'ms'))}</td><td>{e(_count(r.get('rows')))}</td>"
+        f"<td><code>{e(clip(r.get('query') or '', CLIP['subject']))}</code></td>"
+        f"<td>{e(since_text.get(r.get('since') or '', ''))}</td></tr>" for r in db.get("statements", []))
+    trows = "".join(
+        f"<tr><td>{e(str(r.get('schema')))}.{e(str(r.get('table')))}</td><td>{e(_count(r.get('seq_scan')))}</td>"
+        f"<td>{e(_count(r.get('seq_tup_read')))}</td><td>{e(_count(r.get('idx_scan')))}</td>"
+        f"<td>{e(_count(r.get('n_live_tup')))}</td></tr>" for r in db.get("tables", []))
+    return (f"<p><b>{e(db.get('headline') or 'No statement ran between the two runs.')}</b> "
+            f"{e(_count(db.get('calls')))} calls and {e(_fmt_key(db.get('total_ms'), 'ms'))} of statement time in "
+            f"all, from {e(_when(db.get('baseline_taken_at')))} to {e(_when(db.get('taken_at')))}.</p>"
+            + "".join(f"<p style='background:#fff6e0;padding:6px'>{e(n)}</p>" for n in notes)
+            + "<table><tr><th>share of time</th><th>calls</th><th>total</th><th>mean</th><th>rows</th>"
+              f"<th>statement</th><th></th></tr>{srows or '<tr><td colspan=7>None.</td></tr>'}</table>"
+            + "<table><tr><th>table</th><th>sequential scans</th><th>rows read sequentially</th>"
+              f"<th>index scans</th><th>live rows (now)</th></tr>{trows or '<tr><td colspan=5>None.</td></tr>'}"
+              "</table>")
 
 
 def compare_html(comparison: dict[str, Any], redact: Redactor | None = None, figures: Figures | None = None) -> str:
@@ -229,6 +302,8 @@ td, th {{ padding: 4px 8px; border-bottom: 1px solid #ddd; vertical-align: top; 
 {''.join(krows) or '<tr><td colspan=7>No key number in either run.</td></tr>'}</table>
 <h2>Baseline vs incident</h2>
 {plots or '<p>Nothing to plot.</p>'}
+<h2>Where the database time went between the two runs</h2>
+{database_html(c.get('database'))}
 <details><summary>Unchanged problems ({len(by.get('unchanged', []))})</summary>{change_rows(by.get('unchanged', []))}</details>
 <details><summary>No problem in either run ({len(by.get('quiet', []))} code/subject pairs)</summary>{change_rows(by.get('quiet', []))}</details>
 <p style="color:#666;font-size:.85em">Findings are matched by code and subject. A number has moved when it changed by more

@@ -108,6 +108,29 @@ class SourceUnreachable(SourceProblem):
     verb = "unreachable"
 
 
+class PresentOnly(SourceProblem):
+    """A source that reads the present (a live probe, pg_stat_statements, Redis INFO, a load
+    test) was asked for, in a run that looks back in time (``perfbook batch --baseline -7d``:
+    the same window a week earlier, read from Prometheus). The check says so, never guesses.
+    """
+
+    verb = "reads the present"
+
+
+#: Set (to the shift, e.g. "-7d") in the environment of a run that looks back in time.
+HISTORICAL_ENV = "PERFBOOK_HISTORICAL"
+
+
+def present_only(source: str, target: object) -> None:
+    """Refuse a live read in a run that looks back in time (:class:`PresentOnly`); nothing otherwise.
+    Every source function that reads the present calls it first."""
+    import os
+
+    shift = os.environ.get(HISTORICAL_ENV)
+    if shift:
+        raise PresentOnly(source, target, f"this run looks back in time ({shift}); {source} only tells the present")
+
+
 class SourceError(SourceProblem):
     """The source answered, but with an error (bad PromQL, HTTP 401/403, wrong page...).
 

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 import requests
 
-from perfbook.sources import SourceUnreachable, error_reason
+from perfbook.sources import SourceUnreachable, error_reason, present_only
 from perfbook.sources.bounded import TooLarge, limits_of, read_body
 from perfbook.sources.http import UrlRefused, build_url, host_listed
 
@@ -97,6 +97,7 @@ def burst(target: BurstTarget, allowed_hosts: Iterable[str], opt_in: Iterable[st
     Raises :class:`BurstRefused` for a host not allowed, :class:`SourceUnreachable`
     (source ``"http"``) when no request got an answer because nothing accepted a connection.
     """
+    present_only("rate-limit burst", target.url)
     if target.refused:
         raise BurstRefused(target.refused)
     if not host_allowed(target.url, allowed_hosts, opt_in):
@@ -174,6 +175,7 @@ def run_all(params: Any, session: requests.Session | None = None) -> dict[str, p
     ``settings.rate_limiting`` (burst_requests, burst_timeout, burst_budget,
     burst_concurrency, burst_body, burst_opt_in_hosts); hosts: ``targets.allowed_hosts``.
     """
+    present_only("rate-limit burst", "the expensive endpoints")
     s = params.settings.rate_limiting
     out: dict[str, pd.DataFrame | str] = {}
     runnable = {t.name: t for t in targets_from_params(params)}

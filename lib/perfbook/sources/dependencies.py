@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import requests
 
-from perfbook.sources import SourceError, bounded, error_reason, http
+from perfbook.sources import SourceError, bounded, error_reason, http, present_only
 
 __all__ = ["health_services", "probe_with_backoff", "probe_all", "PROBE_COLUMNS"]
 
@@ -30,6 +30,7 @@ def health_services(base_url: str | None, timeout: float = 5.0, retries: int = 1
     answer, not an outage. Raises :class:`~perfbook.sources.SourceUnreachable` when nothing answers and
     :class:`SourceError` when no base_url is configured or the body is not JSON.
     """
+    present_only("/health/services", base_url)
     if not base_url:
         raise SourceError("http", "(targets.base_url not set)", "no base URL to ask for /health/services")
     url = http.build_url(base_url, path)
@@ -93,6 +94,7 @@ def probe_all(urls: dict[str, str], timeout: float = 5.0, retries: int = 3, budg
               backoff: float = 1.0) -> pd.DataFrame:
     """:func:`probe_with_backoff` for each ``{dependency: health URL}`` (the params'
     ``targets.external_health_urls``), one after the other; ``budget`` is per dependency."""
+    present_only("external health probe", "the dependencies")
     frames = [probe_with_backoff(name, url, timeout=timeout, retries=retries, backoff=backoff, budget=budget)
               for name, url in urls.items()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PROBE_COLUMNS)

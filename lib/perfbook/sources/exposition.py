@@ -43,7 +43,7 @@ from urllib3.util.retry import Retry
 from perfbook.promql import (
     utc,
 )
-from perfbook.sources import SourceError, SourceProblem, SourceUnreachable, error_reason, safe_target
+from perfbook.sources import SourceError, SourceProblem, SourceUnreachable, error_reason, present_only, safe_target
 from perfbook.sources.bounded import limits_of, read_text
 
 #: Columns of a scrape frame that are not labels. A label with one of these names
@@ -247,6 +247,7 @@ def scrape_all(
     returned — one instance down of several is the usual bad day — and only when none
     answered is the first failure raised.
     """
+    present_only("/metrics", "the instances")
     def one(url: str) -> pd.DataFrame | SourceProblem:
         try:
             return scrape(url, timeout, **scrape_kwargs)
@@ -279,6 +280,7 @@ def scrape_twice(
     second snapshot ``nodejs_eventloop_lag_p50/p90/p99_seconds`` describe the interval
     between the two scrapes — which is what snapshot mode wants.
     """
+    present_only("/metrics", "the instances")
     url_list = [urls] if isinstance(urls, str) else list(urls)
     if not url_list:
         raise ValueError("scrape_twice needs at least one URL")

@@ -21,7 +21,7 @@ import requests
 
 from perfbook.params import path_problem
 
-from . import SourceUnreachable, error_reason
+from . import SourceUnreachable, error_reason, present_only
 from .bounded import TooLarge, limits_of, read_body
 
 if TYPE_CHECKING:  # pandas is imported where a frame is built: the locust subprocess imports this module
@@ -99,6 +99,7 @@ def probe(specs: list[ProbeSpec], count: int = 20, timeout: float = 10.0, retrie
     (``settings.limits.max_response_bytes``): a larger one is a row with its status and an
     ``error`` naming the cap, never held whole.
     """
+    present_only("HTTP probe", "the endpoints")
     import pandas as pd
 
     max_bytes = max_bytes or limits_of().max_response_bytes

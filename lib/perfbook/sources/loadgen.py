@@ -46,6 +46,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
+from perfbook.sources import present_only
 from perfbook.sources.http import host_of
 from perfbook.sources.loadplan import (
     MixEntry,
@@ -364,6 +365,7 @@ def run(plan: Plan, workdir: str | Path | None = None,
     test from climbing further (when ``plan.stop_on_break``); the recovery stage still
     runs, to see whether the service comes back. ``workdir`` keeps locust's CSV files and
     logs (default: a temporary folder, removed afterwards)."""
+    present_only("load test", "the service")
     result = LoadTestRun(plan, refused=plan.refused)
     if plan.refused:
         return result

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import SourceError, SourceProblem, SourceUnreachable
+from . import PresentOnly, SourceError, SourceProblem, SourceUnreachable, present_only
 from .pg_readonly import _scrub, check_read_only, safe_dsn
 
 SOURCE = "postgres"
@@ -69,6 +69,7 @@ class Session:
              connect_timeout: float = 5.0) -> Session:
         """Connect. Raises SourceUnreachable (nothing answered, bad credentials) or
         SourceError (connected, but the session could not be made read-only)."""
+        present_only("PostgreSQL", "the database")
         import psycopg
 
         target = safe_dsn(dsn)
@@ -175,6 +176,11 @@ class Session:
 def connect(ctx: Any) -> Session:
     """The notebook's session: DSN from the env var ``targets.database_env`` names,
     timeouts from ``settings.database``."""
+    try:
+        present_only(SOURCE, "the database")
+    except PresentOnly as exc:
+        _failure[:] = [PRESENT_ONLY, exc.reason]
+        raise
     env = ctx.params.targets.database_env
     if not env:
         raise SourceUnreachable(SOURCE, "(not configured)",
@@ -196,12 +202,16 @@ def connect(ctx: Any) -> Session:
 
 #: Why the last :func:`connect` failed (target, reason): later checks repeat it.
 _failure: list[str] = []
+#: ``_failure``'s target when the run looks back in time (no connection was tried).
+PRESENT_ONLY = "(present only)"
 
 
 def require(value: Any, what: str) -> Any:
     """``value``, or SourceUnreachable when an earlier step could not read it (``None``):
     the later checks then say they did not run, instead of failing on ``None``."""
     if value is None:
+        if _failure and _failure[0] == PRESENT_ONLY:
+            raise PresentOnly(SOURCE, "the database", _failure[1])
         if _failure:
             raise SourceUnreachable(SOURCE, _failure[0], f"not connected, so {what} could not be read: {_failure[1]}")
         raise SourceUnreachable(SOURCE, "(not read)", f"{what} could not be read (see the error above)")
@@ -216,6 +226,8 @@ def close(db: Session | None) -> None:
 
 def _need(db: Session | None) -> Session:
     if db is None:
+        if _failure and _failure[0] == PRESENT_ONLY:
+            raise PresentOnly(SOURCE, "the database", _failure[1])
         if _failure:
             raise SourceUnreachable(SOURCE, _failure[0], f"not connected: {_failure[1]}")
         raise SourceUnreachable(SOURCE, "(no session)", "not connected (see the connection check above)")

@@ -83,7 +83,7 @@ __all__ = [
     "StatementTimeout", "timeout_problem",
     # re-exported from the split modules (pg_readonly, pg_session, pg_explain) for their users
     "SOURCE", "TAG", "APPLICATION_NAME", "check_read_only", "analyze_refusal", "is_single_select", "explain_analyze_top",
-    "ANALYZE_SAFE_OPERATORS", "FORBIDDEN_FUNCTIONS", "SETTABLE", "close",
+    "ANALYZE_SAFE_OPERATORS", "FORBIDDEN_FUNCTIONS", "SETTABLE", "close", "identity", "STATEMENTS_LIMIT",
 ]
 
 
@@ -104,7 +104,11 @@ _PGSS_VARIANTS = {
 }
 
 
-def statements_sql(columns: Iterable[str], schema: str = "public", limit: int = 500) -> str:
+#: How many statements :func:`statements` reads at most (by total time).
+STATEMENTS_LIMIT = 500
+
+
+def statements_sql(columns: Iterable[str], schema: str = "public", limit: int = STATEMENTS_LIMIT) -> str:
     """The pg_stat_statements query for an extension with these ``columns``.
 
     Normalised output columns: queryid, username, query, calls, total_ms, mean_ms,
@@ -148,7 +152,7 @@ INSUFFICIENT = "<insufficient privilege>"
 
 
 @_bounded
-def statements(db: Session | None, limit: int = 500) -> pd.DataFrame:
+def statements(db: Session | None, limit: int = STATEMENTS_LIMIT) -> pd.DataFrame:
     """The top statements of the current database by total time (see :func:`statements_sql`).
 
     Never raises for a missing extension: the frame is empty and ``attrs`` say why:
@@ -201,6 +205,36 @@ def statements(db: Session | None, limit: int = 500) -> pd.DataFrame:
                        sql=sql, stats_reset=stats_reset, extension_version=exts["pg_stat_statements"]["version"],
                        columns=sorted(cols))
     return frame
+
+
+IDENTITY_SQL = """
+SELECT current_database() AS database, pg_postmaster_start_time() AS postmaster_start, now() AS taken_at,
+       (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()) AS database_reset
+"""
+
+#: Readable by PUBLIC on a stock server; a managed one may revoke it (then None).
+SYSTEM_IDENTIFIER_SQL = "SELECT system_identifier::text AS system_identifier FROM pg_control_system()"
+
+
+@_bounded
+def identity(db: Session | None, statements_frame: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Which server and database this is, and when its statistics were reset, for the
+    snapshot a later run computes its window from (:mod:`perfbook.checks.database.window`):
+    ``system_identifier`` (None when not readable), ``database``, ``target`` (host:port/db,
+    as perfbook connected: no secret), ``postmaster_start``, ``taken_at`` (the server's
+    now()), ``database_reset`` (pg_stat_database) and ``statements_reset``
+    (pg_stat_statements_info, from ``statements_frame``'s attrs: 14 and later)."""
+    import psycopg
+
+    db = _need(db)
+    out = dict(db.rows(IDENTITY_SQL)[0])
+    try:
+        out["system_identifier"] = db.rows(SYSTEM_IDENTIFIER_SQL)[0]["system_identifier"]
+    except psycopg.errors.InsufficientPrivilege:
+        out["system_identifier"] = None
+    out["target"] = db.target
+    out["statements_reset"] = (statements_frame.attrs.get("stats_reset") if statements_frame is not None else None)
+    return out
 
 
 # --------------------------------------------------------------------------- tables and indexes

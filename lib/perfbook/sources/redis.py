@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from perfbook.sources import SourceError, SourceUnreachable, error_reason, safe_target
+from perfbook.sources import SourceError, SourceUnreachable, error_reason, present_only, safe_target
 
 __all__ = ["connect", "info", "sample_ttls", "info_for", "sample_for"]
 
@@ -25,6 +25,7 @@ SOURCE = "redis"
 
 
 def _client(url: str, timeout: float):
+    present_only("Redis", url)
     try:
         import redis
     except ImportError as exc:  # pragma: no cover - redis is a dependency

@@ -214,16 +214,16 @@ def n_plus_one_from_statements(stmts: pd.DataFrame, settings: Database, endpoint
         if sh.kind != "select" or not sh.key_columns or len(sh.from_tables) != 1:
             continue
         table, key = sh.from_tables[0], sh.key_columns[0]
-        detail = [e for e, n in (reqs or {}).items() if 0.5 <= r["calls"] / n <= 2.0 and not is_infra_route(e)]
-        if detail:
-            # About one lookup per request of some endpoint: a detail page (GET /x/:id), not
-            # N+1 — even when a list query on the same table could pass for its parent.
-            near.append({"query": short_query(r["query"]), "calls": r["calls"],
-                         "why_not": f"about one per request of {detail[0]} (a detail page)"})
-            continue
         if parents is None:
             parents = _ParentIndex(records, shape, min_ratio)
         parent = parents.best(r, table, key, min_ratio)
+        detail = detail_pages(r, reqs, records, shape, has_parent=parent is not None)
+        if detail:
+            # About one lookup per request of an item route, and its own read beside it when a list
+            # query could pass for the parent: a detail page (GET /x/:id), not N+1.
+            near.append({"query": short_query(r["query"]), "calls": r["calls"],
+                         "why_not": f"about one per request of {detail[0]} (a detail page)"})
+            continue
         pinfo = None
         if parent is not None:
             p, ps, _k = parent
@@ -293,6 +293,37 @@ def _shapes_by_queryid(records: list[dict]) -> Any:
             sh = cache[queryid] = query_shape(last[queryid])
         return sh
     return shape
+
+
+def detail_pages(lookup: dict, reqs: dict[str, float] | None, records: list[dict], shape: Any, *,
+                 has_parent: bool) -> list[str]:
+    """The detail pages that explain a lookup instead of an N+1: item routes (``GET
+    /api/products/:id``: the last segment a parameter; never a list route, whose requests count
+    cache hits and 429s too) requested about once per lookup (½–2×). When a list query fits
+    as the lookup's parent as well, request counts alone cannot tell the two apart (a mix where
+    the item route is asked about as often happens by chance); the item route then explains the
+    lookup only when the database shows its own read: a by-id SELECT of the table the route
+    names, called about as often as the lookup (the detail page reads its product, then the
+    product's category)."""
+    n = lookup["calls"]
+    items = [e for e, c in (reqs or {}).items() if 0.5 <= n / c <= 2.0 and not is_infra_route(e)
+             and _is_item_route(e)]
+    if not items or not has_parent:
+        return items
+
+    def read_alongside(endpoint: str) -> bool:
+        for s in records:
+            if s["queryid"] == lookup["queryid"] or (s["rows_per_call"] or 0) > 1.5 or not s["calls"]:
+                continue
+            if not 0.5 <= n / s["calls"] <= 2.0:
+                continue
+            sh = shape(s["queryid"])
+            if (sh.kind == "select" and len(sh.from_tables) == 1 and _names_table(endpoint, sh.from_tables[0])
+                    and any(_norm_col(k) == "id" for k in sh.key_columns)):
+                return True
+        return False
+
+    return [e for e in items if read_alongside(e)]
 
 
 class _ParentIndex:
