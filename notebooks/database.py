@@ -47,7 +47,7 @@ s, t = ctx.params.settings.database, ctx.params.targets
 p = t.prometheus
 prom = PromClient.from_env(p.url, p.bearer_token_env, timeout=p.timeout, selector=p.selector) if p else None
 db = info = stmts = tables = indexes = activity = requests = candidates = privileges = identity = None
-cumulative = (None, None)
+base = cumulative_stmts = cumulative_tables = None
 level = None
 nplus1 = []
 
@@ -94,12 +94,11 @@ with pb.check(ctx, "privilege level"):
 
 # %%
 with pb.check(ctx, "statistics window (pg_stat_statements, pg_stat_user_tables)"):
-    stmts, tables = postgres.statements(db), postgres.table_stats(db)
-    cumulative = (stmts, tables)
+    cumulative_stmts = stmts = postgres.statements(db)
     identity = postgres.identity(db, stmts)
     if since_snapshot:
-        stmts, tables, found = window.since(pb.load_record(since_snapshot), identity, stmts, tables,
-                                            source=window.source_name(since_snapshot))
+        base = pb.load_record(since_snapshot)
+        stmts, found = window.statements_since(base, identity, stmts, source=window.source_name(since_snapshot))
         pb.emit(ctx, found)
     else:
         pb.note(f"Cumulative statistics: pg_stat_statements since {stmts.attrs.get('stats_reset') or 'its last reset'}, "
@@ -178,7 +177,12 @@ with pb.check(ctx, "N+1 from the query logs"):
 
 # %%
 with pb.check(ctx, "missing indexes (table scans + EXPLAIN)"):
-    tables, indexes = postgres.require(tables, "pg_stat_user_tables"), postgres.index_stats(db)
+    cumulative_tables = tables = postgres.table_stats(db)
+    if base is not None:
+        tables, notes = window.tables_since(base, postgres.require(identity, "the server's identity"), tables)
+        for line in notes:
+            pb.note(line)
+    indexes = postgres.index_stats(db)
     pb.table(database.seq_scan_tables(tables, s), "Tables read mostly by sequential scans")
     considered, from_text = database.index_candidates(postgres.require(stmts, "pg_stat_statements"), tables, indexes,
                                                       s)
@@ -284,7 +288,7 @@ with pb.check(ctx, "application connection pool (Prometheus)"):
 
 # %%
 with pb.check(ctx, "snapshot for later runs"):
-    snap = window.snapshot(postgres.require(identity, "the server's identity"), *cumulative,
+    snap = window.snapshot(postgres.require(identity, "the server's identity"), cumulative_stmts, cumulative_tables,
                            top=ctx.params.settings.limits.snapshot_statements, keep=window.named_queryids(ctx.findings),
                            limit=postgres.STATEMENTS_LIMIT)
     pb.record(ctx, "database", snap, f"Snapshot stored with this run (snapshots/database.json): "

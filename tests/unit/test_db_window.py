@@ -122,8 +122,9 @@ def test_snapshots_of_another_server_give_no_window(change, why):
     assert f.severity == "warning" and why in f.title and "cumulative" in f.title
     # --since-run on another server: the checks see the cumulative frames, and the page says why.
     stmts, tables = _stmts(NOW), _tables([("products", 1, 1, 1)])
-    s2, t2, f2 = window.since(_snap(BASE), {**IDENT, "taken_at": T1, **change}, stmts, tables, source="run-a")
-    assert s2 is stmts and t2 is tables and f2.severity == "warning"
+    s2, f2 = window.statements_since(_snap(BASE), {**IDENT, "taken_at": T1, **change}, stmts, source="run-a")
+    t2, notes = window.tables_since(_snap(BASE), {**IDENT, "taken_at": T1, **change}, tables)
+    assert s2 is stmts and t2 is tables and f2.severity == "warning" and notes == []
 
 
 def test_a_later_baseline_is_refused():
@@ -135,9 +136,12 @@ def test_since_gives_the_checks_window_frames_with_the_sources_attrs():
     stmts = _stmts(NOW)
     tables = _tables([("products", 30, 210_000, 50)])
     tables.attrs["sql"] = "SELECT ... pg_stat_user_tables"
-    s2, t2, f = window.since(_snap(BASE), {**IDENT, "taken_at": T1}, stmts, tables, source="run-a")
+    s2, f = window.statements_since(_snap(BASE), {**IDENT, "taken_at": T1}, stmts, source="run-a")
+    t2, notes = window.tables_since(_snap(BASE), {**IDENT, "taken_at": T1}, tables)
     assert s2.set_index("queryid").loc["1", "calls"] == 40_000 and s2.attrs["sql"] == "SELECT ..."
-    assert t2.loc[0, "seq_tup_read"] == 200_000 and t2.attrs["sql"].endswith("pg_stat_user_tables")
+    assert t2.loc[0, "seq_tup_read"] == 200_000 and t2.attrs["sql"].endswith("pg_stat_user_tables") and not notes
+    _, notes = window.tables_since(_snap(BASE), {**IDENT, "taken_at": T1, "database_reset": T1}, tables)
+    assert notes and "pg_stat_user_tables was reset" in notes[0]
     assert f.code == "db.stats_window" and f.severity == "info"
     assert window.source_name("/o/2026-12-06/100000-x/snapshots/database.json") == "100000-x"
 

@@ -260,3 +260,35 @@ def test_probe_of_closed_port_is_an_answer_not_a_crash():
 def test_health_services_needs_base_url():
     with pytest.raises(SourceError):
         dependencies.health_services(None)
+
+
+def test_fast_failures_never_make_a_slow_dependency_look_fast():
+    """fc8 (issue 14): nine 500s answered in 0.1 s and one 3.8 s success gave 'p95 243 ms, well under its
+    3 s timeout'. Latency is judged on the calls that succeeded or timed out (the SRE book's latency of
+    successful requests); the failures are errors, counted apart."""
+    def by_status(status, obs):
+        return buckets("ai-api", obs).assign(status=status)
+    fast_errors, slow = by_status("500", [0.1] * 9), by_status("200", [2.6, 2.8, 3.2])
+    mixed = pd.concat([fast_errors, slow, by_status("timeout", [3.5])])
+    diluted = external.dependency_latency(mixed, lambda s: 3.0)                      # every call, as before
+    judged = external.dependency_latency(mixed, lambda s: 3.0, status_label="status")
+    assert diluted.iloc[0]["calls"] == 13 and diluted.iloc[0]["p50_s"] < 0.25
+    assert judged.iloc[0]["calls"] == 4 and judged.iloc[0]["p50_s"] > 2.5
+    [f] = external.slow_dependencies(judged, settings=DEFAULTS)
+    assert f.severity == "critical", f
+    # An instrumentation without the status label: every call (nothing dropped).
+    assert external.dependency_latency(buckets("ai-api", [0.1] * 9), lambda s: 3.0,
+                                       status_label="status").iloc[0]["calls"] == 9
+
+
+def test_calls_timing_out_are_slow_even_with_no_latency_to_read():
+    errors = external.dependency_errors(outcomes("ai-api", error=6, timeout=3, rejected=20))
+    empty = external.dependency_latency(buckets("ai-api", [0.1] * 9).assign(status="500"), lambda s: 3.0,
+                                        status_label="status")
+    assert empty.empty or empty.iloc[0]["calls"] == 0
+    lat = pd.DataFrame([{"service": "ai-api", "calls": 0.0, "p50_s": None, "p95_s": None, "p99_s": None,
+                         "timeout_s": 3.0, "p95_of_timeout": None, "p99_of_timeout": None}])
+    [f] = external.slow_dependencies(lat, errors, settings=DEFAULTS)
+    assert f.severity == "critical" and "33 % of calls timed out" in f.title
+    no_timeouts = external.dependency_errors(outcomes("ai-api", error=9, rejected=20))
+    assert external.slow_dependencies(lat, no_timeouts, settings=DEFAULTS) == []   # its errors say it all

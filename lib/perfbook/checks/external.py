@@ -96,15 +96,35 @@ def health_findings(table: pd.DataFrame, http_status: int | None = None) -> list
 # --------------------------------------------------------------------------- latency
 
 
+def judged_calls(buckets: pd.DataFrame | None, status_label: str | None) -> pd.DataFrame | None:
+    """The histogram rows of calls whose duration says how fast the dependency is: answered
+    with success (2xx, 3xx) or timed out (``timeout``). A failure answered fast (a 503 in
+    20 ms, a refused connection) is an error, counted by :func:`failing_dependencies`, and
+    never makes a slow dependency look fast. Rows without ``status_label`` (an
+    instrumentation without it): all of them."""
+    if buckets is None or not status_label or status_label not in buckets.columns:
+        return buckets
+    raw = buckets[status_label]
+    status = raw.astype(str).str.strip().str.lower()
+    code = pd.to_numeric(status, errors="coerce")
+    unlabelled = raw.isna() | status.isin(["", "nan", "none"])
+    keep = unlabelled | (status == "timeout") | ((code >= 200) & (code < 400))
+    out = buckets[keep].drop(columns=[status_label])
+    out.attrs = dict(buckets.attrs)
+    return out
+
+
 def dependency_latency(buckets: pd.DataFrame, timeout_for: Callable[[str], float],
-                       service_label: str = "service") -> pd.DataFrame:
+                       service_label: str = "service", status_label: str | None = None) -> pd.DataFrame:
     """Per dependency: calls, p50/p95/p99 (s) and its timeout, with p95 and p99 as a share of it.
 
     ``buckets``: increase of ``external_api_duration_seconds_bucket`` by ``le`` and service
-    over the window. Quantiles as PromQL's ``histogram_quantile`` computes them: a p99 in
-    the +Inf bucket reads as the highest finite bound.
+    (and ``status_label``: then only the calls :func:`judged_calls` keeps) over the window.
+    Quantiles as PromQL's ``histogram_quantile`` computes them: a p99 in the +Inf bucket
+    reads as the highest finite bound.
     """
     cols = ["service", "calls", "p50_s", "p95_s", "p99_s", "timeout_s", "p95_of_timeout", "p99_of_timeout"]
+    buckets = judged_calls(buckets, status_label)
     if buckets is None or buckets.empty:
         return pd.DataFrame(columns=cols)
     q = quantiles_by(buckets, [0.5, 0.95, 0.99], by=[service_label]).rename(
@@ -116,8 +136,11 @@ def dependency_latency(buckets: pd.DataFrame, timeout_for: Callable[[str], float
     return q[cols].reset_index(drop=True)
 
 
-def latency_series(bucket_rates: pd.DataFrame | None, service_label: str = "service") -> pd.DataFrame | None:
-    """p50/p95/p99 over time per dependency from bucket rates with a ``timestamp`` column."""
+def latency_series(bucket_rates: pd.DataFrame | None, service_label: str = "service",
+                   status_label: str | None = None) -> pd.DataFrame | None:
+    """p50/p95/p99 over time per dependency from bucket rates with a ``timestamp`` column (the
+    calls :func:`judged_calls` keeps)."""
+    bucket_rates = judged_calls(bucket_rates, status_label)
     if bucket_rates is None or bucket_rates.empty:
         return None
     return quantiles_by(bucket_rates, [0.5, 0.95, 0.99], by=[service_label, "timestamp"]).rename(
@@ -160,13 +183,15 @@ def slow_dependencies(latency: pd.DataFrame, errors: pd.DataFrame | None = None,
         ev = {"calls": calls, "p50_ms": p50 and p50 * 1000, "p95_ms": p95 and p95 * 1000,
               "p99_ms": p99 and p99 * 1000, "timeout_ms": timeout * 1000, "timed_out": n_timeouts,
               "timed_out_share": t_share}
-        if max(calls, n_calls) < min_calls or p95 is None:
+        if max(calls, n_calls) < min_calls or (p95 is None and t_share is None):
             continue
         share_note = f", {t_share * 100:.0f} % of calls timed out" if t_share else ""
         if (p99 is not None and p99 >= timeout) or (t_share or 0) >= 4 * timeout_share:
             sev = "critical"
-        elif p95 >= slow_fraction * timeout or (t_share or 0) >= timeout_share:
+        elif (p95 is not None and p95 >= slow_fraction * timeout) or (t_share or 0) >= timeout_share:
             sev = "warning"
+        elif p95 is None:
+            continue  # no call succeeded or timed out, and none timed out: its errors say it all
         else:
             found.append(Finding("external.slow", "ok",
                                  f"{name}: p95 {ms(p95)}, well under its {timeout:g} s timeout",

@@ -86,7 +86,7 @@ class Settings:
     api_limit: tuple[float, int] = (60.0, 6000)             # public catalogue API: /api/products*
     generate_limit: tuple[float, int] | None = (60.0, 60)   # /api/content/generate (expensive)
     external_timeout: float = 3.0
-    breaker_reset: float = 10.0
+    breaker_reset: float = 3.0   # short: over a minute of demo traffic the half-open trials make enough real calls to judge
     breaker_window: float = 20.0
     breaker_volume: int = 3
     heap_limit_mb: int = 512

@@ -72,7 +72,7 @@ def _pick_request(rng: random.Random) -> tuple[str, str, str]:
 
 def drive(base_urls: Sequence[str], duration: float = 60.0, *, max_requests: int = 50_000,
           workers: int = 6, weights: Sequence[float] | None = None, think_time: float = 0.1,
-          generate_every: float = 1.5, timeout: float = 15.0, seed: int | None = None,
+          generate_every: float = 0.75, timeout: float = 15.0, seed: int | None = None,
           progress: Callable[[float, float, TrafficStats], None] | None = None) -> TrafficStats:
     """Send the mix to ``base_urls`` for ``duration`` seconds (at most ``max_requests``).
 

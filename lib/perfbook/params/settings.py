@@ -358,6 +358,10 @@ class External(Strict):
     service_label: str = "service"
     outcome_label: str = "outcome"
     breaker_label: str = "name"
+    status_label: str | None = Field(
+        "status", description="label of the duration histogram holding the HTTP status (or 'timeout'): latency is "
+                              "judged on calls that succeeded or timed out, never diluted by fast failures (the SRE "
+                              "book's latency of successful requests); None, or a histogram without it: every call")
     default_timeout: Duration = Field(
         10.0, gt=0, description="the runbook's axios / opossum timeout (Issue 7 §1: timeout: 10000)")
     timeouts: dict[str, Duration] = Field(default_factory=dict, description="per dependency where it differs")

@@ -381,21 +381,37 @@ def source_name(path: str) -> str:
     return parts[-3] if len(parts) >= 3 and parts[-2] == "snapshots" else parts[-1]
 
 
-def since(base: dict[str, Any], identity: dict[str, Any], statements: pd.DataFrame, tables: pd.DataFrame, *,
-          source: str) -> tuple[pd.DataFrame, pd.DataFrame, Finding]:
-    """The database section's frames over the window since snapshot ``base`` (``--since-run``):
-    pg_stat_statements as :func:`statement_window` computes it (attrs kept: SQL, stats_reset...)
-    and pg_stat_user_tables with the window's counters (:func:`as_table_stats`), and the
-    ``db.stats_window`` finding saying what the window is. Two snapshots that cannot be compared
-    (:func:`incomparable`) leave the frames cumulative, and the finding says why."""
-    now = snapshot(identity, statements, tables, top=max(len(statements), 1))
-    now["statements_complete"] = True
-    frame, info = statement_window(base, now)
+def _now(identity: dict[str, Any], statements: pd.DataFrame | None = None,
+         tables: pd.DataFrame | None = None) -> dict[str, Any]:
+    """This moment's snapshot, every row kept (the window needs them all)."""
+    snap = snapshot(identity, statements, tables, top=max(len(statements) if statements is not None else 0, 1))
+    snap["statements_complete"] = True
+    return snap
+
+
+def statements_since(base: dict[str, Any], identity: dict[str, Any], statements: pd.DataFrame, *,
+                     source: str) -> tuple[pd.DataFrame, Finding]:
+    """The database section's pg_stat_statements over the window since snapshot ``base``
+    (``--since-run``), as :func:`statement_window` computes it (attrs kept: SQL, stats_reset...,
+    and ``window``), and the ``db.stats_window`` finding saying what the window is. Two
+    snapshots that cannot be compared (:func:`incomparable`) leave the frame cumulative, and the
+    finding says why."""
+    frame, info = statement_window(base, _now(identity, statements=statements))
     if not info["comparable"]:
-        return statements, tables, window_finding(info, source)
+        return statements, window_finding(info, source)
     frame.attrs = {**statements.attrs, "window": info}
-    twin, _ = table_window(base, now)
-    return frame, as_table_stats(twin, tables), window_finding(info, source)
+    return frame, window_finding(info, source)
+
+
+def tables_since(base: dict[str, Any], identity: dict[str, Any],
+                 tables: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """pg_stat_user_tables with the window's counters since snapshot ``base`` (:func:`as_table_stats`;
+    cumulative when the snapshots cannot be compared), and what makes the window different
+    (:func:`window_notes`: a pg_stat_reset() inside it)."""
+    twin, info = table_window(base, _now(identity, tables=tables))
+    if not info["comparable"]:
+        return tables, []
+    return as_table_stats(twin, tables), window_notes(info)
 
 
 def _short(query: str, width: int = 80) -> str:
@@ -405,4 +421,5 @@ def _short(query: str, width: int = 80) -> str:
 
 __all__ = ["SCHEMA", "KIND", "STATEMENT_COUNTERS", "TABLE_COUNTERS", "TABLE_GAUGES", "snapshot", "is_snapshot",
            "named_queryids", "incomparable", "statement_window", "table_window", "as_table_stats",
-           "window_finding", "time_shares", "database_window", "since", "source_name", "interval", "window_notes"]
+           "window_finding", "time_shares", "database_window", "statements_since", "tables_since", "source_name",
+           "interval", "window_notes"]
