@@ -305,6 +305,15 @@ def test_a_list_endpoint_served_about_once_per_lookup_is_no_detail_page():
     alongside = few.assign(calls=[1500.0, 76.0, 1400.0])
     _, found = D.n_plus_one_from_statements(alongside, SETTINGS, ENDPOINTS, reqs)
     assert [f.severity for f in found] == ["ok"] and "detail page" in found[0].title + str(found[0].evidence), found
+    # The lookup is the item page's own read (products by id, about once per GET /api/products/:id), though a
+    # list returning product_id (a top-10 report) could pass for its parent: a detail page (fc9, read_all run).
+    own = pd.DataFrame([{"queryid": 1, "query": "SELECT stock, price FROM products WHERE id = $1", "calls": 155.0,
+                         "total_ms": 1.0, "rows_per_call": 1.0},
+                        {"queryid": 2, "query": "SELECT product_id, count(*) AS clicks FROM clicks GROUP BY product_id "
+                                                "ORDER BY clicks DESC LIMIT $1", "calls": 31.0, "total_ms": 1.0,
+                         "rows_per_call": 10.0}])
+    reqs_own = pd.DataFrame([{"endpoint": "GET /api/products/:id", "requests": 150.0}])
+    assert [f.severity for f in D.n_plus_one_from_statements(own, SETTINGS, ENDPOINTS, reqs_own)[1]] == ["ok"]
     # With no list query to be the parent, the request counts alone make it a detail page.
     _, found = D.n_plus_one_from_statements(df.iloc[:1], SETTINGS, ENDPOINTS, reqs)
     assert [f.severity for f in found] == ["ok"], found

@@ -311,15 +311,17 @@ def detail_pages(lookup: dict, reqs: dict[str, float] | None, records: list[dict
     if not items or not has_parent:
         return items
 
+    def item_read(sh: Shape, endpoint: str) -> bool:
+        return (sh.kind == "select" and len(sh.from_tables) == 1 and _names_table(endpoint, sh.from_tables[0])
+                and any(_norm_col(k) == "id" for k in sh.key_columns))
+
     def read_alongside(endpoint: str) -> bool:
+        if item_read(shape(lookup["queryid"]), endpoint):
+            return True  # the lookup is the item page's own read (GET /api/products/:id reading products)
         for s in records:
             if s["queryid"] == lookup["queryid"] or (s["rows_per_call"] or 0) > 1.5 or not s["calls"]:
                 continue
-            if not 0.5 <= n / s["calls"] <= 2.0:
-                continue
-            sh = shape(s["queryid"])
-            if (sh.kind == "select" and len(sh.from_tables) == 1 and _names_table(endpoint, sh.from_tables[0])
-                    and any(_norm_col(k) == "id" for k in sh.key_columns)):
+            if 0.5 <= n / s["calls"] <= 2.0 and item_read(shape(s["queryid"]), endpoint):
                 return True
         return False
 
