@@ -42,6 +42,7 @@ from typing import Any
 import pandas as pd
 
 from ...findings import Finding
+from .. import number
 
 SCHEMA = 1
 KIND = "perfbook.pg_snapshot"
@@ -73,14 +74,6 @@ def _time(v: Any) -> datetime | None:
     if pd.isna(t):
         return None
     return (t.tz_localize("UTC") if t.tzinfo is None else t).to_pydatetime()
-
-
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def named_queryids(findings: Iterable[Any]) -> set[str]:
@@ -122,14 +115,14 @@ def snapshot(identity: dict[str, Any], statements: pd.DataFrame | None, tables: 
                 continue
             stmts.append({"queryid": None if r.get("queryid") is None else str(r["queryid"]),
                           "username": r.get("username"), "query": str(r.get("query") or "")[:QUERY_CHARS],
-                          **{c: _num(r.get(c)) for c in STATEMENT_COUNTERS}})
+                          **{c: number(r.get(c)) for c in STATEMENT_COUNTERS}})
     elif statements is not None:
         complete = not statements.attrs.get("unavailable")
     tabs: list[dict[str, Any]] = []
     if tables is not None and not tables.empty:
         for r in tables.to_dict("records"):
             tabs.append({"schema": r.get("schema"), "table": r.get("table"),
-                         **{c: _num(r.get(c)) for c in (*TABLE_COUNTERS, *TABLE_GAUGES)}})
+                         **{c: number(r.get(c)) for c in (*TABLE_COUNTERS, *TABLE_GAUGES)}})
     ident = {k: _iso(v) if isinstance(v, (datetime, pd.Timestamp)) else (None if v is None else str(v))
              for k, v in identity.items()}
     return {"schema": SCHEMA, "kind": KIND, "taken_at": ident.get("taken_at"), "identity": ident,
@@ -183,11 +176,11 @@ def _window(base_rows: list[dict], now_rows: list[dict], key: tuple[str, ...], c
             flag = "reset"           # counts since the reset, which is inside the window
         elif b is None:
             flag = "new" if base_complete else "not in baseline"  # the latter: at most this much
-        elif any((_num(r.get(c)) or 0.0) < (_num(b.get(c)) or 0.0) for c in counters if _num(b.get(c)) is not None):
+        elif any((number(r.get(c)) or 0.0) < (number(b.get(c)) or 0.0) for c in counters if number(b.get(c)) is not None):
             flag = "reset"           # this row's counters went down: evicted and back, or reset
         else:
             for c in counters:
-                v, v0 = _num(r.get(c)), _num(b.get(c))
+                v, v0 = number(r.get(c)), number(b.get(c))
                 row[c] = None if v is None else v - (v0 or 0.0)
         row["since"] = flag
         out.append(row)
@@ -338,8 +331,8 @@ def time_shares(frame: pd.DataFrame, top: int) -> list[dict[str, Any]]:
     out = []
     for r in frame.head(top).to_dict("records"):
         out.append({"queryid": r["queryid"], "username": r.get("username"), "query": r["query"],
-                    "calls": _num(r["calls"]), "total_ms": _num(r["total_ms"]), "mean_ms": _num(r["mean_ms"]),
-                    "rows": _num(r["rows"]), "share": (_num(r["total_ms"]) or 0.0) / total if total else None,
+                    "calls": number(r["calls"]), "total_ms": number(r["total_ms"]), "mean_ms": number(r["mean_ms"]),
+                    "rows": number(r["rows"]), "share": (number(r["total_ms"]) or 0.0) / total if total else None,
                     "since": r.get("since") or ""})
     return out
 
@@ -355,7 +348,7 @@ def database_window(base: dict[str, Any], now: dict[str, Any], top: int) -> dict
                            "tables": [], "headline": None}
     if info["comparable"]:
         for r in tables.head(top).to_dict("records"):
-            out["tables"].append({k: (_num(v) if k in (*TABLE_COUNTERS, *TABLE_GAUGES) else v) for k, v in r.items()})
+            out["tables"].append({k: (number(v) if k in (*TABLE_COUNTERS, *TABLE_GAUGES) else v) for k, v in r.items()})
         if out["statements"]:
             s = out["statements"][0]
             share = f"{100 * s['share']:.0f} %" if s["share"] is not None else "?"
