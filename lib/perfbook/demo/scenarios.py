@@ -176,7 +176,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
           (Allow("memory.pressure"), *_MONITORING),
           instance=2),
     Fault("rate_limit", "service",
-          "The public API limiter on /api/products is far too tight (40 requests per 10 s window per "
+          "The public API limiter on /api/products is far too tight (20 requests per 10 s window per "
           "client instead of 6000 per minute): most listing and detail traffic gets 429.",
           (Expect("ratelimit.rejections", "rate-limiting", subject="/api/products",
                   evidence="rate_limit_hits_total{route=~\"/api/products.*\",limiter=\"api\"}; "

@@ -5,9 +5,10 @@ Mix (per request): ~42 % GET /api/products (?category=C&page=P&limit=20; popular
 categories favoured, 5 % unfiltered), ~42 % GET /api/products/{id} (90 % among the hot
 products 1..500, the rest anywhere in 1..100000), ~8 % GET /health, ~8 % GET
 /api/analytics/summary; plus one POST /api/content/generate every ``generate_every``
-seconds. Closed loop: ``workers`` threads, each waits for its answer and then
-``think_time`` before the next request, so a slow service gets less traffic rather
-than a pile-up.
+seconds. The mix is a closed loop: ``workers`` threads, each waits for its answer and
+then ``think_time`` before the next request, so a slow service gets less traffic rather
+than a pile-up. The generate calls have their own ``generate_workers`` threads (at most
+that many in flight), so a slow AI API slows those calls, not the rest of the mix.
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def _pick_request(rng: random.Random) -> tuple[str, str, str]:
 
 def drive(base_urls: Sequence[str], duration: float = 60.0, *, max_requests: int = 50_000,
           workers: int = 6, weights: Sequence[float] | None = None, think_time: float = 0.1,
-          generate_every: float = 0.75, timeout: float = 15.0, seed: int | None = None,
+          generate_every: float = 0.75, generate_workers: int = 4, timeout: float = 15.0, seed: int | None = None,
           progress: Callable[[float, float, TrafficStats], None] | None = None) -> TrafficStats:
     """Send the mix to ``base_urls`` for ``duration`` seconds (at most ``max_requests``).
 
@@ -92,46 +93,71 @@ def drive(base_urls: Sequence[str], duration: float = 60.0, *, max_requests: int
     sent = [0]
     master = random.Random(seed)
 
+    def send(session: requests.Session, rng: random.Random, gen: bool) -> None:
+        base = rng.choices(urls, weights)[0]
+        if gen:
+            method, path, route = "POST", "/api/content/generate", "/api/content/generate"
+        else:
+            method, path, route = _pick_request(rng)
+        status = None
+        try:
+            if gen:
+                resp = session.post(base + path, json={"product_id": 1 + int(HOT_PRODUCTS * rng.random() ** 2)},
+                                    timeout=timeout)
+            else:
+                resp = session.get(base + path, timeout=timeout)
+            status = resp.status_code
+        except requests.RequestException:
+            pass
+        with lock:
+            stats.requests += 1
+            stats.by_instance[base] += 1
+            stats.by_route[f"{method} {route}"] += 1
+            if status is None:
+                stats.failures += 1
+            else:
+                stats.by_status[status] += 1
+
+    def take() -> bool:
+        """Count one more request; False once the time or the count is used up."""
+        with lock:
+            if time.monotonic() >= deadline or sent[0] >= max_requests:
+                return False
+            sent[0] += 1
+            return True
+
     def worker(wseed: int) -> None:
+        # closed loop: the request mix, then think time
         rng = random.Random(wseed)
         session = requests.Session()
-        while True:
-            now = time.monotonic()
-            with lock:
-                if now >= deadline or sent[0] >= max_requests:
-                    return
-                sent[0] += 1
-                gen = now >= next_generate[0]
-                if gen:
-                    next_generate[0] = now + generate_every
-            base = rng.choices(urls, weights)[0]
-            if gen:
-                method, path, route = "POST", "/api/content/generate", "/api/content/generate"
-            else:
-                method, path, route = _pick_request(rng)
-            status = None
-            try:
-                if method == "POST":
-                    resp = session.post(base + path, json={"product_id": 1 + int(HOT_PRODUCTS * rng.random() ** 2)},
-                                        timeout=timeout)
-                else:
-                    resp = session.get(base + path, timeout=timeout)
-                status = resp.status_code
-            except requests.RequestException:
-                pass
-            with lock:
-                stats.requests += 1
-                stats.by_instance[base] += 1
-                stats.by_route[f"{method} {route}"] += 1
-                if status is None:
-                    stats.failures += 1
-                else:
-                    stats.by_status[status] += 1
+        while take():
+            send(session, rng, gen=False)
             if think_time:
                 time.sleep(rng.uniform(0.5, 1.5) * think_time)
 
+    def generator(wseed: int) -> None:
+        # open loop on its own threads: one POST every generate_every seconds, so slow AI
+        # calls (up to the service's AI timeout) never starve the mix of its workers
+        rng = random.Random(wseed)
+        session = requests.Session()
+        while True:
+            with lock:
+                slot = max(next_generate[0], time.monotonic())
+                next_generate[0] = slot + generate_every
+            if slot >= deadline:
+                return
+            pause = slot - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            if not take():
+                return
+            send(session, rng, gen=True)
+
+    gen_threads = max(1, generate_workers) if generate_every and generate_every > 0 else 0
     threads = [threading.Thread(target=worker, args=(master.randrange(2**31),), daemon=True, name=f"traffic-{i}")
                for i in range(workers)]
+    threads += [threading.Thread(target=generator, args=(master.randrange(2**31),), daemon=True,
+                                 name=f"traffic-generate-{i}") for i in range(gen_threads)]
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads):
