@@ -264,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the time-series database scraping the stack: prometheus (default), victoriametrics (the "
                         "engine of Fly.io's managed Prometheus), or both (the batch runs against each, same window, "
                         "and the verdicts are compared)")
+    p.add_argument("--db-dir", help="where the demo keeps its PostgreSQL between runs (default: ~/.cache/perfbook/"
+                                    "demo-db, /var/tmp/perfbook-demo-db-0 for root): `perfbook demo --scenario "
+                                    "healthy` then `perfbook demo` run on one database, so `perfbook compare` shows "
+                                    "where the database time went between the two runs")
+    p.add_argument("--fresh-db", action="store_true", help="a throwaway database from the seed, not the kept one")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of traffic before the batch (default 60)")
     p.add_argument("--sections", help="comma-separated subset of sections")
     p.add_argument("--jobs", type=int, default=None)

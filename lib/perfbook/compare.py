@@ -502,10 +502,13 @@ def _fmt(v: float | None, unit: str) -> str:
         return f"{v:.1%}"
     if unit == "%":
         return f"{v:.0f} %"
-    if unit == "s":
-        return f"{v * 1000:.0f} ms"
-    if unit == "ms":
-        return f"{v:.0f} ms" if v >= 10 else f"{v:.1f} ms"
+    if unit in ("s", "ms"):
+        ms = v * 1000 if unit == "s" else v
+        if abs(ms) >= 600_000:
+            return f"{ms / 60_000:.1f} min"
+        if abs(ms) >= 10_000:   # 20 s, not "20000 ms"
+            return f"{ms / 1000:.1f} s"
+        return f"{ms:.0f} ms" if abs(ms) >= 10 else f"{ms:.1f} ms"
     return f"{v:.3g} {unit}"
 
 

@@ -120,9 +120,42 @@ def _second_backend(stack, params: Path, sections, a) -> int:
     return code
 
 
+def _kept_db_window(stack, sections: list[str] | None) -> str | None:
+    """Say which database the demo runs on; when it goes on from the previous demo run's,
+    the run folder whose snapshot starts this run's statistics window (``--since-run``)."""
+    from .demo.seed import kept_record
+    from .runner import SINCE_SECTION
+
+    if stack.db_home is None:
+        return None
+    if stack.db_prepared != "kept":
+        say(f"  PostgreSQL: a new database from the seed, kept in {stack.db_home} for the next demo run "
+            f"(--fresh-db: a throwaway one)")
+        return None
+    last = kept_record(stack.db_home).get("last_run")
+    usable = bool(last) and (Path(last) / "snapshots" / "database.json").is_file() and \
+        (sections is None or SINCE_SECTION in sections)
+    say(f"  PostgreSQL: the database of the previous demo run, kept in {stack.db_home} "
+        + (f"(its statistics go on; the database section counts from that run: --since-run {last})" if usable
+           else "(its statistics go on from the previous runs; --fresh-db starts from the seed)"))
+    return last if usable else None
+
+
+def _remember_run(stack, a) -> None:
+    """Record this run in the kept database, so the next demo run's window starts at it."""
+    from .demo.seed import write_kept_record
+
+    if stack.db_home is None:
+        return
+    runs = sorted(Path(a.outputs).glob(f"*/*-demo-{a.scenario}"), key=lambda p: p.stat().st_mtime)
+    if runs and (runs[-1] / "snapshots" / "database.json").is_file():
+        write_kept_record(stack.db_home, last_run=str(runs[-1].resolve()))
+
+
 def demo_main(a) -> int:
     from .demo import scenarios
-    from .demo.postgres import HypopgUnavailable
+    from .demo.postgres import HypopgUnavailable, PostgresNotFound
+    from .demo.seed import kept_db_home
     from .demo.stack import Stack
     from .runner import EXIT_BAD_INPUT
 
@@ -156,8 +189,9 @@ def demo_main(a) -> int:
         say(f"perfbook: --scenario: unknown scenario {a.scenario!r}; known: {', '.join(scenarios.SCENARIOS)}")
         return EXIT_BAD_INPUT
     tsdb = getattr(a, "tsdb", "prometheus")
+    db_home = None if getattr(a, "fresh_db", False) else Path(a.db_dir) if getattr(a, "db_dir", None) else kept_db_home()
     stack = Stack(a.scenario, keep=a.keep, log=lambda m: say(f"  {m}"), db_role=getattr(a, "db_role", "monitor"),
-                  tsdb=tsdb)
+                  tsdb=tsdb, db_home=db_home)
     say(f"perfbook demo: scenario {a.scenario!r} — starting PostgreSQL, "
          f"{' and '.join(stack.tsdb_names).replace('victoriametrics', 'VictoriaMetrics').replace('prometheus', 'Prometheus')}, "
          f"{stack.n_instances} service instances and the external-API stand-in on 127.0.0.1")
@@ -168,6 +202,8 @@ def demo_main(a) -> int:
              + ", ".join(f"{k} {v}" for k, v in timings.items() if k != "total"))
         say(f"  perfbook connects to PostgreSQL as {stack.monitor_user} (privilege level {stack.db_role}; "
              f"--db-role monitor|read_all|hypopg)")
+        sections = [s.strip() for s in a.sections.split(",")] if a.sections else None
+        since_run = _kept_db_window(stack, sections)
         arm_alert_rules(stack)
         t0 = time.monotonic()
         driven = stack.drive(a.duration, progress=lambda done, total, stats: _bar(done, total, _stats(stats)))
@@ -178,9 +214,9 @@ def demo_main(a) -> int:
         params = write_demo_params(stack, stack.state_dir / "params.yaml")
         os.environ.update(stack.env())
         from .runner import run_batch
-        sections = [s.strip() for s in a.sections.split(",")] if a.sections else None
         code = run_batch(str(params), sections, incident=f"demo-{a.scenario}", jobs=a.jobs, timeout=a.timeout,
-                         outputs=a.outputs)
+                         outputs=a.outputs, since_run=since_run)
+        _remember_run(stack, a)
         if tsdb == "both":
             code = max(code, _second_backend(stack, params, sections, a))
         ok = True
@@ -188,7 +224,7 @@ def demo_main(a) -> int:
             say(f"\nThe stack is still up (--keep):\n{stack.describe()}\n"
                  f"params: {params}\nexplore: make lab   ·   stop: perfbook demo stop")
         return code
-    except HypopgUnavailable as exc:
+    except (HypopgUnavailable, PostgresNotFound) as exc:
         say(f"perfbook: {exc}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

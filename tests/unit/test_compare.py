@@ -328,3 +328,12 @@ def test_compare_plots_show_outside_text_as_written_and_skip_missing_numbers():
         assert "no data" in texts
     assert latency_bars(rows).axes[0].get_yscale() == "log"
     assert latency_bars([]) is None and resource_bars([]) is None
+
+
+@pytest.mark.parametrize("v, unit, text", [
+    (0.0042, "s", "4.2 ms"), (0.25, "s", "250 ms"), (20.0, "s", "20.0 s"), (9999.0, "ms", "9999 ms"),
+    (20000.0, "ms", "20.0 s"), (900_000.0, "ms", "15.0 min"), (None, "ms", "—"), (0.31, "ratio", "31.0%"),
+])
+def test_durations_read_in_the_unit_people_say_them_in(v, unit, text):
+    from perfbook.compare import fmt
+    assert fmt(v, unit) == text

@@ -513,6 +513,7 @@ def test_candidates_only_on_large_sequentially_scanned_tables_ranked_by_share():
                     ("SELECT * FROM c WHERE z = $1", 100, 100.0, 1), ("SELECT * FROM d WHERE w = $1", 10, 30.0, 1)])
     tables = _tables([("a", 50_000, 100, 0), ("b", 80_000, 100, 10), ("c", 50_000, 20, 2000),   # c: 99 % by index
                       ("d", 50_000, 100, 0)])
+    tables.loc[tables["table"] == "c", "idx_tup_fetch"] = 2_000_000      # ... which read most of its rows
     considered, cands = D.index_candidates(stmts, tables, _indexes([]), SETTINGS)
     assert [c.table for c in cands] == ["b", "a"]          # largest share of statement time first
     assert considered.set_index("table").loc["c", "verdict"].startswith("c is read mostly by index")
@@ -866,3 +867,18 @@ def test_demo_db_role_flag():
         p.parse_args(["demo", "--db-role", "superuser"])
     with pytest.raises(ValueError, match="db_role"):
         Stack("healthy", db_role="superuser")
+
+
+def test_full_scans_beside_many_by_id_lookups_still_make_a_candidate():
+    """A listing that seq-scans 100k products 97 times, beside 3,000 product-page reads by id:
+    97 % of the table's scans are by index, yet 99.9 % of the rows it reads come from the
+    scans. The listing's index is missing (the demo incident, kept database, stop 25)."""
+    q = "SELECT p.id FROM products p WHERE p.category_id = $1 ORDER BY p.created_at DESC LIMIT 20"
+    stmts = _stmts([(q, 97, 1900.0, 20), ("SELECT stock FROM products WHERE id = $1", 3000, 90.0, 1)])
+    tables = _tables([("products", 100_000, 97, 3000)], columns={"products": ["id", "category_id", "created_at"]})
+    considered, [c] = D.index_candidates(stmts, tables, _indexes([("products", "products_pkey", "id")]), SETTINGS)
+    assert c.table == "products" and c.columns == ["category_id", "created_at"], considered
+    # the same scans reading few rows (an index did most of the reading): refused, and said why
+    tables.loc[0, "seq_tup_read"], tables.loc[0, "idx_tup_fetch"] = 1_000, 3_000_000
+    considered, cands = D.index_candidates(stmts, tables, _indexes([("products", "products_pkey", "id")]), SETTINGS)
+    assert cands == [] and considered["verdict"].str.contains("% of rows read").any(), considered

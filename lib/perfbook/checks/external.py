@@ -194,7 +194,7 @@ def slow_dependencies(latency: pd.DataFrame, errors: pd.DataFrame | None = None,
             continue  # no call succeeded or timed out, and none timed out: its errors say it all
         else:
             found.append(Finding("external.slow", "ok",
-                                 f"{name}: p95 {ms(p95)}, well under its {timeout:g} s timeout",
+                                 f"{name}: p95 {ms(p95)} over {calls:.0f} calls, well under its {timeout:g} s timeout",
                                  subject=name, evidence=ev))
             continue
         found.append(Finding(

@@ -190,13 +190,16 @@ class PostgresServer:
     superuser = "postgres"
 
     def __init__(self, state_dir: Path | str, port: int | None = None, *,
-                 bindir: Path | None = None, settings: dict[str, str] | None = None):
+                 bindir: Path | None = None, settings: dict[str, str] | None = None, home: Path | str | None = None):
+        """``home``: where the cluster's files live when they must outlive ``state_dir`` (the
+        demo's kept database, see :func:`perfbook.demo.seed.kept_db_home`); never removed here."""
         self.state_dir = Path(state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or processes.free_port()
         self.bindir = Path(bindir) if bindir else find_bindir()
         self.settings = dict(settings or {})
         self.os_user: str | None = None
+        self.kept_home = home is not None
         if os.geteuid() == 0:
             self.os_user = "postgres"
             try:
@@ -205,7 +208,13 @@ class PostgresServer:
                 raise PostgresNotFound("running as root needs the 'postgres' OS user "
                                        "(created by Debian's postgresql package)") from exc
             gids = {pw.pw_gid} | set(os.getgrouplist(self.os_user, pw.pw_gid))
-            if _traversable_by(self.state_dir, pw.pw_uid, gids):
+            if home is not None:
+                self.home = _kept_home(Path(home))
+                if not _traversable_by(self.home, pw.pw_uid, gids):
+                    raise PostgresNotFound(f"{self.home}: the postgres OS user cannot reach this folder "
+                                           f"(a parent folder is private); choose one under /var/tmp")
+                self.external_home = False
+            elif _traversable_by(self.state_dir, pw.pw_uid, gids):
                 self.home = self.state_dir
                 self.external_home = False
             else:
@@ -215,7 +224,7 @@ class PostgresServer:
                 self.external_home = True
                 os.chmod(self.home, 0o755)
         else:
-            self.home = self.state_dir
+            self.home = _kept_home(Path(home)) if home is not None else self.state_dir
             self.external_home = False
         self.data_dir = self.home / "pgdata"
         self.socket_dir = self.home / "pgrun"
@@ -337,8 +346,11 @@ class PostgresServer:
         self._popen = None
 
     def cleanup(self) -> None:
-        """Remove the cluster's files (data, sockets; the private home if one was made)."""
+        """Remove the cluster's files (data, sockets; the private home if one was made); a
+        kept home (``home=``) is only stopped."""
         self.stop()
+        if self.kept_home:
+            return
         if self.external_home:
             shutil.rmtree(self.home, ignore_errors=True)
         else:
@@ -359,6 +371,13 @@ class PostgresServer:
 
     def __repr__(self) -> str:
         return f"PostgresServer(port={self.port}, data_dir={self.data_dir}, running={self.running})"
+
+
+def _kept_home(home: Path) -> Path:
+    home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o755)
+    return home
 
 
 def current_user() -> str:

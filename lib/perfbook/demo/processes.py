@@ -23,6 +23,23 @@ LOOPBACK = "127.0.0.1"
 _handed_out: set[int] = set()
 
 
+def claim_port(port: int) -> bool:
+    """Hand out ``port`` if a server can listen on it on the loopback address now (and this
+    process has not handed it out already): the kept demo database keeps its address."""
+    if port in _handed_out:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as the servers themselves bind (PostgreSQL, Go, Python's): connections of the last
+        # run still in TIME_WAIT on that port do not keep a new listener off it
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    _handed_out.add(port)
+    return True
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now (bound to 0, then released).
 

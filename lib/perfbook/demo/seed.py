@@ -8,6 +8,7 @@ covers the SQL, the server settings and the OS user) and later stacks start from
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -118,13 +119,93 @@ BLOAT_SQL = [
 ]
 
 
-def apply_db_faults(server: PostgresServer, faults: set[str]) -> None:
-    """Apply the scenario's database faults, then reset pg_stat_statements so the window
-    starts clean (table statistics are kept: they are the bloat's evidence)."""
+def apply_db_faults(server: PostgresServer, faults: set[str], *, reset: bool = True) -> None:
+    """Apply the scenario's database faults, then (``reset``) reset pg_stat_statements so
+    the window starts clean (table statistics are kept: they are the bloat's evidence)."""
     with psycopg.connect(server.dsn(DEMO_DB), autocommit=True) as conn:
         if "missing_index" in faults:
             conn.execute(MISSING_INDEX_SQL)
         if "bloat" in faults:
             for stmt in BLOAT_SQL:
                 conn.execute(stmt)
-        conn.execute("SELECT pg_stat_statements_reset()")
+        if reset:
+            conn.execute("SELECT pg_stat_statements_reset()")
+
+
+# -- the kept database of `perfbook demo` ------------------------------------------------
+# One PostgreSQL cluster that outlives each demo run, as a service's database outlives its
+# incidents: `perfbook demo --scenario healthy` then `perfbook demo` run on the same server,
+# so the second run's statistics continue the first's (perfbook's --since-run and compare
+# read the delta). A database fault cannot be taken back cheaply (a dropped index, dead
+# tuples), so a scenario without a fault the kept database has starts from the seed again.
+
+DB_FAULTS = frozenset({"missing_index", "bloat"})
+KEPT_RECORD = "perfbook-db.json"
+
+
+def kept_db_home() -> Path:
+    """Where `perfbook demo` keeps its database: ``<cache>/demo-db``, or, when the
+    ``postgres`` OS user (root runs) cannot reach the cache, ``/var/tmp/perfbook-demo-db-<uid>``."""
+    home = cache_root() / "demo-db"
+    if os.geteuid() != 0:
+        return home
+    import pwd
+
+    from perfbook.demo.postgres import _traversable_by
+    try:
+        pw = pwd.getpwnam("postgres")
+    except KeyError:
+        return home
+    gids = {pw.pw_gid} | set(os.getgrouplist("postgres", pw.pw_gid))
+    probe = home
+    while not probe.exists():
+        probe = probe.parent
+    if _traversable_by(probe, pw.pw_uid, gids):
+        return home
+    return Path("/var/tmp") / f"perfbook-demo-db-{os.getuid()}"
+
+
+def kept_record(home: Path) -> dict:
+    """What the kept database at ``home`` holds: seed key, faults applied, port, last run."""
+    try:
+        data = json.loads((Path(home) / KEPT_RECORD).read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_kept_record(home: Path, **changes) -> dict:
+    data = {**kept_record(home), **changes}
+    tmp = Path(home) / f".{KEPT_RECORD}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, Path(home) / KEPT_RECORD)
+    return data
+
+
+def can_continue(record: dict, key: str, faults: set[str] | frozenset[str], initialized: bool) -> bool:
+    """May a run with ``faults`` go on with the kept database ``record`` describes? Only the
+    same seed, and only adding database faults, never taking one back."""
+    return bool(initialized and record.get("seed_key") == key
+                and set(record.get("faults") or ()) <= set(faults) & DB_FAULTS)
+
+
+def prepare_kept(server: PostgresServer, faults: set[str] | frozenset[str], *, fresh: bool = False) -> str:
+    """Prepare the kept database in ``server.home`` for a run with ``faults`` and leave it
+    started with the faults in place: ``"kept"`` when it goes on from the last run
+    (statistics not reset), else (or ``fresh``) the seed's ``"cache"`` / ``"seeded"``
+    (a new window)."""
+    home = server.home
+    record = kept_record(home)
+    key = seed_key(server)
+    if not fresh and can_continue(record, key, faults, server.initialized):
+        server.start()
+        apply_db_faults(server, set(faults) & DB_FAULTS - set(record.get("faults") or ()), reset=False)
+        how = "kept"
+    else:
+        how = prepare(server)
+        server.start()
+        apply_db_faults(server, set(faults))
+        record = {}
+    write_kept_record(home, seed_key=key, faults=sorted(set(record.get("faults") or ()) | (set(faults) & DB_FAULTS)),
+                      port=server.port, last_run=record.get("last_run") if how == "kept" else None)
+    return how

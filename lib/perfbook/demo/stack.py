@@ -62,7 +62,10 @@ class Stack:
 
     def __init__(self, scenario: str = "incident", state_dir: Path | str | None = None, instances: int = 2,
                  *, keep: bool = False, use_cache: bool = True, log: Callable[[str], None] | None = None,
-                 everywhere: Iterable[str] = (), tsdb: str = "prometheus", db_role: str = "monitor"):
+                 everywhere: Iterable[str] = (), tsdb: str = "prometheus", db_role: str = "monitor",
+                 db_home: Path | str | None = None):
+        """``db_home``: keep PostgreSQL's cluster there, across stacks (see
+        :func:`seed.prepare_kept`); None (tests) gives each stack a fresh one in ``state_dir``."""
         self.scenario = scenarios.get(scenario)
         if tsdb not in TSDBS:
             raise ValueError(f"tsdb must be one of {', '.join(TSDBS)}, not {tsdb!r}")
@@ -100,6 +103,10 @@ class Stack:
         self.traffic_stats: traffic.TrafficStats | None = None
         self._pg_home_external: str | None = None
         self._stopped = False
+        self.db_home = Path(db_home).resolve() if db_home else None
+        #: "kept" when PostgreSQL went on from the previous run's cluster (statistics not reset)
+        self.db_prepared: str | None = None
+        self._db_lock = None
 
     # -- addresses ---------------------------------------------------------------
     @property
@@ -163,7 +170,15 @@ class Stack:
 
     def _start(self, t0: float) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.ports = {"postgres": processes.free_port(), "external": processes.free_port(),
+        if self.db_home is not None and not self._lock_db_home():
+            self.log(f"the kept database in {self.db_home} is in use by another demo: this one gets its own")
+            self.db_home = None
+        kept_port = seed.kept_record(self.db_home).get("port") if self.db_home else None
+        same_port = isinstance(kept_port, int) and processes.claim_port(kept_port)
+        if kept_port and not same_port:   # another address: its statistics could not go on (window.incomparable)
+            self.log(f"port {kept_port} of the kept database is taken: it starts from the seed again")
+        pg_port = kept_port if same_port else processes.free_port()
+        self.ports = {"postgres": pg_port, "external": processes.free_port(),
                       **{name: processes.free_port() for name in self.tsdb_names},
                       **{f"api-{i}": processes.free_port() for i in range(1, self.n_instances + 1)}}
         env = self._child_env()
@@ -190,17 +205,24 @@ class Stack:
                 self.procs[server.name] = server.proc
         self.save_state()
 
-        self.pg = PostgresServer(self.state_dir, port=self.ports["postgres"])
+        self.pg = PostgresServer(self.state_dir, port=self.ports["postgres"], home=self.db_home)
         if self.pg.external_home:
             self._pg_home_external = str(self.pg.home)
         t = time.monotonic()
-        self.timings["seed"] = seed.prepare(self.pg, use_cache=self.use_cache)
-        self.timings["postgres_prepare"] = round(time.monotonic() - t, 2)
-        t = time.monotonic()
-        self.pg.start()
-        self.procs["postgres"] = self.pg.proc
-        self.save_state()
-        seed.apply_db_faults(self.pg, set(self.faults))
+        if self.db_home is not None:
+            self.timings["seed"] = self.db_prepared = seed.prepare_kept(self.pg, set(self.faults),
+                                                                        fresh=not same_port)
+            self.procs["postgres"] = self.pg.proc
+            self.save_state()
+            self.timings["postgres_prepare"] = round(time.monotonic() - t, 2)
+        else:
+            self.timings["seed"] = seed.prepare(self.pg, use_cache=self.use_cache)
+            self.timings["postgres_prepare"] = round(time.monotonic() - t, 2)
+            t = time.monotonic()
+            self.pg.start()
+            self.procs["postgres"] = self.pg.proc
+            self.save_state()
+            seed.apply_db_faults(self.pg, set(self.faults))
         create_db_roles(self.pg.dsn(seed.DEMO_DB), self.db_role)
         self.timings["postgres_start"] = round(time.monotonic() - t, 2)
 
@@ -225,6 +247,28 @@ class Stack:
             server.wait_ready()
             processes.wait_for(lambda: self._all_targets_up(server.url), 60, f"{server.name} scraping every instance")
             self.timings[server.name] = round(time.monotonic() - t, 2)
+
+    def _lock_db_home(self) -> bool:
+        """Hold the kept database for this stack's life (released when the process ends);
+        False when another demo holds it, or its server still runs (a stack left up with --keep)."""
+        import fcntl
+        self.db_home.mkdir(parents=True, exist_ok=True)
+        try:
+            pid = int((self.db_home / "pgdata" / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, 0)
+            return False
+        except PermissionError:   # alive, another user's
+            return False
+        except (OSError, ValueError, IndexError):
+            pass   # no server runs on it
+        fd = os.open(self.db_home / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._db_lock = fd
+        return True
 
     def _tsdb_servers(self) -> list:
         return [s for s in (self.prometheus, self.victoriametrics) if s is not None]
@@ -415,6 +459,9 @@ class Stack:
             self.pg.stop()
         elif "postgres" in self.procs:
             processes.stop(self.procs["postgres"], timeout=20)
+        if getattr(self, "_db_lock", None) is not None:
+            os.close(self._db_lock)
+            self._db_lock = None
         self._stopped = True
         if self.pg is not None and self.pg.external_home:
             shutil.rmtree(self.pg.home, ignore_errors=True)

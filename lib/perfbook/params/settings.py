@@ -120,6 +120,11 @@ class Database(Strict):
                                       "sequentially (pghero's table stats: 95 %)")
     seq_scan_min_scans: int = Field(
         10, ge=1, description="fewer sequential scans than this are maintenance (VACUUM, pg_dump), not a pattern")
+    seq_rows_share: float = Field(
+        0.5, gt=0, le=1, description="index candidates: a table whose sequential scans read at least this share of "
+                                     "the rows read from it (seq_tup_read against idx_tup_fetch) is read "
+                                     "sequentially, however many single-row index lookups it also serves "
+                                     "(a product page's by-id reads outnumber a listing's full scans by count)")
     index_candidate_min_share: float = Field(
         0.05, gt=0, le=1, description="statements with at least this share of all statement time are read "
                                       "for index candidates (statement text, no privilege on the tables needed)")

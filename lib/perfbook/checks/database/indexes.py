@@ -14,11 +14,21 @@ import pandas as pd
 
 from ...findings import Finding
 from ...params import Database
+from .. import number
 from .plans import IndexSuggestion, _plan_nodes, _schemas_by_table, index_columns, index_key, seq_scan_tables
 from .predicates import _served_by, statement_predicates
 from .shapes import _queries, display_table, short_query
 
 _CONSIDERED_COLS = ["queryid", "query", "table", "share_pct", "calls", "conditions", "verdict"]
+
+
+def seq_rows_share(st: dict) -> float | None:
+    """Share of the rows read from a table that sequential scans read (``seq_tup_read``
+    against ``idx_tup_fetch``); None when neither was counted."""
+    seq, idx = number(st.get("seq_tup_read")), number(st.get("idx_tup_fetch"))
+    if seq is None or idx is None or seq + idx <= 0:
+        return None
+    return seq / (seq + idx)
 
 
 def index_candidates(stmts: pd.DataFrame, tables: pd.DataFrame | None, indexes: pd.DataFrame | None,
@@ -31,8 +41,10 @@ def index_candidates(stmts: pd.DataFrame, tables: pd.DataFrame | None, indexes: 
     (:func:`statement_predicates`) that is
 
     - large and read mostly sequentially (pg_stat_user_tables: ≥ ``min_table_rows`` live
-      rows, ≥ ``seq_scan_min_scans`` sequential scans, index share of scans <
-      ``seq_scan_index_share`` — :func:`seq_scan_tables`),
+      rows, ≥ ``seq_scan_min_scans`` sequential scans, and either an index share of scans <
+      ``seq_scan_index_share`` — :func:`seq_scan_tables` — or sequential scans reading ≥
+      ``seq_rows_share`` of the rows read: 97 full scans of 100k rows are the table's real
+      work even beside 3,000 by-id lookups, which make 97 % of its scans),
     - compared with a value in the WHERE, or ordered under a LIMIT,
     - not read whole: a statement reading that table alone, with no LIMIT and no
       aggregate, that returns ≥ ``index_max_selectivity`` of its rows per call is best
@@ -102,8 +114,10 @@ def index_candidates(stmts: pd.DataFrame, tables: pd.DataFrame | None, indexes: 
             if float(st.get("seq_scan") or 0) < min_scans:
                 row["verdict"] = f"{name}: only {float(st.get('seq_scan') or 0):,.0f} sequential scans (< {min_scans})"
                 continue
-            if (ishare or 0) >= settings.seq_scan_index_share:
-                row["verdict"] = f"{name} is read mostly by index ({100 * (ishare or 0):.0f} % of scans)"
+            seq_rows = seq_rows_share(st)
+            if (ishare or 0) >= settings.seq_scan_index_share and (seq_rows or 0) < settings.seq_rows_share:
+                row["verdict"] = (f"{name} is read mostly by index ({100 * (ishare or 0):.0f} % of scans"
+                                  + (f", {100 * (1 - seq_rows):.0f} % of rows read)" if seq_rows is not None else ")"))
                 continue
             order = use.order_by
             if not use.equality and not use.range and not (order and use.limited):
