@@ -34,6 +34,8 @@ check_system() {
   have promtool || { [[ " ${need_pkgs[*]} " == *" prometheus "* ]] || need_pkgs+=(prometheus); }
   # VictoriaMetrics single node (the engine of Fly.io's managed Prometheus): demo --tsdb, tests/integration/test_victoriametrics.py
   have victoria-metrics || have victoria-metrics-prod || [ -n "${PERFBOOK_VICTORIAMETRICS:-}" ] || need_pkgs+=(victoria-metrics)
+  # tests/integration/test_listen_alertmanager.py: the real Alertmanager posts to `perfbook listen`.
+  have prometheus-alertmanager || have alertmanager || [ -n "${PERFBOOK_ALERTMANAGER:-}" ] || need_pkgs+=(prometheus-alertmanager)
   # tests/integration/test_browser.py opens every report page in it (PERFBOOK_CHROMIUM overrides).
   [ -x "${PERFBOOK_CHROMIUM:-/usr/bin/chromium}" ] || have chromium || need_pkgs+=(chromium)
   # tests/integration/test_node_service.py runs tests/nodesvc (express + prom-client + pg).

@@ -9,6 +9,9 @@
     perfbook lab [-p FILE] [--incident ID]     JupyterLab on a workspace of its own (outputs/…-lab-…/)
     perfbook report FOLDER                     a `perfbook lab` workspace → HTML report, findings.json, index
     perfbook compare BASELINE INCIDENT         what changed since normal → compare.html/json in INCIDENT
+    perfbook archive [--outputs DIR]           rebuild outputs/index.html: every run, recurring problems
+    perfbook bundle RUN [-o FILE] [--zip]      a run's report as one HTML file for the postmortem
+    perfbook listen --config FILE              Alertmanager's webhook starts the runs itself
     perfbook alerts export -p FILE             the params' alert rules as a Prometheus rules file
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .runner import (
     load_params,
     notebooks_dir,
     print_error,
+    rebuild_archive,
     run_batch,
 )
 
@@ -185,8 +189,60 @@ def cmd_compare(a: argparse.Namespace) -> int:
         print_error(f"{incident.run_dir}: cannot write the comparison: {exc.strerror or exc}")
         return EXIT_RUNNER_FAILED
     print("\n".join(summary_lines(result)))
+    outputs = Path(incident.run_dir).resolve().parent.parent
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", Path(incident.run_dir).resolve().parent.name) and \
+            (outputs / "index.html").is_file():
+        rebuild_archive(outputs)   # the archive links the new comparison
     print(f"Comparison: {page.resolve()}")
     return exit_status(result)
+
+
+def cmd_bundle(a: argparse.Namespace) -> int:
+    from .report.bundle import BundleError, write_bundle
+    from .report.files import SecretLeak
+
+    try:
+        written = write_bundle(a.run, a.output, zip_too=a.zip)
+    except BundleError as exc:
+        raise BadInput(str(exc)) from None
+    except FileExistsError as exc:
+        raise BadInput(f"{exc.filename2 or exc.filename}: exists; perfbook never overwrites a file (-o another name)") from None
+    except SecretLeak as exc:
+        print_error(str(exc))
+        return EXIT_RUNNER_FAILED
+    except OSError as exc:
+        print_error(f"{a.run}: cannot write the bundle: {exc.strerror or exc}")
+        return EXIT_RUNNER_FAILED
+    for path in written:
+        print(f"Bundle: {path.resolve()} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def cmd_listen(a: argparse.Namespace) -> int:
+    from .listen import load_config, serve
+
+    try:
+        cfg = load_config(a.config)
+    except ParamsError as exc:
+        raise BadInput(str(exc)) from None
+    try:
+        return serve(cfg)
+    except OSError as exc:   # the address is taken, or not ours to bind
+        raise BadInput(f"{a.config}: bind: cannot listen on {cfg.bind}: {exc.strerror or exc}") from None
+
+
+def cmd_archive(a: argparse.Namespace) -> int:
+    from .report.archive import write_archive
+
+    if not Path(a.outputs).is_dir():
+        raise BadInput(f"--outputs {a.outputs}: no such folder (runs are written there by perfbook batch)")
+    try:
+        path, n = write_archive(a.outputs)
+    except OSError as exc:
+        print_error(f"{a.outputs}: cannot write index.html: {exc.strerror or exc}")
+        return EXIT_RUNNER_FAILED
+    print(f"Archive: {path.resolve()} ({n} run folder{'s' if n != 1 else ''})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,6 +359,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("baseline", help="run folder of normal operation (e.g. `perfbook demo --scenario healthy`)")
     p.add_argument("incident", help="run folder of the incident; compare.html and compare.json are written here")
     p.set_defaults(fn=cmd_compare)
+
+    p = sub.add_parser("archive", help="rebuild outputs/index.html: every run, newest first, and recurring problems",
+                       description="Rebuild the archive index, outputs/index.html: every run under --outputs, newest "
+                                   "first, grouped by service and environment (date, incident, window, worst severity, "
+                                   "counts, the codes found, status, links), with the problems found in several of a "
+                                   "service's last runs above. Every batch rebuilds it when it ends; this command is "
+                                   "for folders copied in or removed by hand. It reads only each run's manifest.json "
+                                   "and findings.json.")
+    p.add_argument("--outputs", default=os.environ.get("PERFBOOK_OUTPUTS", "outputs"))
+    p.set_defaults(fn=cmd_archive)
+
+    p = sub.add_parser("bundle", help="a run's report as one HTML file to attach to a postmortem (--zip: + notebooks)",
+                       description="Write a run's report as one self-contained HTML file: the index, every section "
+                                   "and the comparisons one after the other with a navigation bar, images inline, "
+                                   "code folded, offline and script-free like the pages. For a postmortem document, "
+                                   "a ticket or an e-mail. Never overwrites a file.")
+    p.add_argument("run", help="the run folder (perfbook batch printed it: the folder of Report: …/index.html)")
+    p.add_argument("-o", "--output", help="the file to write (default: RUN/perfbook-<run>.html)")
+    p.add_argument("--zip", action="store_true", help="also a .zip beside it with the executed notebooks, "
+                                                      "findings.json, manifest.json (and compare.json, snapshots)")
+    p.set_defaults(fn=cmd_bundle)
+
+    p = sub.add_parser("listen", help="receive Alertmanager's webhook: a firing alert starts a batch by itself",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="An HTTP receiver for Prometheus Alertmanager webhooks (payload version 4). A "
+                                   "firing alert whose labels match a route of --config starts `perfbook batch` on "
+                                   "that route's params over [startsAt - lookback, now], once per alert group and "
+                                   "firing episode; the report lands in outputs/ and its archive index. See "
+                                   "params/listen.example.yaml and the README (wiring it into Alertmanager).")
+    p.add_argument("--config", required=True, help="the listen config (YAML): bind, token_env, routes")
+    p.set_defaults(fn=cmd_listen)
 
     p = sub.add_parser("alerts", help="alert rules: export the params' thresholds as Prometheus rules")
     p.add_argument("action", choices=["export"])

@@ -35,11 +35,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .report.archive import LAB_MARK
 from .runner import say
 
 #: Environment variable naming the params file whose secrets the save hook redacts.
 PARAMS_ENV = "PERFBOOK_LAB_PARAMS"
-WORKSPACE_MARK = "perfbook-lab.json"
+WORKSPACE_MARK = LAB_MARK  # the archive index tells workspaces by it
 
 LAB_SETTINGS = {
     # No "Would you like to receive official Jupyter news?" pop-up, no update check.

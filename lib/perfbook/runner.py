@@ -630,6 +630,21 @@ def run_batch(params_file: str, sections: list[str] | None, *, incident=None, si
             print("\n".join(report_lines(*compare_into(result.run_dir, base))))
         except (BadBaseline, NotARun, OSError) as exc:  # the report stands; the comparison is said missing
             print_error(f"no comparison with the baseline: {exc}")
+    archive = rebuild_archive(outputs)
+    if archive and not quiet:
+        sys.stderr.write(f"Archive of every run: {archive}\n")
     print(f"Report: {result.index.resolve()}")
     return result.exit_code
+
+
+def rebuild_archive(outputs: str | Path) -> Path | None:
+    """Rebuild ``outputs/index.html`` (:mod:`perfbook.report.archive`); a failure is one line
+    on stderr and never fails the run whose report is written."""
+    from .report.archive import write_archive
+
+    try:
+        return write_archive(outputs)[0].resolve()
+    except Exception as exc:  # noqa: BLE001 - the run's own report stands whatever the archive does
+        print_error(f"{outputs}: the archive index was not rebuilt: {str(exc)[:200]}")
+        return None
 

@@ -13,6 +13,7 @@ The browser is the system Chromium (Debian package ``chromium``, installed by
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -131,3 +132,52 @@ def test_every_report_page_is_inert_offline_and_shows_its_findings(browser, tmp_
     assert not w.blocked, f"requests tried to leave the page: {w.blocked[:5]}"
     assert not w.errors, f"script errors: {w.errors[:5]}"
     print(f"screenshots: {art}")
+
+
+def _flat(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _bundle_shows_every_section_and_finding(browser, run_dir: Path, findings: list[dict], art: Path) -> str:
+    from perfbook.report.bundle import write_bundle
+
+    (bundle,) = write_bundle(run_dir, art / f"{run_dir.name}.html")
+    manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    w = Watch(browser)
+    try:
+        page = w.open(bundle.resolve().as_uri())
+        page.screenshot(path=str(art / f"{run_dir.name}-bundle.png"))
+        assert "perfbook incident report" in page.locator("section#index").inner_text()
+        for nb in manifest["notebooks"]:
+            sec = page.locator(f"section#p-{nb['section']}")
+            assert sec.count() == 1, nb["section"]
+            text = _flat(sec.inner_text())
+            for f in findings:
+                if f["section"] == nb["section"]:
+                    assert _flat(f["title"])[:60] in text, (nb["section"], f["code"], f["title"][:60])
+        # the navigation reaches a section inside the file, offline
+        page.click(f"nav a[href='#p-{manifest['notebooks'][0]['section']}']")
+        assert page.url.endswith(f"#p-{manifest['notebooks'][0]['section']}")
+        body = page.locator("body").inner_text()
+        page.close()
+    finally:
+        w.close()
+    assert not w.dialogs, f"a script ran: {w.dialogs}"
+    assert not w.blocked, f"requests tried to leave the page: {w.blocked[:5]}"
+    assert not w.errors, f"script errors: {w.errors[:5]}"
+    return body
+
+
+def test_the_bundle_of_a_hostile_run_is_one_inert_file_with_its_findings(browser, tmp_path_factory):
+    run = H.hostile_run(tmp_path_factory.mktemp("hostile"))
+    art = tmp_path_factory.mktemp("bundle")
+    body = _bundle_shows_every_section_and_finding(browser, run.run_dir, run.findings, art)
+    assert H.PAYLOAD in body                                     # shown as text, never run
+
+
+def test_the_demo_incident_bundle_is_under_10_mb_and_shows_every_section_and_finding(browser, incident_run,
+                                                                                    tmp_path_factory):
+    art = tmp_path_factory.mktemp("bundle-demo")
+    _bundle_shows_every_section_and_finding(browser, incident_run.run_dir, incident_run.findings, art)
+    size = (art / f"{incident_run.run_dir.name}.html").stat().st_size
+    assert size < 10e6, f"{size / 1e6:.1f} MB"

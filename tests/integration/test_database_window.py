@@ -43,7 +43,7 @@ def _lookups_served(urls: list[str]) -> float:
 
 
 def _get(url: str) -> None:
-    """GET as a polite client does: the incident's limiter (20 per 10 s) answers 429 with
+    """GET as a polite client does: the incident's limiter (40 per 10 s) answers 429 with
     Retry-After, so wait that long and ask again; a 429 never runs the N+1."""
     for _ in range(6):
         r = requests.get(url, timeout=30)

@@ -197,7 +197,7 @@ class TestIncidentStack:
     def test_rate_limit_rejects_product_requests(self, incident):
         hits = one(incident, 'sum(rate_limit_hits_total{route=~"/api/products.*"})')
         assert hits >= 5
-        for _ in range(60):   # the 20-per-10-s window is soon used up
+        for _ in range(60):   # the 40-per-10-s window is soon used up
             r = requests.get(f"{incident.service_urls[0]}/api/products?category=1", timeout=10)
             if r.status_code == 429:
                 break

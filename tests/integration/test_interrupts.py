@@ -53,6 +53,11 @@ def _checksums(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _run_files(out: Path) -> dict[str, str]:
+    """Checksums of the files in run folders (not the archive index at the top, which every batch rebuilds)."""
+    return {k: v for k, v in _checksums(out).items() if "/" in k}
+
+
 def _run_dirs(out: Path) -> list[Path]:
     return sorted(d for d in out.glob("*/*") if d.is_dir())
 
@@ -99,7 +104,7 @@ def test_interrupted_batch_leaves_an_honest_folder(tmp_path, nbdir, out, sig):
             (earlier_run / "manifest.json").write_text('{"status": "complete"}')
             (earlier_run / "index.html").write_text("<!DOCTYPE html><html><body>earlier</body></html>")
             (earlier_run / "findings.json").write_text("[]")
-    before = _checksums(out)
+    before = _run_files(out)
     earlier = set(_run_dirs(out))
     assert before and earlier
 
@@ -148,9 +153,13 @@ def test_interrupted_batch_leaves_an_honest_folder(tmp_path, nbdir, out, sig):
     assert not alive, [p.cmdline() for p in alive]
 
     # Earlier runs untouched (the day folder may hold runs of the same second: "-2").
-    after = _checksums(out)
+    after = _run_files(out)
     assert {k: after.get(k) for k in before} == before
     assert set(_run_dirs(out)) == earlier | {run_dir}
+    # The archive index (outputs/index.html, rebuilt by every batch) lists this run as interrupted.
+    archive = (out / "index.html").read_text(encoding="utf-8")
+    assert archive.rstrip().endswith("</html>") and f"{run_dir.parent.name}/{run_dir.name}/index.html" in archive
+    assert "interrupted" in archive
 
 
 def _json(path: Path):

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2] / "lib" / "perfbook"
 
 #: (layer name, rank, module-name prefixes). Higher rank imports lower rank.
 LAYERS = [
-    ("entry", 6, ("perfbook.cli", "perfbook.demo_cli", "perfbook.lab", "perfbook.demo")),
+    ("entry", 6, ("perfbook.cli", "perfbook.demo_cli", "perfbook.lab", "perfbook.listen", "perfbook.demo")),
     ("runner", 5, ("perfbook.runner", "perfbook.execute", "perfbook.baseline", "perfbook.processes")),
     ("notebook API", 4, ("perfbook.notebook", "perfbook.plots")),
     ("presentation", 3, ("perfbook.report", "perfbook.tables")),

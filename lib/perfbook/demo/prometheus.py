@@ -122,9 +122,12 @@ class PrometheusServer(ScrapingServer):
     def __init__(self, state_dir: Path | str, port: int | None = None, targets: list[str] | None = None,
                  scrape_interval: str = "1s", rule_files: list[Path | str] | None = None,
                  evaluation_interval: str = "1s", job: str = JOB,
-                 target_labels: dict[str, dict[str, str]] | None = None, remote_write: list[str] | None = None):
+                 target_labels: dict[str, dict[str, str]] | None = None, remote_write: list[str] | None = None,
+                 alertmanagers: list[str] | None = None):
         super().__init__(state_dir, port, targets, scrape_interval, job, target_labels)
         self.evaluation_interval = evaluation_interval
+        #: host:port of Alertmanagers the firing alerts are sent to (perfbook listen's tests)
+        self.alertmanagers = list(alertmanagers or [])
         self.rule_files = [str(Path(p).resolve()) for p in (rule_files or [])]
         #: URLs every scraped sample is also sent to (e.g. VictoriaMetrics' /api/v1/write)
         self.remote_write = list(remote_write or [])
@@ -133,6 +136,8 @@ class PrometheusServer(ScrapingServer):
         out = super().config()
         out["global"]["evaluation_interval"] = self.evaluation_interval
         config = {"global": out["global"], "rule_files": self.rule_files, "scrape_configs": out["scrape_configs"]}
+        if self.alertmanagers:
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": self.alertmanagers}]}]}
         if self.remote_write:
             config["remote_write"] = [{"url": u, "queue_config": {"batch_send_deadline": "1s"}}
                                       for u in self.remote_write]

@@ -176,8 +176,9 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
           (Allow("memory.pressure"), *_MONITORING),
           instance=2),
     Fault("rate_limit", "service",
-          "The public API limiter on /api/products is far too tight (20 requests per 10 s window per "
-          "client instead of 6000 per minute): most listing and detail traffic gets 429.",
+          "The public API limiter on /api/products is far too tight (40 requests per 10 s window per "
+          "client instead of 6000 per minute): about a third of the listing and detail traffic gets 429, "
+          "most of it on the busy instance.",
           (Expect("ratelimit.rejections", "rate-limiting", subject="/api/products",
                   evidence="rate_limit_hits_total{route=~\"/api/products.*\",limiter=\"api\"}; "
                            "http_requests_total{status_code=\"429\"}; 429 responses carry RateLimit-* and "

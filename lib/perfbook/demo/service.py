@@ -101,7 +101,7 @@ class Settings:
             s.cache_max_entries = 8
             s.prewarm = False
         if "rate_limit" in faults:
-            s.api_limit = (10.0, 20)   # 2/s per instance: below what the demo traffic sends even on a slow, busy machine
+            s.api_limit = (10.0, 40)
         if "no_rate_limit_on_generate" in faults:
             s.generate_limit = None
         return s

@@ -17,7 +17,7 @@ The package is that file's model, in parts; import everything from here
 """
 from __future__ import annotations
 
-from .loading import env_value, is_loopback, load, parse_override
+from .loading import env_value, is_loopback, load, load_model, parse_override
 from .settings import (
     DEFAULT_ALERTS,
     DERIVED_PLACEHOLDERS,
@@ -54,5 +54,5 @@ from .targets import (
 from .values import Duration, EnvName, HttpUrl, ParamsError, Strict, TimeSpec, parse_duration, resolve_time
 
 __all__ = [
-    "env_value", "is_loopback", "load", "parse_override", "DEFAULT_ALERTS", "DERIVED_PLACEHOLDERS", "PLACEHOLDER", "AlertRule", "Balance", "Caching", "Database", "Diagnostics", "External", "Limits", "LoadStage", "LoadTest", "Monitoring", "Params", "Probes", "RateLimiting", "Scaling", "Sections", "DEFAULT_ENDPOINTS", "Endpoint", "LatencyTargets", "Level", "Metrics", "Prometheus", "Targets", "Thresholds", "Window", "parse_bytes", "path_problem", "Duration", "EnvName", "HttpUrl", "ParamsError", "Strict", "TimeSpec", "parse_duration", "resolve_time",
+    "env_value", "is_loopback", "load", "load_model", "parse_override", "DEFAULT_ALERTS", "DERIVED_PLACEHOLDERS", "PLACEHOLDER", "AlertRule", "Balance", "Caching", "Database", "Diagnostics", "External", "Limits", "LoadStage", "LoadTest", "Monitoring", "Params", "Probes", "RateLimiting", "Scaling", "Sections", "DEFAULT_ENDPOINTS", "Endpoint", "LatencyTargets", "Level", "Metrics", "Prometheus", "Targets", "Thresholds", "Window", "parse_bytes", "path_problem", "Duration", "EnvName", "HttpUrl", "ParamsError", "Strict", "TimeSpec", "parse_duration", "resolve_time",
 ]

@@ -33,10 +33,10 @@ def _field_path(loc: tuple) -> str:
     return out or "(top level)"
 
 
-def _message(err: dict) -> str:
+def _message(err: dict, example: str = "params/production.example.yaml") -> str:
     kind, msg = err.get("type", ""), err.get("msg", "")
     if kind == "extra_forbidden":
-        return "unknown key (check spelling; see params/production.example.yaml)"
+        return f"unknown key (check spelling; see {example})"
     if kind == "missing":
         return "required field is missing"
     msg = re.sub(r"^(Value error|Assertion failed), ", "", msg)
@@ -65,6 +65,35 @@ def _inline_secret(data: Any, path: str = "") -> tuple[str, str] | None:
 def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Params:
     """Read and validate a params file. Raises :class:`ParamsError` (one line)."""
     path = Path(path)
+    data = read_yaml(path)
+    for key in overrides or {}:
+        _set_dotted(data, key, overrides[key])
+    if (hit := _bad_structure(data)):
+        raise ParamsError(path, *hit)
+    if (hit := _inline_secret(data)):
+        raise ParamsError(path, *hit)
+    params = _validated(path, data)
+    _resolve_paths(params, path.resolve().parent)
+    return params
+
+
+def load_model(path: str | Path, model: type[Any], example: str) -> Any:
+    """Read a YAML file as :func:`load` reads a params file (safe, bounded, inline secrets
+    refused) into another pydantic ``model`` (``perfbook listen --config``); the first
+    problem as a one-line :class:`ParamsError` naming the file and the field."""
+    path = Path(path)
+    data = read_yaml(path)
+    if (hit := _bad_structure(data)) or (hit := _inline_secret(data)):
+        raise ParamsError(path, *hit)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ParamsError(path, _field_path(err["loc"]), _message(err, example)) from None
+
+
+def read_yaml(path: Path) -> dict:
+    """The mapping a YAML file holds; :class:`ParamsError` (one line) for anything else."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -94,15 +123,7 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Params:
         raise ParamsError(path, "(top level)", "the file is empty")
     if not isinstance(data, dict):
         raise ParamsError(path, "(top level)", f"expected a mapping of keys, got {type(data).__name__}")
-    for key in overrides or {}:
-        _set_dotted(data, key, overrides[key])
-    if (hit := _bad_structure(data)):
-        raise ParamsError(path, *hit)
-    if (hit := _inline_secret(data)):
-        raise ParamsError(path, *hit)
-    params = _validated(path, data)
-    _resolve_paths(params, path.resolve().parent)
-    return params
+    return data
 
 
 def _validated(path: Path, data: Any) -> Params:
