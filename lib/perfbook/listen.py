@@ -205,7 +205,7 @@ class Receiver:
         self.cfg = cfg
         self.run = run or run_batch_process
         self.log = log or (lambda m: (sys.stderr.write(m + "\n"), sys.stderr.flush()))
-        self.episodes: dict[str, Episode] = {}
+        self.episodes: dict[str, Episode] = self._load_state()
         self.lock = threading.Lock()
         self.queue: queue.Queue[Episode | None] = queue.Queue(maxsize=cfg.queue)
         self.stopping = threading.Event()
@@ -243,7 +243,7 @@ class Receiver:
             if route_i is None:
                 said.append(f"{labels.get('alertname', '?')}: no route matches its labels")
                 continue
-            if known is not None:
+            if known is not None and known.state != "lost":   # lost: the receiver stopped mid-run; run it again
                 said.append(f"{known.incident}: already {known.state} (same group and firing episode)")
                 continue
             route = self.cfg.routes[route_i]
@@ -259,6 +259,7 @@ class Receiver:
                 except queue.Full:
                     return 503, f"the queue is full ({self.cfg.queue} waiting, {self.cfg.max_concurrent} running)"
                 self.episodes[key] = ep
+                self._save_state()
             self.log(f"perfbook listen: {ep.incident}: queued (route {route_i}, window from {since:%Y-%m-%d %H:%M:%S} UTC)")
             said.append(f"{ep.incident}: queued")
         return 200, "; ".join(said) or "nothing to do"
@@ -290,6 +291,8 @@ class Receiver:
                     self.running -= 1
             if ep.run_dir:
                 self._record_alert(ep)
+            with self.lock:
+                self._save_state()
             self.log(f"perfbook listen: {ep.incident}: {ep.state} (exit {ep.exit_code}) {ep.run_dir or ''}")
 
     def _record_alert(self, ep: Episode) -> None:
@@ -308,6 +311,43 @@ class Receiver:
     def _record_resolved(self, ep: Episode) -> None:
         if ep.run_dir:
             self._record_alert(ep)   # else the worker records it when the run has finished
+        with self.lock:
+            self._save_state()
+
+    # The episodes outlive a restart of the receiver (systemd, a deploy): Alertmanager re-sends a
+    # firing group every repeat_interval, and a re-send after a restart must not start a second run.
+    @property
+    def state_path(self) -> Path:
+        return Path(self.cfg.outputs) / ".perfbook-listen.json"
+
+    def _load_state(self) -> dict[str, Episode]:
+        try:
+            rows = json.loads(self.state_path.read_text(encoding="utf-8"))
+            out = {}
+            for r in rows:
+                r["since"] = datetime.fromisoformat(r["since"])
+                if r.get("state") in ("queued", "running"):
+                    r["state"] = "lost"   # the receiver stopped before this run finished
+                out[r["key"]] = Episode(**r)
+            return out
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            self.log(f"perfbook listen: {self.state_path}: unreadable ({str(exc)[:120]}); starting without it")
+            return {}
+
+    def _save_state(self) -> None:
+        """Under ``self.lock``: the newest 1,000 episodes, atomically."""
+        from dataclasses import asdict
+
+        from .report.files import replace_file
+        keep = sorted(self.episodes.values(), key=lambda e: e.received)[-1000:]
+        rows = [{**asdict(e), "since": e.since.isoformat()} for e in keep]
+        try:
+            Path(self.cfg.outputs).mkdir(parents=True, exist_ok=True)
+            replace_file(self.state_path, json.dumps(rows, indent=1))
+        except OSError as exc:
+            self.log(f"perfbook listen: cannot save {self.state_path}: {exc}")
 
     def stop(self, timeout: float = 600.0) -> None:
         """No new runs; queued ones are dropped (said), running ones finish."""

@@ -49,7 +49,7 @@ class FakeRuns:
         self.started.append((ep, route))
         if self.hold is not None:
             self.hold.wait(10)
-        d = self.tmp / "runs" / ep.incident
+        d = self.tmp / "runs" / f"{ep.incident}-{len(self.started)}"
         d.mkdir(parents=True)
         (d / "manifest.json").write_text(json.dumps({"status": "complete", "notebooks": []}))
         return 0, str(d)
@@ -178,3 +178,29 @@ def test_cli_refuses_a_bad_config_before_listening(tmp_path, capsys):
     assert cli.main(["listen", "--config", str(tmp_path / "missing.yaml")]) == 2
     err = capsys.readouterr().err
     assert "missing.yaml" in err and "no such file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_restarted_receiver_still_knows_the_episodes_it_ran(tmp_path):
+    cfg = listen.load_config(config(tmp_path))
+    runs = FakeRuns(tmp_path)
+    first = listen.Receiver(cfg, runs, log=lambda m: None)
+    assert first.notify(payload())[0] == 200
+    wait_for(lambda: len(runs.started) == 1 and first.running == 0 and first.queue.empty())
+    first.stop()
+    second = listen.Receiver(cfg, runs, log=lambda m: None)      # systemd restarted it
+    assert "already done" in second.notify(payload())[1]        # Alertmanager's re-send
+    assert "resolved" in second.notify(payload(status="resolved"))[1]
+    assert json.loads((Path(runs.started[0][0].run_dir) / "manifest.json").read_text())["alert"]["resolved_at"]
+    second.stop()
+    state = Path(cfg.outputs) / ".perfbook-listen.json"
+    rows = json.loads(state.read_text())
+    rows[0]["state"] = "running"                                  # stopped mid-run: that episode runs again
+    state.write_text(json.dumps(rows))
+    fourth = listen.Receiver(cfg, runs, log=lambda m: None)
+    assert "queued" in fourth.notify(payload())[1]
+    wait_for(lambda: len(runs.started) == 2 and fourth.running == 0 and fourth.queue.empty())
+    fourth.stop()
+    state.write_text("{broken")
+    third = listen.Receiver(cfg, runs, log=lambda m: None)        # an unreadable state is said, not fatal
+    assert third.episodes == {}
+    third.stop()
