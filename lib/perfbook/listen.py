@@ -207,6 +207,7 @@ class Receiver:
         self.log = log or (lambda m: (sys.stderr.write(m + "\n"), sys.stderr.flush()))
         self.episodes: dict[str, Episode] = self._load_state()
         self.lock = threading.Lock()
+        self.manifest_lock = threading.Lock()
         self.queue: queue.Queue[Episode | None] = queue.Queue(maxsize=cfg.queue)
         self.stopping = threading.Event()
         self.workers = [threading.Thread(target=self._work, daemon=True, name=f"listen-{i}")
@@ -280,18 +281,17 @@ class Receiver:
                 ep.state = "running"
                 self.running += 1
             route = self.cfg.routes[ep.route]
+            state = "failed"
             try:
                 ep.exit_code, ep.run_dir = self.run(ep, route, self.cfg)
-                ep.state = "done" if ep.run_dir else "failed"
+                state = "done" if ep.run_dir else "failed"
             except Exception as exc:  # noqa: BLE001 - one run's failure never stops the receiver
-                ep.state = "failed"
                 self.log(f"perfbook listen: {ep.incident}: the run failed: {str(exc)[:200]}")
-            finally:
-                with self.lock:
-                    self.running -= 1
             if ep.run_dir:
                 self._record_alert(ep)
             with self.lock:
+                ep.state = state          # said done once the alert is in the manifest
+                self.running -= 1
                 self._save_state()
             self.log(f"perfbook listen: {ep.incident}: {ep.state} (exit {ep.exit_code}) {ep.run_dir or ''}")
 
@@ -299,6 +299,10 @@ class Receiver:
         """The alert that started the run, in its manifest (the run's own status file)."""
         from .report.files import replace_file
         path = Path(ep.run_dir) / "manifest.json"
+        with self.manifest_lock:   # the worker and a resolved notification both write it
+            self._write_alert(ep, path, replace_file)
+
+    def _write_alert(self, ep: Episode, path: Path, replace_file: Callable) -> None:
         try:
             manifest = json.loads(path.read_text(encoding="utf-8"))
             manifest["alert"] = {"alertname": ep.alertname, "group_key_sha256": hashlib.sha256(
