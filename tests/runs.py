@@ -1,6 +1,7 @@
 """Small helpers the integration tests share for reading what `perfbook run|batch` printed."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,3 +19,27 @@ def report_dir(stdout: str) -> Path:
     lines = [ln for ln in stdout.splitlines() if ln.startswith("Report: ")]
     assert lines, f"no report path printed:\n{stdout}"
     return Path(lines[-1].split("Report: ", 1)[1]).parent
+
+
+def wait_for(cond, timeout: float, what: str, every: float = 0.1):
+    """``cond()``'s first true value, asked every ``every`` seconds; AssertionError after ``timeout``."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        v = cond()
+        if v:
+            return v
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def tiny_notebook(path: Path, body: str) -> None:
+    """A section notebook of one code cell (for PERFBOOK_NOTEBOOKS / ``nb_dir``): a parameters
+    cell as papermill wants it, then ``body``."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    p = nbformat.v4.new_code_cell("params_file = None\nsince = until = incident = None\noverrides = '{}'")
+    p.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}"), p, nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, str(path))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .executors import EXECUTOR_HELP
 from .params import ParamsError
 from .runner import (
     EXIT_BAD_INPUT,
@@ -120,10 +121,30 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_batch(a: argparse.Namespace) -> int:
+    from .executors import BadExecutor, parse_executor
+    from .fleet import load_fleet_file, run_fleet
+
     sections = [s.strip() for s in a.sections.split(",") if s.strip()] if a.sections else None
-    return run_batch(a.params, sections, incident=a.incident, since=a.since, until=a.until,
-                     overrides=a.set, jobs=a.jobs, timeout=a.timeout, outputs=a.outputs, baseline=a.baseline,
-                     since_run=a.since_run)
+    try:
+        spec = parse_executor(a.executor, a.scheduler)
+    except BadExecutor as exc:
+        raise BadInput(str(exc)) from None
+    if bool(a.params) == bool(a.fleet):
+        raise BadInput("give the services to run: -p FILE (once per service) or --fleet FILE, not both")
+    if a.jobs is not None and a.jobs < 1:
+        raise BadInput(f"--jobs: must be 1 or more, got {a.jobs}")
+    incident = a.incident
+    if a.fleet:
+        entries, fleet_incident = load_fleet_file(a.fleet)
+        incident = incident or fleet_incident
+    else:
+        entries = [(p, None) for p in a.params]
+    kwargs = {"incident": incident, "since": a.since, "until": a.until, "overrides": a.set, "jobs": a.jobs,
+              "timeout": a.timeout, "outputs": a.outputs, "baseline": a.baseline, "since_run": a.since_run,
+              "executor": spec}
+    if len(entries) == 1 and not a.fleet:   # one service: its report, as always (no fleet page)
+        return run_batch(entries[0][0], sections, **kwargs)
+    return run_fleet(entries, sections, **kwargs)
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -154,6 +175,16 @@ def cmd_alerts(a: argparse.Namespace) -> int:
         print(f"wrote {a.output}")
     return 0
 
+
+BATCH_FLEET_HELP = """fleets:
+  perfbook batch -p api.yaml -p worker.yaml [--executor dask-local:2]
+  perfbook batch --fleet params/fleet.example.yaml --executor dask --scheduler tcp://HOST:8786
+  Each service gets its report folder; the fleet gets HHMMSS-fleet-<incident>/index.html, a
+  services x sections grid linking into them, with findings.json and manifest.json. The exit
+  status is the most serious of the services': 130, 4, 3, 1, then 0.
+  On Dask each notebook runs on a worker, which reads the secrets the params name from its
+  own environment and redacts there; only this machine writes under --outputs.
+"""
 
 COMPARE_HELP = """Compare an incident run with a baseline run of the same service (two folders `perfbook
 batch` or `perfbook demo` wrote). Findings are matched by code and subject: new, worse, resolved,
@@ -265,8 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-P", "--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(fn=cmd_check_params)
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("-p", "--params", required=True, help="params YAML (see params/production.example.yaml)")
+    def common(p: argparse.ArgumentParser, fleet: bool = False) -> None:
+        if fleet:
+            p.add_argument("-p", "--params", action="append", default=[], metavar="FILE",
+                           help="params YAML of a service (see params/production.example.yaml); give it once per "
+                                "service to run a fleet")
+        else:
+            p.add_argument("-p", "--params", required=True, help="params YAML (see params/production.example.yaml)")
         p.add_argument("--incident", help="incident ID; names the report folder")
         p.add_argument("--since", help="window start: -30m, now, or ISO-8601 (overrides the params file)")
         p.add_argument("--until", help="window end: now or ISO-8601 (overrides the params file)")
@@ -290,9 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(fn=cmd_run)
 
-    p = sub.add_parser("batch", help="run every section (or --sections a,b) in parallel", epilog=EXIT_CODES_HELP,
+    p = sub.add_parser("batch", help="run every section (or --sections a,b) in parallel; several services: a fleet",
+                       epilog=BATCH_FLEET_HELP + "\n" + EXIT_CODES_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    common(p)
+    common(p, fleet=True)
+    p.add_argument("--fleet", metavar="FILE", help="a fleet file listing the services' params files, each with its "
+                                                   "sections if it wants (see params/fleet.example.yaml)")
+    p.add_argument("--executor", default=os.environ.get("PERFBOOK_EXECUTOR", "local"), metavar="KIND",
+                   help="where the notebooks run: " + EXECUTOR_HELP.replace("%", "%%"))
+    p.add_argument("--scheduler", default=os.environ.get("PERFBOOK_DASK_SCHEDULER"), metavar="tcp://HOST:8786",
+                   help="the Dask scheduler of --executor dask")
     p.add_argument("--sections", help="comma-separated subset, e.g. quick-diagnostics,database")
     p.add_argument("--jobs", type=int, default=None, help="notebooks at a time (default: 2 per CPU core; they mostly wait on their sources)")
     p.add_argument("--baseline", metavar="RUN|previous|-7d",
@@ -325,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "healthy` then `perfbook demo` run on one database, so `perfbook compare` shows "
                                     "where the database time went between the two runs")
     p.add_argument("--fresh-db", action="store_true", help="a throwaway database from the seed, not the kept one")
+    p.add_argument("--services", type=int, default=1, metavar="N",
+                   help="run the batch as a fleet of N services (the demo stack under N service names): "
+                        "a fleet page over N reports")
+    p.add_argument("--executor", default="local", metavar="KIND", help="where the notebooks run: "
+                   + EXECUTOR_HELP.split(", or dask (")[0].replace("%", "%%") + "; e.g. --services 2 --executor dask-local:2")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of traffic before the batch (default 60)")
     p.add_argument("--sections", help="comma-separated subset of sections")
     p.add_argument("--jobs", type=int, default=None)

@@ -53,6 +53,15 @@ def write_demo_params(stack, path: Path, tsdb: str | None = None) -> Path:
     return path
 
 
+def _service_copy(params: Path, i: int) -> Path:
+    """The demo params under the service name ``<service>-<i>``, beside them (a fleet's member)."""
+    data = yaml.safe_load(params.read_text(encoding="utf-8"))
+    data["service"] = f"{data['service']}-{i}"
+    path = params.with_name(f"params-{i}.yaml")
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def arm_alert_rules(stack) -> Path | None:
     """Load the demo params' alert rules into the stack's Prometheus (before traffic), so the
     monitoring section can compare its own evaluation with the alerts Prometheus fires."""
@@ -213,9 +222,25 @@ def demo_main(a) -> int:
             f"({getattr(driven, 'requests', '?')} requests)")
         params = write_demo_params(stack, stack.state_dir / "params.yaml")
         os.environ.update(stack.env())
+        from .executors import BadExecutor, parse_executor
         from .runner import run_batch
-        code = run_batch(str(params), sections, incident=f"demo-{a.scenario}", jobs=a.jobs, timeout=a.timeout,
-                         outputs=a.outputs, since_run=since_run)
+        try:
+            spec = parse_executor(getattr(a, "executor", None))
+        except BadExecutor as exc:
+            say(f"perfbook: {exc}")
+            return EXIT_BAD_INPUT
+        services = max(1, getattr(a, "services", 1) or 1)
+        if services > 1:   # the demo as a fleet: the one stack under several service names
+            from .fleet import run_fleet
+            files = [params] + [_service_copy(params, i) for i in range(2, services + 1)]
+            if since_run:
+                say("  (as a fleet, the database section counts the statistics since their reset, not since the "
+                    "previous demo run)")
+            code = run_fleet([(str(f), None) for f in files], sections, incident=f"demo-{a.scenario}", jobs=a.jobs,
+                             timeout=a.timeout, outputs=a.outputs, executor=spec)
+        else:
+            code = run_batch(str(params), sections, incident=f"demo-{a.scenario}", jobs=a.jobs, timeout=a.timeout,
+                             outputs=a.outputs, since_run=since_run, executor=spec)
         _remember_run(stack, a)
         if tsdb == "both":
             code = max(code, _second_backend(stack, params, sections, a))

@@ -37,6 +37,20 @@ def _stop(signum, frame) -> None:
         os._exit(128 + signum)
 
 
+def _watch_parent(parent: int, every: float = 0.5) -> None:
+    """Stop (kernel and all) when the process that started this one is gone: a runner or a
+    Dask worker killed outright (SIGKILL, the OOM killer) cannot stop this process, which
+    runs in a session of its own, and a notebook nobody waits for must not run on."""
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            if os.getppid() != parent:
+                _stop(signal.SIGTERM, None)
+    import threading
+
+    threading.Thread(target=watch, name="perfbook-parent-watch", daemon=True).start()
+
+
 def _import_jsonschema_without_iri_grammar() -> None:
     """Import jsonschema (nbformat's validator) without building rfc3987_syntax's grammar.
 
@@ -152,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _stop)
+    _watch_parent(os.getppid())
     res = run(a.notebook, a.output, a.html, json.loads(a.parameters), a.cwd, a.cell_timeout)
     sys.stdout.write(json.dumps(res) + "\n")
     return 0

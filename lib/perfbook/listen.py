@@ -228,7 +228,9 @@ class Receiver:
         """Handle one parsed notification: (HTTP status, one line)."""
         group_key = data["groupKey"]
         said = []
-        for alert in data["alerts"]:
+        # Earliest first: a group's first alert opens the episode, the later ones join it (in the
+        # payload's order, a later alert first would open an episode the earlier one does not join).
+        for alert in sorted(data["alerts"], key=lambda a: _time(a["startsAt"], "startsAt")):
             labels = {**(data.get("commonLabels") or {}), **alert["labels"]}
             route_i = next((i for i, r in enumerate(self.cfg.routes) if matches(r, labels)), None)
             starts = _time(alert["startsAt"], "startsAt")

@@ -19,13 +19,12 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,10 +39,10 @@ from .baseline import (
     resolve as resolve_baseline,
     since_snapshot,
 )
+from .executors import Backend, BadExecutor, ExecutorSpec, LocalBackend, start_backend
 from .findings import Finding, collect, collect_records
 from .params import Params, ParamsError, load, parse_override
 from .params.loading import dump_resolved
-from .processes import kill_tree
 from .report import (
     STATUS_TEXT,
     NotARun,
@@ -63,6 +62,7 @@ from .report import (
     write_new,
 )
 from .sources import HISTORICAL_ENV
+from .tasks import NotebookTask, TaskOutcome
 
 EXIT_OK, EXIT_CRITICAL, EXIT_BAD_INPUT, EXIT_NOTEBOOK_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_RUNNER_FAILED = 4
@@ -131,6 +131,8 @@ class NotebookResult:
     timings: dict[str, float] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     snapshots: list[str] = field(default_factory=list)  # snapshots/<name>.json it recorded
+    worker: str = ""                 # where it ran: "local (host pid N)" or a Dask worker's address
+    missing_env: list[str] = field(default_factory=list)  # variables the params name, unset where it ran
 
     def manifest(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
@@ -138,7 +140,8 @@ class NotebookResult:
             counts[f.severity] = counts.get(f.severity, 0) + 1
         return {"section": self.section, "status": self.status, "duration_s": round(self.duration_s, 2),
                 "timeout_s": round(self.timeout_s, 1), "error": self.error, "ipynb": self.ipynb, "html": self.html, "timings": self.timings,
-                "findings": counts, "snapshots": self.snapshots}
+                "findings": counts, "snapshots": self.snapshots, "worker": self.worker,
+                "missing_env": self.missing_env}
 
 
 @dataclass
@@ -167,7 +170,8 @@ class Batch:
                  overrides: dict[str, Any] | None = None, jobs: int | None = None,
                  timeout: float | None = None, outputs: str | Path = "outputs",
                  progress: Progress | None = None, nb_dir: Path | None = None,
-                 since_snapshot: str | Path | None = None, time_shift: str | None = None):
+                 since_snapshot: str | Path | None = None, time_shift: str | None = None,
+                 label: str | None = None):
         self.params_file = Path(params_file).resolve()
         self.params = params
         self.sections = sections
@@ -187,13 +191,11 @@ class Batch:
         self.redact = Redactor.for_env(params.env_names())
         self.results = [NotebookResult(s, timeout_s=notebook_timeout(params, s, timeout)) for s in sections]
         self.failure: str | None = None       # why the runner itself failed (exit 4)
-        self._procs: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self._interrupted = False
-        self._signal: int | None = None       # the signal that asked us to stop
-        self._old_handlers: dict[int, Any] = {}
+        self.executor: dict[str, Any] = {"executor": "local", "slots": self.jobs}   # drive() says which
         self.started = datetime.now(timezone.utc)
-        label = incident or self.params_file.stem
+        label = label or incident or self.params_file.stem
         self.run_dir = make_run_dir(self.outputs, label)
         # From its first second the folder says it is incomplete (manifest and index "running").
         self._write_status("running")
@@ -228,7 +230,7 @@ class Batch:
                 "header": self.header(), "params_file": str(self.params_file),
                 "params": self.params.model_dump(mode="json", by_alias=True),
                 "overrides": self.overrides, "incident": self.incident, "versions": versions(),
-                "jobs": self.jobs, "timeout_s": self.timeout if self.timeout is not None else "per section",
+                "jobs": self.jobs, "executor": self.executor, "timeout_s": self.timeout if self.timeout is not None else "per section",
                 "notebooks": [r.manifest() for r in self.results]}
         if self.time_shift:
             out["time_shift"] = self.time_shift
@@ -256,56 +258,54 @@ class Batch:
         return {"params_file": str(self.params_file), "since": self.since, "until": self.until,
                 "incident": self.incident, "resolved_params": str(self._work / RESOLVED_PARAMS)}
 
-    def _run_one(self, r: NotebookResult) -> None:
-        if self._interrupted:
-            r.status = "interrupted"
-            return
-        nb = self.nb_dir / f"{r.section}.ipynb"
-        work_nb, work_html = self._work / f"{r.section}.ipynb", self._work / f"{r.section}.html"
-        parameters = self._parameters()
+    def prepare(self) -> None:
+        """The private work folder (outside outputs/: notebooks land there before they are
+        checked) and the params as resolved once for every notebook of the batch."""
+        self._work = Path(tempfile.mkdtemp(prefix="perfbook-work-"))
+        self._write_status("running")
+        dump_resolved(self.params, self._work / RESOLVED_PARAMS)
+
+    def cleanup(self) -> None:
+        if self._work is not None:
+            _rmtree(self._work)
+
+    def task(self, r: NotebookResult, cancel: str) -> NotebookTask:
+        """Section ``r`` as a task any executor can run (:mod:`perfbook.tasks`): data only."""
+        parameters = {k: v for k, v in self._parameters().items() if k != "resolved_params"}
+        snapshot = None
         if r.section == SINCE_SECTION and self.since_snapshot is not None:
-            parameters["since_snapshot"] = str(self.since_snapshot)
-        cmd = [sys.executable, "-m", "perfbook.execute", "--notebook", str(nb), "--output", str(work_nb),
-               "--html", str(work_html), "--parameters", json.dumps(parameters),
-               "--cwd", str(self.nb_dir)]
+            snapshot = self.since_snapshot.read_text(encoding="utf-8")
+        return NotebookTask(
+            key=f"{self.params.service} ({self.params.environment}) / {r.section}", section=r.section,
+            notebook=(self.nb_dir / f"{r.section}.ipynb").read_text(encoding="utf-8"), parameters=parameters,
+            resolved_params=(self._work / RESOLVED_PARAMS).read_text(encoding="utf-8"),
+            redact_env=tuple(self.params.env_names()), timeout_s=r.timeout_s, cancel=cancel,
+            since_snapshot=snapshot, extra_env={HISTORICAL_ENV: self.time_shift} if self.time_shift else {})
+
+    def started_one(self, r: NotebookResult) -> None:
         r.status = "running"
         self.progress("start", r)
-        t0 = time.monotonic()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="module://matplotlib_inline.backend_inline",
-                   PERFBOOK_REDACT_ENV=",".join(self.params.env_names()))  # clip() redacts first, in the kernel
-        if self.time_shift:
-            env[HISTORICAL_ENV] = self.time_shift
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True, env=env)
-        with self._lock:
-            # interrupt() sets the flag under this lock: either it sees this process, or we see the flag.
-            self._procs[r.section] = proc
-            late = self._interrupted
-        if late:
-            kill_tree([proc])
-        try:
-            out, err = proc.communicate(timeout=r.timeout_s)
-            line = (out.strip().splitlines() or ["{}"])[-1]
-            try:
-                res = json.loads(line)
-            except json.JSONDecodeError:
-                res = {"status": "failed", "error": (err.strip().splitlines() or ["no result"])[-1]}
-            r.status = res.get("status", "failed") if proc.returncode == 0 else "failed"
-            r.error = res.get("error", "") or ("" if proc.returncode == 0 else
-                                                (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1])
-            r.timings = res.get("timings", {})
-        except subprocess.TimeoutExpired:
-            kill_tree([proc])
-            proc.communicate()
-            r.status, r.error = "timeout", f"stopped after the per-notebook timeout of {r.timeout_s:.0f} s"
-        finally:
-            with self._lock:
-                self._procs.pop(r.section, None)
+
+    def accept(self, r: NotebookResult, outcome: TaskOutcome, round_trip_s: float | None = None) -> None:
+        """A task's outcome (wherever it ran): its files into the work folder, checked and
+        published into the run folder; the status files say the section finished.
+        ``round_trip_s``: from submitting the task to its outcome here (the executor's
+        overhead is that minus ``duration_s``, the time the task took where it ran)."""
+        r.status, r.error, r.duration_s = outcome.status, outcome.error, outcome.duration_s
+        r.timings = dict(outcome.timings, result_bytes=len((outcome.ipynb or "").encode()) + len((outcome.html or "").encode()))
+        if round_trip_s is not None:
+            r.timings["round_trip_s"] = round(round_trip_s, 3)
+        r.worker = outcome.worker + (f" ({outcome.host})" if outcome.host else "")
+        r.missing_env = list(outcome.missing_env)
         if self._interrupted and r.status != "ok":
             r.status, r.error = "interrupted", (f"stopped: {self.failure}" if self.failure
                                                 else "the batch was interrupted")
-        r.duration_s = time.monotonic() - t0
         r.error = clip(r.error, 2000, self.redact)
+        work_nb, work_html = self._work / f"{r.section}.ipynb", self._work / f"{r.section}.html"
+        for path, text in ((work_nb, outcome.ipynb), (work_html, outcome.html)):
+            path.unlink(missing_ok=True)
+            if text is not None:
+                path.write_text(text, encoding="utf-8")
         self._publish(r, work_nb, work_html)
         if not self._interrupted:
             self._write_status("running")  # which sections finished, even if we are killed next
@@ -368,35 +368,12 @@ class Batch:
 
     # ---------------------------------------------------------------- the batch
 
-    def interrupt(self) -> None:
-        """Stop every running notebook (its process, kernel and their children); start no new one."""
-        with self._lock:
-            self._interrupted = True
-            procs = list(self._procs.values())
-        kill_tree(procs)
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        # Only a flag: the main loop stops the notebooks and writes the folder, so a signal can
-        # never land in the middle of a file write. A second Ctrl-C changes nothing.
-        if self._signal is None:
-            self._signal = signum
-
-    def _install_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            try:
-                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
-            except (ValueError, OSError):
-                pass
-
-    def _restore_handlers(self) -> None:
-        for sig, old in self._old_handlers.items():
-            try:
-                signal.signal(sig, old)
-            except (ValueError, OSError, TypeError):
-                pass
-        self._old_handlers.clear()
+    def stop(self, failure: str | None = None) -> None:
+        """The batch is being stopped (a signal, or the runner failed): from now on a section
+        that has not finished well is ``interrupted``."""
+        self._interrupted = True
+        if failure and not self.failure:
+            self.failure = failure
 
     def expected_seconds(self, section: str) -> float:
         return expected_seconds(self.params, section)
@@ -416,49 +393,21 @@ class Batch:
         """The notebooks in the order they start (see :meth:`phases`)."""
         return [r for group in self.phases() for r in group]
 
-    def run(self) -> BatchResult:
-        # Unredacted notebooks live outside outputs/ (the system's temp folder) until redacted;
-        # the folder is removed however the run ends.
-        self._work = Path(tempfile.mkdtemp(prefix="perfbook-work-"))
-        self._install_handlers()
-        pool = ThreadPoolExecutor(max_workers=self.jobs)
-        interrupted = False
+    def run(self, backend: Backend | None = None) -> BatchResult:
+        """Run every section (on ``backend``, default: this machine's threads, ``jobs`` at a time)."""
+        if backend is not None:
+            return drive([self], backend)[0]
+        with LocalBackend(self.jobs) as local:
+            return drive([self], local)[0]
+
+    def finish(self, interrupted: bool) -> BatchResult:
+        if self.failure:
+            return self._finish_failed()
         try:
-            try:
-                self._write_status("running")
-                dump_resolved(self.params, self._work / RESOLVED_PARAMS)
-                for group in self.phases():
-                    pending = {pool.submit(self._run_one, r) for r in group}
-                    while pending and self._signal is None:
-                        done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                        for fut in done:
-                            fut.result()
-                    if self._signal is not None:
-                        break
-                interrupted = self._signal is not None
-            except KeyboardInterrupt:  # a handler we could not replace (not the main thread)
-                interrupted = True
-            except Exception as exc:  # noqa: BLE001 - the runner itself failed (ENOSPC, no hard links, ...)
-                self.failure = clip(f"the runner failed: {type(exc).__name__}: {exc}", 2000, self.redact)
-            if interrupted or self.failure:
-                self.interrupt()
-                pool.shutdown(wait=True, cancel_futures=True)
-                why = "the batch was interrupted" if interrupted else f"stopped: {self.failure}"
-                for r in self.results:
-                    if r.status in ("pending", "running"):
-                        r.status, r.error = "interrupted", r.error or why
-            else:
-                pool.shutdown(wait=True)
-            if self.failure:
-                return self._finish_failed()
-            try:
-                return self._finish(interrupted=interrupted)
-            except Exception as exc:  # noqa: BLE001 - writing the report failed: say so, exit 4
-                self.failure = clip(f"the runner failed: {type(exc).__name__}: {exc}", 2000, self.redact)
-                return self._finish_failed()
-        finally:
-            _rmtree(self._work)
-            self._restore_handlers()
+            return self._finish(interrupted=interrupted)
+        except Exception as exc:  # noqa: BLE001 - writing the report failed: say so, exit 4
+            self.failure = clip(f"the runner failed: {type(exc).__name__}: {exc}", 2000, self.redact)
+            return self._finish_failed()
 
     def _finish_failed(self) -> BatchResult:
         """The runner failed: every notebook is stopped; leave a manifest that says ``failed`` and
@@ -495,6 +444,154 @@ class Batch:
         manifest.pop("checklist_html", None)
         self._write_manifest(status, code)
         return BatchResult(self.run_dir, self.results, code)
+
+
+#: After a stop, how long running tasks get to stop their notebooks and hand back what they
+#: have (seconds); a task still out after that is reported interrupted without its files.
+DRAIN_S = 30.0
+#: How long past its own timeout the client waits for a task's answer before it gives up on
+#: it (a Dask worker that hangs, or a task run again after its worker died).
+ANSWER_GRACE_S = 120.0
+
+
+def run_phases(batches: list[Batch]) -> list[list[tuple[Batch, NotebookResult]]]:
+    """Every batch's notebooks in the groups they run in, one group after the other (see
+    :meth:`Batch.phases`): first every section that only reads, of every service, taken in turn
+    (each service's first section, then each one's second, ...); then each load test alone,
+    service after service: two stress tests at once would each measure the other (in a fleet,
+    services often share a database or a load balancer)."""
+    def turns(lists: list[list[tuple[Batch, NotebookResult]]]) -> list[tuple[Batch, NotebookResult]]:
+        return [x[i] for i in range(max((len(x) for x in lists), default=0)) for x in lists if i < len(x)]
+
+    reads = turns([[(b, r) for r in b.results if b.expected_seconds(r.section) == 0] for b in batches])
+    loads = [[(b, r)] for b in batches for r in b.results if b.expected_seconds(r.section) > 0]
+    return ([reads] if reads else []) + loads
+
+
+def _outcome(fut: Future) -> TaskOutcome:
+    """A finished future's outcome; a task that raised or was cancelled, said in one line."""
+    try:
+        return fut.result()
+    except CancelledError:
+        return TaskOutcome.lost("interrupted", "the batch was interrupted before this section finished")
+    except Exception as exc:  # noqa: BLE001 - KilledWorker, a lost connection, ...
+        name = type(exc).__name__
+        why = ("the Dask workers running it died, each time it was tried" if name == "KilledWorker"
+               else "the executor lost the task")
+        return TaskOutcome.lost("failed", f"{why}: {name}: {str(exc)[:300]}")
+
+
+class _Drive:
+    """One pass over ``batches`` on ``backend``: submit at most ``backend.slots`` tasks, publish
+    each outcome as it arrives, stop everything on a signal or a failure of the runner."""
+
+    def __init__(self, batches: list[Batch], backend: Backend):
+        self.batches, self.backend = batches, backend
+        self.running: dict[Future, tuple[Batch, NotebookResult, float]] = {}
+        self._signal: int | None = None       # the signal that asked us to stop
+        self._old_handlers: dict[int, Any] = {}
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # Only a flag: the main loop stops the notebooks and writes the folders, so a signal can
+        # never land in the middle of a file write. A second Ctrl-C changes nothing.
+        if self._signal is None:
+            self._signal = signum
+
+    def _install_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            try:
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+            except (ValueError, OSError):
+                pass
+
+    def _restore_handlers(self) -> None:
+        for sig, old in self._old_handlers.items():
+            try:
+                signal.signal(sig, old)
+            except (ValueError, OSError, TypeError):
+                pass
+        self._old_handlers.clear()
+
+    def _submit(self, b: Batch, r: NotebookResult) -> None:
+        fut = self.backend.submit(b.task(r, self.backend.flag))
+        b.started_one(r)
+        self.running[fut] = (b, r, time.monotonic())
+
+    def _collect(self, timeout: float) -> None:
+        done, _ = wait(list(self.running), timeout=timeout, return_when=FIRST_COMPLETED)
+        for fut in done:
+            b, r, t0 = self.running.pop(fut)
+            b.accept(r, _outcome(fut), time.monotonic() - t0)
+        now = time.monotonic()
+        for fut, (b, r, t0) in list(self.running.items()):
+            if now - t0 > r.timeout_s + ANSWER_GRACE_S:   # the task's own timeout did not end it
+                fut.cancel()
+                del self.running[fut]
+                b.accept(r, TaskOutcome.lost("timeout", f"no answer from the executor within the per-notebook "
+                                                        f"timeout of {r.timeout_s:.0f} s + {ANSWER_GRACE_S:.0f} s"))
+
+    def _drain(self) -> None:
+        """After a stop: the tasks still out stop their notebooks; publish what they hand back."""
+        self.backend.cancel()
+        deadline = time.monotonic() + DRAIN_S
+        while self.running and time.monotonic() < deadline:
+            try:
+                self._collect(0.2)
+            except Exception:  # noqa: BLE001 - the runner is failing already; keep stopping
+                pass
+        for fut, (b, r, _) in list(self.running.items()):
+            fut.cancel()
+            try:
+                b.accept(r, TaskOutcome.lost("interrupted", "stopped with the batch; the notebook did not answer"))
+            except Exception:  # noqa: BLE001
+                pass
+        self.running.clear()
+
+    def run(self) -> list[BatchResult]:
+        self._install_handlers()
+        interrupted, failure = False, None
+        info = self.backend.info()
+        try:
+            for b in self.batches:
+                b.executor = info
+            try:
+                for b in self.batches:
+                    b.prepare()
+                for group in run_phases(self.batches):
+                    queue = list(group)
+                    while (queue or self.running) and self._signal is None:
+                        while queue and len(self.running) < self.backend.slots:
+                            self._submit(*queue.pop(0))
+                        self._collect(0.1)
+                    if self._signal is not None:
+                        break
+                interrupted = self._signal is not None
+            except KeyboardInterrupt:  # a handler we could not replace (not the main thread)
+                interrupted = True
+            except Exception as exc:  # noqa: BLE001 - the runner itself failed (ENOSPC, no hard links, ...)
+                failure = f"the runner failed: {type(exc).__name__}: {exc}"
+            if interrupted or failure:
+                for b in self.batches:
+                    b.stop(clip(failure, 2000, b.redact) if failure else None)
+                self._drain()
+                why = "the batch was interrupted" if interrupted else f"stopped: {failure}"
+                for b in self.batches:
+                    for r in b.results:
+                        if r.status in ("pending", "running"):
+                            r.status, r.error = "interrupted", r.error or clip(why, 2000, b.redact)
+            return [b.finish(interrupted) for b in self.batches]
+        finally:
+            for b in self.batches:
+                b.cleanup()
+            self._restore_handlers()
+
+
+def drive(batches: list[Batch], backend: Backend) -> list[BatchResult]:
+    """Run the notebooks of ``batches`` (one per service) on ``backend``; each batch's folder
+    is finished, whatever happens (see :class:`_Drive`)."""
+    return _Drive(batches, backend).run()
 
 
 def _rmtree(path: Path) -> None:
@@ -543,9 +640,10 @@ class Printer:
     def c(self, text: str, key: str) -> str:
         return f"\x1b[{self.COLOURS.get(key, '0')}m{text}\x1b[0m" if self.tty else text
 
-    def __call__(self, event: str, r: NotebookResult) -> None:
+    def __call__(self, event: str, r: NotebookResult, who: str = "") -> None:
+        """``who``: the service, in a fleet ("api/")."""
         if event == "start":
-            self.stream.write(f"  … {r.section} started\n")
+            self.stream.write(f"  … {who}{r.section} started\n")
         else:
             self.done += 1
             counts: dict[str, int] = {}
@@ -555,7 +653,7 @@ class Printer:
                                 if counts.get(s)) or "nothing above normal"
             status = self.c(r.status, r.status)
             extra = f" — {r.error[:160]}" if r.error and r.status != "ok" else ""
-            self.stream.write(f"[{self.done}/{self.total}] {r.section}: {status} in {r.duration_s:.1f}s — "
+            self.stream.write(f"[{self.done}/{self.total}] {who}{r.section}: {status} in {r.duration_s:.1f}s — "
                               f"{summary}{extra}\n")
         self.stream.flush()
 
@@ -586,7 +684,8 @@ def _shifted_baseline(batch: Batch, shift: TimeShift, quiet: bool) -> Any:
 
 def run_batch(params_file: str, sections: list[str] | None, *, incident=None, since=None, until=None,
               overrides: list[str] | None = None, jobs=None, timeout=None, outputs="outputs",
-              quiet=False, baseline: str | None = None, since_run: str | None = None) -> int:
+              quiet=False, baseline: str | None = None, since_run: str | None = None,
+              executor: ExecutorSpec | None = None) -> int:
     """Run ``sections`` (None: all) of ``params_file`` as one batch, with progress lines on
     stderr and the report's path on stdout; returns the exit status (``perfbook run``,
     ``perfbook section``, ``perfbook demo``). ``baseline``: compare the finished run with
@@ -604,16 +703,23 @@ def run_batch(params_file: str, sections: list[str] | None, *, incident=None, si
         snap = since_snapshot(since_run, params.service, params.environment, outputs) if since_run else None
     except BadBaseline as exc:
         raise BadInput(str(exc)) from None
-    printer = Printer(len(chosen))
-    batch = Batch(params_file, params, chosen, incident=incident, since=since, until=until, overrides=ov,
-                  jobs=jobs, timeout=timeout, outputs=outputs, progress=None if quiet else printer,
-                  since_snapshot=snap)
-    if not quiet:
-        each = (f"timeout {timeout:.0f}s each" if timeout is not None else "timeout per section: "
-                + ", ".join(f"{r.section} {r.timeout_s:.0f}s" for r in batch.results))
-        sys.stderr.write(f"perfbook {__version__}: {len(chosen)} section(s), {batch.jobs} at a time, "
-                         f"{each} → {batch.run_dir}\n")
-    result = batch.run()  # handles SIGINT/SIGTERM/SIGHUP itself
+    spec = executor or ExecutorSpec("local")
+    try:
+        backend = start_backend(spec, jobs, min(len(chosen), 2 * (os.cpu_count() or 1)))
+    except BadExecutor as exc:
+        raise BadInput(str(exc)) from None
+    with backend:
+        printer = Printer(len(chosen))
+        batch = Batch(params_file, params, chosen, incident=incident, since=since, until=until, overrides=ov,
+                      jobs=backend.slots, timeout=timeout, outputs=outputs, progress=None if quiet else printer,
+                      since_snapshot=snap)
+        if not quiet:
+            each = (f"timeout {timeout:.0f}s each" if timeout is not None else "timeout per section: "
+                    + ", ".join(f"{r.section} {r.timeout_s:.0f}s" for r in batch.results))
+            where = "" if spec.kind == "local" else f" on {spec.describe()}"
+            sys.stderr.write(f"perfbook {__version__}: {len(chosen)} section(s), {batch.jobs} at a time{where}, "
+                             f"{each} → {batch.run_dir}\n")
+        result = batch.run(backend)  # handles SIGINT/SIGTERM/SIGHUP itself
     if batch.failure:
         print_error(batch.failure)
     findings = result.findings

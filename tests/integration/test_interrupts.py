@@ -15,30 +15,21 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import psutil
 import pytest
+from runs import tiny_notebook, wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 PERFBOOK = [sys.executable, "-m", "perfbook.cli"]
 
 
-def _notebook(path: Path, body: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    p = nbformat.v4.new_code_cell("params_file = None\nsince = until = incident = None\noverrides = '{}'")
-    p.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}"), p, nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, str(path))
-
-
 @pytest.fixture(scope="module")
 def nbdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("notebooks")
-    _notebook(d / "fast.ipynb", "print('fast done')")
+    tiny_notebook(d / "fast.ipynb", "print('fast done')")
     # The marker file tells the test the kernel is inside the long cell.
-    _notebook(d / "sleepy.ipynb", "import os, time\nopen(os.environ['PB_TEST_MARKER'], 'w').close()\ntime.sleep(300)")
+    tiny_notebook(d / "sleepy.ipynb", "import os, time\nopen(os.environ['PB_TEST_MARKER'], 'w').close()\ntime.sleep(300)")
     return d
 
 
@@ -60,16 +51,6 @@ def _run_files(out: Path) -> dict[str, str]:
 
 def _run_dirs(out: Path) -> list[Path]:
     return sorted(d for d in out.glob("*/*") if d.is_dir())
-
-
-def _wait(cond, timeout: float, what: str):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _assert_whole_files(d: Path) -> None:
@@ -111,16 +92,16 @@ def test_interrupted_batch_leaves_an_honest_folder(tmp_path, nbdir, out, sig):
     proc = subprocess.Popen(PERFBOOK + ["batch", "-p", str(params), "--outputs", str(out), "--jobs", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     try:
-        run_dir = _wait(lambda: [d for d in _run_dirs(out) if d not in earlier], 60, "the run folder")[0]
+        run_dir = wait_for(lambda: [d for d in _run_dirs(out) if d not in earlier], 60, "the run folder")[0]
 
         # While it runs, the folder says it is incomplete.
-        manifest = _wait(lambda: _json(run_dir / "manifest.json"), 30, "a manifest")
+        manifest = wait_for(lambda: _json(run_dir / "manifest.json"), 30, "a manifest")
         assert manifest["status"] == "running"
         assert "still running" in (run_dir / "index.html").read_text()
 
         # Wait until `fast` has finished (recorded in the manifest) and `sleepy` sleeps in its kernel.
-        _wait(lambda: (tmp_path / "sleeping").exists(), 90, "the sleepy kernel")
-        _wait(lambda: {n["section"]: n["status"] for n in _json(run_dir / "manifest.json")["notebooks"]}
+        wait_for(lambda: (tmp_path / "sleeping").exists(), 90, "the sleepy kernel")
+        wait_for(lambda: {n["section"]: n["status"] for n in _json(run_dir / "manifest.json")["notebooks"]}
               .get("fast") == "ok", 60, "fast to finish")
         family = psutil.Process(proc.pid).children(recursive=True)
         assert any("ipykernel" in " ".join(c.cmdline()) for c in family), [c.cmdline() for c in family]
@@ -189,10 +170,10 @@ def test_a_runner_failure_stops_everything_and_leaves_nothing_unredacted(tmp_pat
     nbd = tmp_path / "notebooks"
     nbd.mkdir()
     # `leaky` shows the secret every way a notebook can; `sleepy` starts a child and sleeps.
-    _notebook(nbd / "leaky.ipynb",
+    tiny_notebook(nbd / "leaky.ipynb",
               "import os, json\nfrom IPython.display import HTML, display\nv = os.environ['PB_FAULT_DB']\n"
               "print(v)\nprint(json.dumps({'dsn': v}))\ndisplay(HTML('<b>%s</b>' % v))\nv")
-    _notebook(nbd / "sleepy.ipynb",
+    tiny_notebook(nbd / "sleepy.ipynb",
               "import os, subprocess, time\nchild = subprocess.Popen(['sleep', '300'])\n"
               "open(os.environ['PB_TEST_CHILD'], 'w').write(str(child.pid))\ntime.sleep(300)")
     dsn = f"postgresql://app:{quote(FAULT_SECRET, safe='')}@127.0.0.1:1/shop"
@@ -212,7 +193,7 @@ def test_a_runner_failure_stops_everything_and_leaves_nothing_unredacted(tmp_pat
 
     def disk_full(path, data, verify=None):
         if Path(path).name == "leaky.ipynb":
-            _wait(lambda: marker.exists() and marker.read_text(), 240, "sleepy's child process")
+            wait_for(lambda: marker.exists() and marker.read_text(), 240, "sleepy's child process")
             # Mid-run: the notebooks' work files are in the temp folder, none under outputs/.
             seen_work.extend(work_root.glob("perfbook-work-*/*.ipynb"))
             assert not [w for w in out.rglob("*") if "work" in w.name], list(out.rglob("*"))

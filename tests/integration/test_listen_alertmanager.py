@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from runs import wait_for
 
 from perfbook.demo.alertmanager import AlertmanagerServer
 from perfbook.demo.processes import free_port
@@ -48,7 +49,7 @@ class Listening:
         self.proc = subprocess.Popen([sys.executable, "-m", "perfbook.cli", "listen", "--config", str(self.config)],
                                      cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._log)
         self.url = f"http://127.0.0.1:{self.port}"
-        _wait(lambda: self._up(), 30, "perfbook listen to answer /healthz")
+        wait_for(lambda: self._up(), 30, "perfbook listen to answer /healthz", every=0.5)
         self.am = AlertmanagerServer(tmp_path / "am", f"{self.url}/", token=TOKEN)
         self.am.start()
         self.prom = run.stack.prometheus
@@ -80,16 +81,6 @@ class Listening:
             self._log.close()
 
 
-def _wait(cond, timeout: float, what: str):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _complete(run_dir: Path) -> bool:
     try:
         m = json.loads((run_dir / "manifest.json").read_text())
@@ -101,7 +92,7 @@ def _complete(run_dir: Path) -> bool:
 def test_a_firing_alert_starts_a_run_the_archive_lists_and_bundle_packs(incident_run, tmp_path):
     listening = Listening(tmp_path, incident_run, ALERT)
     try:
-        run_dir = _wait(lambda: [r for r in listening.runs() if _complete(r)], 300,
+        run_dir = wait_for(lambda: [r for r in listening.runs() if _complete(r)], 300,
                         f"a complete run started by {ALERT} (listen log: {listening.log})")[0]
         manifest = json.loads((run_dir / "manifest.json").read_text())
         assert manifest["incident"].startswith(f"{ALERT}-") and manifest["alert"]["alertname"] == ALERT

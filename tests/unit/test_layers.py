@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2] / "lib" / "perfbook"
 #: (layer name, rank, module-name prefixes). Higher rank imports lower rank.
 LAYERS = [
     ("entry", 6, ("perfbook.cli", "perfbook.demo_cli", "perfbook.lab", "perfbook.listen", "perfbook.demo")),
-    ("runner", 5, ("perfbook.runner", "perfbook.execute", "perfbook.baseline", "perfbook.processes")),
+    ("runner", 5, ("perfbook.runner", "perfbook.execute", "perfbook.baseline", "perfbook.processes",
+                "perfbook.tasks", "perfbook.executors", "perfbook.fleet")),
     ("notebook API", 4, ("perfbook.notebook", "perfbook.plots")),
     ("presentation", 3, ("perfbook.report", "perfbook.tables")),
     ("sources", 2, ("perfbook.sources",)),

@@ -116,6 +116,22 @@ def test_one_run_per_group_and_firing_episode_with_the_alerts_incident_and_windo
     r.stop()
 
 
+def test_alerts_of_one_group_in_any_order_start_one_run_from_the_earliest(tmp_path):
+    cfg = listen.load_config(config(tmp_path))
+    runs = FakeRuns(tmp_path)
+    r = listen.Receiver(cfg, runs, log=lambda m: None)
+    data = payload()
+    later = json.loads(json.dumps(data["alerts"][0]))
+    later["labels"] = {**later["labels"], "instance": "api-2"}
+    later["startsAt"] = "2026-12-06T10:05:00Z"
+    data["alerts"].insert(0, later)   # Alertmanager's order is not the order they fired in
+    assert r.notify(data)[0] == 200
+    wait_for(lambda: r.running == 0 and r.queue.empty() and len(runs.started) >= 1)
+    assert len(runs.started) == 1
+    assert runs.started[0][0].since.isoformat() == "2026-12-06T09:30:00+00:00"   # the earliest startsAt - 30m
+    r.stop()
+
+
 def test_labels_only_select_a_route_and_never_reach_a_path_or_command(tmp_path):
     cfg = listen.load_config(config(tmp_path))
     runs = FakeRuns(tmp_path)

@@ -5,14 +5,16 @@ by hand (JupyterLab) still loads the params file with its overrides."""
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
 
-from perfbook import notebook
+from perfbook import executors, notebook
 from perfbook.params import ParamsError, load
 from perfbook.params.loading import dump_resolved, load_resolved
 from perfbook.runner import RESOLVED_PARAMS, Batch, load_params
+from perfbook.tasks import TaskOutcome, materialize
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "params" / "demo.yaml"
@@ -93,32 +95,39 @@ def test_the_dump_names_secrets_and_holds_no_value_from_the_environment(params_f
         assert value not in text
 
 
-def test_a_batch_notebook_loads_what_the_runner_resolved_overrides_applied_once(params_file, tmp_path):
-    """The real hand-over: run() writes the file, each notebook gets :meth:`Batch._parameters`
-    as papermill would inject them, and :func:`notebook.start` loads exactly the runner's params."""
+def test_a_batch_notebook_loads_what_the_runner_resolved_overrides_applied_once(params_file, tmp_path, monkeypatch):
+    """The real hand-over: each notebook is a task (plain data, pickled as a Dask worker gets
+    it); where it runs, :func:`perfbook.tasks.materialize` writes its files and the papermill
+    parameters, and :func:`notebook.start` loads exactly the runner's params."""
     params, ov = load_params(str(params_file), OVERRIDES)
     batch = Batch(params_file, params, ["monitoring", "caching"], overrides=ov, outputs=tmp_path / "out")
-    seen: dict[str, tuple[dict, notebook.Context, str]] = {}
+    seen: dict[str, tuple[dict, notebook.Context, str, bytes]] = {}
 
-    def run_one(r):  # stands in for the notebook process: the kernel's first cell
-        parameters = batch._parameters()
-        ctx = notebook.start(r.section, **parameters, show_header=False)
-        seen[r.section] = parameters, ctx, Path(parameters["resolved_params"]).read_text(encoding="utf-8")
-        r.status = "ok"
+    def run_task(task):  # stands in for the notebook process on a worker: the kernel's first cell
+        wire = pickle.dumps(task)
+        task = pickle.loads(wire)
+        folder = tmp_path / "worker" / task.section
+        folder.mkdir(parents=True)
+        _, parameters = materialize(task, folder)
+        ctx = notebook.start(task.section, **parameters, show_header=False)
+        seen[task.section] = parameters, ctx, Path(parameters["resolved_params"]).read_text(encoding="utf-8"), wire
+        return TaskOutcome(status="ok")
 
-    batch._run_one = run_one
+    monkeypatch.setattr(executors, "run_notebook_task", run_task)
     assert batch.run().exit_code == 0
     assert set(seen) == {"monitoring", "caching"}
-    for parameters, ctx, text in seen.values():
+    for parameters, ctx, text, wire in seen.values():
         assert "overrides" not in parameters  # applied in the runner, never sent again
         assert ctx.params == params and ctx.params is not params
         assert ctx.params_file == str(params_file)  # headers and provenance name the user's file
         assert ctx.params.targets.fly_toml == str(params_file.parent / "deploy" / "fly.production.toml")
         assert ctx.params.targets.metrics_urls == ["http://127.0.0.1:9100/metrics"]
         assert SECRET not in text and SECRET not in json.dumps(parameters)
-    assert not Path(parameters["resolved_params"]).exists()  # the work folder goes with the run
+        assert SECRET.encode() not in wire  # a secret never travels in a task
+    assert batch._work is not None and not batch._work.exists()  # the work folder goes with the run
     manifest = json.loads((batch.run_dir / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["overrides"]["targets.fly_toml"] == "deploy/fly.production.toml"  # provenance
+    assert manifest["executor"]["executor"] == "local"
 
 
 def test_overrides_on_top_of_resolved_params_are_refused(params_file, tmp_path):

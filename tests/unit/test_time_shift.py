@@ -108,5 +108,5 @@ def test_previous_never_picks_a_time_shifted_run(tmp_path):
 def test_the_command_line_takes_a_shift_after_baseline_as_its_value():
     from perfbook.cli import _shift_values, build_parser
     a = build_parser().parse_args(_shift_values(["batch", "-p", "x.yaml", "--baseline", "-7d", "--incident", ""]))
-    assert a.baseline == "-7d" and a.incident == "" and a.params == "x.yaml"
+    assert a.baseline == "-7d" and a.incident == "" and a.params == ["x.yaml"]   # -p: once per service
     assert _shift_values(["batch", "--baseline", "previous"]) == ["batch", "--baseline", "previous"]

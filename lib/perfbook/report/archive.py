@@ -31,6 +31,8 @@ CODES_PER_ROW = 12
 NEEDS_ATTENTION = ("critical", "error", "warning")
 #: The file that marks a `perfbook lab` workspace (perfbook.lab writes it).
 LAB_MARK = "perfbook-lab.json"
+#: The (service, environment) the archive lists fleet folders under (``perfbook batch -p a -p b``).
+FLEET_GROUP = ("Fleet runs", "several services")
 
 
 @dataclass
@@ -79,6 +81,8 @@ def read_folder(outputs: Path, folder: Path) -> ArchivedRun:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         run.status, run.note = "unreadable", f"manifest.json: {str(exc)[:160]}"
         return run
+    if isinstance(manifest, dict) and manifest.get("kind") == "fleet" and isinstance(manifest.get("services"), list):
+        return _fleet_folder(folder, run, manifest)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("notebooks"), list):
         run.status, run.note = "unreadable", "manifest.json is not a perfbook run manifest"
         return run
@@ -116,6 +120,25 @@ def read_folder(outputs: Path, folder: Path) -> ArchivedRun:
     return run
 
 
+def _fleet_folder(folder: Path, run: ArchivedRun, manifest: dict[str, Any]) -> ArchivedRun:
+    """A fleet run's folder: listed under "Fleet runs" with its services' counts; its problems
+    are each service's own (counted once, in the services' runs, never twice in recurring)."""
+    run.service, run.environment = FLEET_GROUP
+    run.status = str(manifest.get("status") or "unknown")
+    run.started = str(manifest.get("started") or run.started)
+    run.incident = str(manifest.get("incident") or "")
+    names = [f"{s.get('service')} ({s.get('environment')})" for s in manifest["services"] if isinstance(s, dict)]
+    run.note = f"{len(names)} services: {', '.join(names)}"
+    try:
+        findings = _read(folder / "findings.json")
+    except (OSError, UnicodeDecodeError, ValueError):
+        return run
+    for f in findings if isinstance(findings, list) else []:
+        if isinstance(f, dict) and isinstance(f.get("severity"), str):
+            run.counts[f["severity"]] += 1
+    return run
+
+
 def scan(outputs: str | Path) -> list[ArchivedRun]:
     """Every run folder (``outputs/<YYYY-MM-DD>/<name>/``), newest first."""
     outputs = Path(outputs)
@@ -135,7 +158,7 @@ def recurring(runs: list[ArchivedRun], last: int = RECURRING_LAST, least: int = 
     out = []
     by_service: dict[tuple[str, str], list[ArchivedRun]] = defaultdict(list)
     for r in runs:
-        if r.status in ("complete", "interrupted") and not r.time_shift:
+        if r.status in ("complete", "interrupted") and not r.time_shift and (r.service, r.environment) != FLEET_GROUP:
             by_service[(r.service, r.environment)].append(r)
     for (service, environment), rs in by_service.items():
         recent = rs[:last]

@@ -60,6 +60,8 @@ def read_run(folder: str | Path) -> Any:
     if not d.is_dir():
         raise NotARun(f"{folder}: not a folder")
     manifest = _read_json(d / "manifest.json", d)
+    if isinstance(manifest, dict) and manifest.get("kind") == "fleet":
+        raise NotARun(f"{folder}: a fleet's folder; give one service's run folder (the fleet page links them)")
     if not isinstance(manifest, dict) or "notebooks" not in manifest:
         raise NotARun(f"{folder}: manifest.json is not a perfbook run manifest")
     if manifest.get("status") == "running":

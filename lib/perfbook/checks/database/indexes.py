@@ -403,8 +403,8 @@ def missing_indexes(tables: pd.DataFrame, suggestions: Sequence[IndexSuggestion]
         found.append(Finding(
             "db.missing_index", "ok",
             f"No table of ≥ {min_rows:,} rows is read mostly by sequential scans (≥ {settings.seq_scan_min_scans} "
-            f"scans and < "
-            f"{100 * max_index_share:.0f} % of scans by index)"
+            f"scans, and < {100 * max_index_share:.0f} % of scans by index or ≥ "
+            f"{100 * settings.seq_rows_share:.0f} % of rows read sequentially)"
             + (f" and no plan of the {n_plans} statements explained asks for an index" if n_plans else "")
             + f" ({len(tables)} tables checked{most})",
             subject="tables", evidence={"tables": len(tables), "min_rows": min_rows,
