@@ -272,15 +272,16 @@ class Batch:
     def task(self, r: NotebookResult, cancel: str) -> NotebookTask:
         """Section ``r`` as a task any executor can run (:mod:`perfbook.tasks`): data only."""
         parameters = {k: v for k, v in self._parameters().items() if k != "resolved_params"}
-        snapshot = None
+        snapshot, since_run = None, "run"
         if r.section == SINCE_SECTION and self.since_snapshot is not None:
             snapshot = self.since_snapshot.read_text(encoding="utf-8")
+            since_run = self.since_snapshot.parent.parent.name   # <run>/snapshots/database.json
         return NotebookTask(
             key=f"{self.params.service} ({self.params.environment}) / {r.section}", section=r.section,
             notebook=(self.nb_dir / f"{r.section}.ipynb").read_text(encoding="utf-8"), parameters=parameters,
             resolved_params=(self._work / RESOLVED_PARAMS).read_text(encoding="utf-8"),
             redact_env=tuple(self.params.env_names()), timeout_s=r.timeout_s, cancel=cancel,
-            since_snapshot=snapshot, extra_env={HISTORICAL_ENV: self.time_shift} if self.time_shift else {})
+            since_snapshot=snapshot, since_run=since_run, extra_env={HISTORICAL_ENV: self.time_shift} if self.time_shift else {})
 
     def started_one(self, r: NotebookResult) -> None:
         r.status = "running"

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .processes import kill_tree
 
 #: How often a running task looks at its cancel flag (seconds): in this process, and on a Dask
@@ -37,7 +38,7 @@ from .processes import kill_tree
 POLL_LOCAL_S = 0.1
 POLL_DASK_S = 0.5
 RESOLVED_PARAMS = "params.resolved.json"   # in the task's folder: the params its notebook loads
-SNAPSHOT_FILE = "since-snapshot.json"
+SNAPSHOT_FILE = "database.json"
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,9 @@ class NotebookTask:
     timeout_s: float
     cancel: str                   # the batch's cancel flag
     since_snapshot: str | None = None          # an earlier run's snapshot (JSON text), for --since-run
+    since_run: str = "run"                     # ... and the name of that run's folder (findings name it)
     extra_env: dict[str, str] = field(default_factory=dict)   # e.g. the time shift of a baseline run
+    perfbook: str = __version__   # the client's: a worker running another perfbook refuses the task
 
 
 @dataclass
@@ -128,8 +131,11 @@ def materialize(task: NotebookTask, folder: Path) -> tuple[Path, dict[str, Any]]
     (folder / RESOLVED_PARAMS).write_text(task.resolved_params, encoding="utf-8")
     parameters = dict(task.parameters, resolved_params=str(folder / RESOLVED_PARAMS))
     if task.since_snapshot is not None:
-        (folder / SNAPSHOT_FILE).write_text(task.since_snapshot, encoding="utf-8")
-        parameters["since_snapshot"] = str(folder / SNAPSHOT_FILE)
+        # <run>/snapshots/database.json, as in the run folder: the findings name the run from the path
+        snap = folder / "since" / (Path(task.since_run).name or "run") / "snapshots" / SNAPSHOT_FILE
+        snap.parent.mkdir(parents=True)
+        snap.write_text(task.since_snapshot, encoding="utf-8")
+        parameters["since_snapshot"] = str(snap)
     return nb, parameters
 
 
@@ -145,6 +151,10 @@ def run_notebook_task(task: NotebookTask) -> TaskOutcome:
     name, host = where(worker)
     cancelled, poll = _cancelled(task.cancel, worker)
     missing = [n for n in task.redact_env if not os.environ.get(n)]
+    if task.perfbook != __version__:   # the notebook is the client's; the library it imports is this one
+        return TaskOutcome(status="failed", worker=name, host=host, missing_env=missing,
+                           error=f"this worker runs perfbook {__version__}, the batch perfbook {task.perfbook}: "
+                                 "install the same perfbook on the workers")
     if cancelled():
         return TaskOutcome(status="interrupted", error="the batch was interrupted", worker=name, host=host,
                            missing_env=missing)

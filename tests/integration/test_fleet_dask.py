@@ -263,3 +263,34 @@ def test_ctrl_c_stops_a_dask_fleet_and_every_notebook_on_its_workers(tmp_path):
         assert (run_dir / "sleepy.html").read_text().rstrip().endswith("</html>")
     # Nothing of the fleet runs on: no worker, no notebook process, no kernel.
     wait_for(lambda: not _ours(markers), 30, "every process of the fleet to stop")
+
+
+# --------------------------------------------------------------------------- a cluster that is already running
+
+def test_a_running_cluster_is_used_through_its_scheduler_address(tmp_path):
+    """--executor dask --scheduler ADDRESS: the path to a cluster perfbook did not start (here a
+    LocalCluster of this test, as a regional worker pool would be), which it leaves running."""
+    from distributed import Client, LocalCluster
+
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    tiny_notebook(nbs / "fast.ipynb", "print('fast done')")
+    files = []
+    for name in ("alpha", "beta"):
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(f"service: {name}\nenvironment: test\nwindow: {{since: -5m, until: now}}\n")
+        files += ["-p", str(p)]
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        res = subprocess.run([sys.executable, "-m", "perfbook.cli", "batch", *files, "--executor", "dask",
+                              "--scheduler", address, "--outputs", str(tmp_path / "out")],
+                             cwd=ROOT, env=dict(os.environ, PERFBOOK_NOTEBOOKS=str(nbs)), capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        with Client(cluster) as client:   # still up: perfbook closed its client, not the cluster
+            workers = set(client.scheduler_info()["workers"])
+    manifest = json.loads((report_dir(res.stdout) / "manifest.json").read_text())
+    assert manifest["executor"]["executor"] == f"dask ({address})"
+    assert manifest["executor"]["slots"] == 2 and set(manifest["executor"]["workers"]) == workers
+    assert {nb["worker"].split()[0] for s in manifest["services"] for nb in s["notebooks"]} <= workers

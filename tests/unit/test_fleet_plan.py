@@ -234,3 +234,37 @@ def test_a_fleet_writes_each_service_folder_and_the_fleet_folder(tmp_path, monke
     assert all(x["service"] != FLEET_GROUP[0] for x in recurring(runs + runs))
     with pytest.raises(NotARun, match="a fleet's folder"):
         read_run(fleet_dir)
+
+
+def test_a_worker_with_another_perfbook_refuses_the_task_before_running_anything(tmp_path):
+    from dataclasses import replace
+
+    from perfbook.tasks import NotebookTask, run_notebook_task
+
+    task = NotebookTask(key="api (test) / database", section="database", notebook="{}", parameters={},
+                        resolved_params="{}", redact_env=("PB_NOT_SET_ANYWHERE",), timeout_s=5, cancel="c")
+    out = run_notebook_task(replace(task, perfbook="0.0.1-other"))
+    assert out.status == "failed" and "perfbook 0.0.1-other" in out.error and "same perfbook" in out.error
+    assert out.missing_env == ["PB_NOT_SET_ANYWHERE"] and out.ipynb is None
+
+
+def test_the_since_run_snapshot_keeps_its_run_name_where_the_task_runs(tmp_path):
+    """--since-run: the database section names the run it counts from by the snapshot's path."""
+    from perfbook.checks.database.window import source_name
+    from perfbook.tasks import materialize
+
+    run = tmp_path / "out" / "2026-12-06" / "101500-demo-healthy"
+    (run / "snapshots").mkdir(parents=True)
+    (run / "snapshots" / "database.json").write_text('{"kind": "snapshot"}')
+    p = _params(tmp_path, "api")
+    batch = Batch(p, load(p), ["database"], outputs=tmp_path / "out2", since_snapshot=run / "snapshots" / "database.json")
+    batch.prepare()
+    try:
+        task = batch.task(batch.results[0], "cancel-flag")
+    finally:
+        batch.cleanup()
+    where = tmp_path / "worker"
+    where.mkdir()
+    _, parameters = materialize(task, where)
+    assert Path(parameters["since_snapshot"]).read_text() == '{"kind": "snapshot"}'
+    assert source_name(parameters["since_snapshot"]) == "101500-demo-healthy"
