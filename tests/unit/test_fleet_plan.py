@@ -234,6 +234,9 @@ def test_a_fleet_writes_each_service_folder_and_the_fleet_folder(tmp_path, monke
     assert all(x["service"] != FLEET_GROUP[0] for x in recurring(runs + runs))
     with pytest.raises(NotARun, match="a fleet's folder"):
         read_run(fleet_dir)
+    from perfbook.report.bundle import BundleError, write_bundle
+    with pytest.raises(BundleError, match="a fleet's folder; bundle each service's run"):
+        write_bundle(fleet_dir)
 
 
 def test_a_worker_with_another_perfbook_refuses_the_task_before_running_anything(tmp_path):

@@ -35,6 +35,8 @@ def pages_of(run_dir: Path) -> list[tuple[str, str]]:
         raise BundleError(f"{run_dir}: no manifest.json: not a perfbook run folder") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise BundleError(f"{run_dir}: manifest.json cannot be read: {str(exc)[:200]}") from None
+    if isinstance(manifest, dict) and manifest.get("kind") == "fleet":
+        raise BundleError(f"{run_dir}: a fleet's folder; bundle each service's run (the fleet page links them)")
     if not isinstance(manifest, dict) or not isinstance(manifest.get("notebooks"), list):
         raise BundleError(f"{run_dir}: manifest.json is not a perfbook run manifest")
     if manifest.get("status") == "running":
