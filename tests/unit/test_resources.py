@@ -162,6 +162,16 @@ def test_memory_growth_flags_a_steady_leak_with_its_slope_and_time_to_limit():
     assert bool(table.set_index("instance").loc["a", "grows"])
 
 
+@pytest.mark.parametrize("limit_mb, says", [(140, "already at its 140 MB limit"),
+                                             (152, "reaches its 152 MB limit in under a minute"),
+                                             (200, "reaches its 200 MB limit in 10 min")])
+def test_memory_growth_says_when_the_limit_comes_and_never_in_0_min(limit_mb, says):
+    minutes = np.arange(0, 10, 1 / 60)  # 100 → 150 MB at 5 MB/min
+    leak = series({"a": list(100 * MB + 5 * MB * minutes)})
+    _, found = r.memory_growth(leak, None, heap_limits=limit_mb * MB, settings=D)
+    assert found[0].severity == "critical" and says in found[0].title and "in 0 min" not in found[0].title
+
+
 def test_memory_growth_warning_when_the_limit_is_far():
     minutes = np.arange(0, 10, 1 / 60)
     leak = series({"a": list(100 * MB + 2 * MB * minutes)})

@@ -168,6 +168,17 @@ def _rss_only_finding(inst: Any, rss: pd.Series) -> Finding:
                        "the instance's limit.")
 
 
+def _time_to_limit(minutes: float, limit_mb: float) -> str:
+    """How the growth title says when the limit is reached: never "in 0 min"."""
+    if pd.isna(minutes):
+        return ""
+    if minutes <= 0:
+        return f"; it is already at its {limit_mb:.0f} MB limit"
+    if minutes < 1:
+        return f"; at this rate it reaches its {limit_mb:.0f} MB limit in under a minute"
+    return f"; at this rate it reaches its {limit_mb:.0f} MB limit in {minutes:.0f} min"
+
+
 def memory_growth(heap_used: pd.DataFrame | None, rss: pd.DataFrame | None,
                   heap_limits: dict[str, float] | float | None = None, rss_limit: float | None = None, *,
                   settings: Diagnostics) -> tuple[pd.DataFrame, list[Finding]]:
@@ -225,8 +236,7 @@ def memory_growth(heap_used: pd.DataFrame | None, rss: pd.DataFrame | None,
             continue
         soon = not pd.isna(top["minutes_to_limit"]) and top["minutes_to_limit"] * 60 <= critical_horizon_s
         sev = "critical" if soon else "warning"
-        when = (f"; at this rate it reaches its {top['limit_mb']:.0f} MB limit in {top['minutes_to_limit']:.0f} min"
-                if not pd.isna(top["minutes_to_limit"]) else "")
+        when = _time_to_limit(top["minutes_to_limit"], top["limit_mb"])
         found.append(Finding(
             "memory.growth", sev,
             f"{top['metric'][0].upper() + top['metric'][1:]} on {inst} grows steadily: {top['start_mb']:.0f} → {top['end_mb']:.0f} MB "
