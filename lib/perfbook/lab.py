@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -460,5 +461,11 @@ def report_workspace(folder: str | Path) -> Path:
 
 def report_main(a: Any) -> int:
     index = report_workspace(a.folder)
+    ws = index.parent
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", ws.parent.name):   # outputs/<date>/<workspace>: its archive lists it
+        from .runner import rebuild_archive
+        archive = rebuild_archive(ws.parent.parent)
+        if archive:
+            say(f"Archive of every run: {archive}")
     print(f"Report: {index}")
     return 0

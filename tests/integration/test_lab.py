@@ -339,6 +339,8 @@ def test_lab_run_all_readable_saved_and_reported(lab, browser, artefacts):
     assert "quick-diagnostics.html" in index and "database.html" in index and "INC-lab" in index
     page_html = (ws / "database.html").read_text()
     assert "perfbook-finding" in page_html and "tex2jax_ignore" in page_html
+    archive = (ws.parent.parent / "index.html").read_text()   # the archive lists it as a report now
+    assert f"{ws.parent.name}/{ws.name}/index.html" in archive and "Archive of every run" in res.stderr
 
     # Lab exits on Ctrl-C; the tracked notebooks were never touched.
     lab["proc"].send_signal(signal.SIGINT)
