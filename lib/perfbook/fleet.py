@@ -30,6 +30,7 @@ from pydantic import Field
 from . import __version__
 from .baseline import BadBaseline, compare_into, report_lines, resolve as resolve_baseline, since_snapshot
 from .executors import BadExecutor, ExecutorSpec, start_backend
+from .findings import worst
 from .params import Params, ParamsError, Strict, load_model
 from .report import NotARun, Redactor, make_run_dir, replace_file, write_new
 from .report.fleet import fleet_findings, fleet_html
@@ -187,7 +188,6 @@ class Fleet:
 
 
 def _worst(r: Any) -> str:
-    from .findings import worst
     return worst(f.severity for f in r.findings) if r.findings else "ok"
 
 

@@ -77,6 +77,12 @@ class Watch:
         page.wait_for_timeout(300)  # let any timer- or onerror-driven script fire
         return page
 
+    def assert_inert(self) -> None:
+        """Nothing ran, nothing left the page, no script error: on every page opened."""
+        assert not self.dialogs, f"a script ran (an attacker's?): {self.dialogs}"
+        assert not self.blocked, f"requests tried to leave the page: {self.blocked[:5]}"
+        assert not self.errors, f"script errors: {self.errors[:5]}"
+
     def close(self):
         self.ctx.close()
 
@@ -128,9 +134,7 @@ def test_every_report_page_is_inert_offline_and_shows_its_findings(browser, tmp_
             page.close()
     finally:
         w.close()
-    assert not w.dialogs, f"a script of the attacker ran: {w.dialogs}"
-    assert not w.blocked, f"requests tried to leave the page: {w.blocked[:5]}"
-    assert not w.errors, f"script errors: {w.errors[:5]}"
+    w.assert_inert()
     print(f"screenshots: {art}")
 
 
@@ -162,9 +166,7 @@ def _bundle_shows_every_section_and_finding(browser, run_dir: Path, findings: li
         page.close()
     finally:
         w.close()
-    assert not w.dialogs, f"a script ran: {w.dialogs}"
-    assert not w.blocked, f"requests tried to leave the page: {w.blocked[:5]}"
-    assert not w.errors, f"script errors: {w.errors[:5]}"
+    w.assert_inert()
     return body
 
 

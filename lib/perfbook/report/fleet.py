@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..findings import Finding, severity_rank, sort_key, worst
-from .pages import SEV_STYLE, STATUS_TEXT, redact_findings
+from .pages import SEV_STYLE, STATUS_TEXT, redact_findings, section_verdict
 from .redaction import CLIP, Redactor, active_redactor, clip
 
 #: The fleet page lists at most this many findings needing attention; findings.json has them all.
@@ -47,14 +47,10 @@ def _cell(nb: dict[str, Any] | None, run: str) -> str:
     if nb is None:
         return "<td class='none'>—</td>"
     status = nb.get("status", "pending")
-    sev = nb.get("worst") or "ok"
-    if status != "ok":
-        sev = worst([sev, "error"])
-    fg, bg = SEV_STYLE.get(sev, SEV_STYLE["error"])
     n = nb.get("findings") or {}
-    label = sev.upper() if status == "ok" else STATUS_TEXT.get(status, status).upper()
-    if status == "ok" and not n:
-        fg, bg, label = "#666", "#f4f4f4", "NOTHING CHECKED"
+    _, label, fg, bg = section_verdict(status, [sev for sev, k in n.items() if k and sev in SEV_STYLE])
+    if status != "ok":
+        label = STATUS_TEXT.get(status, status).upper()
     bad = sum(n.get(s, 0) for s in NEEDS_ATTENTION)
     text = e(label) + (f" <span class='s'>({bad})</span>" if bad else "")
     link = _href(run, nb.get("html"))

@@ -82,6 +82,20 @@ STATUS_TEXT = {"ok": "ran", "failed": "notebook failed", "timeout": "timed out",
                "pending": "not run", "running": "running"}
 
 
+def section_verdict(status: str, severities: list[str]) -> tuple[str, str, str, str]:
+    """One section's cell on an index or fleet page: (severity, label, colour, background).
+    The worst of its findings' severities; ``error`` at least when the notebook did not run to
+    its end; a section that ran and concluded nothing (the load test switched off) is
+    "NOTHING CHECKED", never "OK"."""
+    sev = worst(severities) if severities else "ok"
+    if status != "ok":
+        sev = worst([sev, "error"])
+    if status == "ok" and not severities:
+        return sev, "NOTHING CHECKED", "#666", "#f4f4f4"
+    fg, bg = SEV_STYLE[sev]
+    return sev, sev.upper(), fg, bg
+
+
 def redact_findings(findings: list[Finding], redact: Redactor) -> list[Finding]:
     """The findings with every string (title, subject, evidence keys and values, ...) redacted."""
     return [Finding.from_dict(redact.obj(f.to_dict())) for f in findings]
@@ -102,14 +116,7 @@ def index_html(manifest: dict[str, Any], findings: list[Finding], redact: Redact
     for nb in manifest.get("notebooks", []):
         sec = nb["section"]
         fs = by_section.get(sec, [])
-        sev = worst(f.severity for f in fs) if fs else ("error" if nb["status"] != "ok" else "ok")
-        if nb["status"] != "ok":
-            sev = worst([sev, "error"])
-        fg, bg = SEV_STYLE[sev]
-        label = sev.upper()
-        if not fs and nb["status"] == "ok":
-            # A section that concluded nothing (e.g. the load test switched off) is not "OK".
-            fg, bg, label = "#666", "#f4f4f4", "NOTHING CHECKED"
+        _, label, fg, bg = section_verdict(nb["status"], [f.severity for f in fs])
         n_bad = sum(1 for f in fs if f.severity in ("warning", "critical", "error"))
         link = nb.get("html")
         name = f"<a href='{e(link)}'>{e(sec)}</a>" if link else e(sec)
