@@ -80,6 +80,17 @@ def test_slow_dependency_at_its_timeout():
     assert f.evidence["timeout_ms"] == 3000 and f.evidence["p99_ms"] >= 3000
 
 
+def test_counted_timeouts_judge_over_a_p99_interpolated_past_the_timeout():
+    """9 calls, 1 timed out (11 %): the histogram's p99 lies past the 3 s timeout by
+    interpolation, but the count says a tenth of the calls timed out: warning, not critical."""
+    obs = [2.0] * 8 + [3.2]
+    lat = external.dependency_latency(buckets("ai-api", obs), lambda s: 3.0)
+    assert lat.iloc[0]["p99_s"] >= 3.0
+    errors = external.dependency_errors(outcomes("ai-api", success=8, error=0, timeout=1, rejected=0))
+    [f] = external.slow_dependencies(lat, errors, settings=External(min_calls=5))
+    assert f.severity == "warning" and f.evidence["timed_out_share"] == pytest.approx(1 / 9)
+
+
 def test_slow_dependency_by_share_of_timeouts_when_timeout_unknown():
     lat = external.dependency_latency(buckets("ai-api", [0.2] * 3 + [1.8, 1.9]), timeout_10)
     errors = external.dependency_errors(outcomes("ai-api", success=1, error=3, timeout=1, rejected=10))
